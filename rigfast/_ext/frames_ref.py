@@ -1,0 +1,24 @@
+"""Wire encoders, plain Python: the reference for the compiled ``frames`` module.
+
+Each takes an event's compact JSON once and returns the bytes shared by every
+recipient of that wire kind.
+"""
+
+from __future__ import annotations
+
+
+def encode_sse(event_type: str, event_id: str, json: bytes) -> bytes:
+    """``event:``/``id:``/``data:`` lines and the blank line. JSON is single-line by construction."""
+    if event_id:
+        return b"event: %s\nid: %s\ndata: %s\n\n" % (event_type.encode(), event_id.encode(), json)
+    return b"event: %s\ndata: %s\n\n" % (event_type.encode(), json)
+
+
+def encode_ws_text(payload: bytes) -> bytes:
+    """One unmasked, unfragmented server text frame (RFC 6455)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return bytes((0x81, 126, n >> 8, n & 0xFF)) + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload

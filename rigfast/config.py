@@ -1,0 +1,211 @@
+"""Settings: one table, read once from RIG's environment variable names.
+
+Every setting has an environment variable (RIG's name where RIG has one) and
+a command line flag derived from it (``--inbound-port`` for ``INBOUND_PORT``).
+``rigfast --help`` prints this table. Values are checked at start; a bad one
+stops the gateway with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+
+class ConfigError(ValueError):
+    """A setting has a value the gateway cannot run with."""
+
+
+def _bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true/false, got {raw!r}")
+
+
+def _int(raw: str) -> int:
+    return int(raw.strip())
+
+
+def _float(raw: str) -> float:
+    return float(raw.strip())
+
+
+def _str(raw: str) -> str:
+    return raw
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+    attr: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.attr or self.env.lower().removeprefix("rigfast_")
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def _default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # ports and binding
+    Setting("INBOUND_PORT", 4000, _int, "public port: frontend connections, event submission, proxy"),
+    Setting("INBOUND_HTTPS_PORT", 4001, _int, "public TLS port (on when HTTPS_CERTFILE and HTTPS_KEYFILE are set)"),
+    Setting("API_HTTP_PORT", 4010, _int, "internal API port (no auth: never expose it to the internet)"),
+    Setting("API_HTTPS_PORT", 4011, _int, "internal API TLS port"),
+    Setting("RIGFAST_HOST", "0.0.0.0", _str, "bind address of the public ports"),
+    Setting("RIGFAST_API_HOST", "0.0.0.0", _str, "bind address of the internal API ports; set 127.0.0.1 to keep it off the network"),
+    Setting("HTTPS_CERTFILE", "", _str, "PEM certificate file for the TLS ports"),
+    Setting("HTTPS_KEYFILE", "", _str, "PEM private key file for the TLS ports"),
+    Setting("HTTPS_KEYFILE_PASS", "", _str, "password of an encrypted HTTPS_KEYFILE"),
+    Setting("RIGFAST_WORKERS", None, _int, "worker processes (default: number of cores)", attr="workers"),
+    # frontends
+    Setting("CORS", "*", _str, "value of access-control-allow-origin"),
+    Setting("MAX_CONNECTIONS_PER_MINUTE", 5000, _int, "new frontend connections per minute before 429"),
+    Setting("RIGFAST_HEARTBEAT_INTERVAL_S", 15.0, _float, "SSE heartbeat comment / WebSocket ping interval, seconds"),
+    Setting("RIGFAST_LONGPOLL_TIMEOUT_S", 5.0, _float, "how long a long-poll request waits for events, seconds"),
+    Setting("RIGFAST_LONGPOLL_SESSION_TTL_S", 3600.0, _float, "long-polling session expiry without a poll, seconds"),
+    Setting("RIGFAST_LONGPOLL_BUFFER", 200, _int, "undelivered events kept per long-polling session"),
+    Setting("RIGFAST_SEND_BUFFER_BYTES", 1 << 20, _int, "per-connection send buffer; a client that falls further behind is disconnected"),
+    Setting("RIGFAST_HISTORY_SIZE", 10000, _int, "events kept for Last-Event-ID resumption"),
+    Setting("RIGFAST_HISTORY_AGE_S", 300.0, _float, "maximum age of events kept for resumption, seconds"),
+    # HTTP limits
+    Setting("RIGFAST_MAX_HEADER_BYTES", 16384, _int, "request line + headers larger than this get 431"),
+    Setting("RIGFAST_MAX_HEADERS", 100, _int, "more header fields than this get 431"),
+    Setting("RIGFAST_MAX_BODY_BYTES", 1 << 20, _int, "request bodies larger than this get 413"),
+    Setting("RIGFAST_REQUEST_TIMEOUT_S", 30.0, _float, "a request not complete within this gets 408"),
+    Setting("RIGFAST_KEEPALIVE_TIMEOUT_S", 75.0, _float, "idle keep-alive connections are closed after this"),
+    # subscriptions and auth
+    Setting("EXTRACTORS", "", _str, "extractor configuration: a JSON file path or the JSON itself", attr="extractors_src"),
+    Setting("JWT_SECRET_KEY", "", _str, "HS secret, or PEM public key (inline or file path) for RS/ES"),
+    Setting("JWT_ALG", "HS256", _str, "HS256/384/512, RS256/384/512, ES256/384"),
+    Setting("JWT_SESSION_FIELD", "/jti", _str, "JSON pointer to the claim that identifies a session"),
+    Setting("SUBSCRIPTION_CHECK", "no_check", _str, "no_check | jwt_validation | http(s) URL"),
+    Setting("SUBMISSION_CHECK", "no_check", _str, "no_check | jwt_validation | http(s) URL"),
+    Setting("RIGFAST_CHECK_TIMEOUT_S", 5.0, _float, "timeout of an external (URL) authorization check"),
+    # kafka
+    Setting("KAFKA_BROKERS", (), _list, "comma-separated host:port list; empty = no Kafka (embedded default)"),
+    Setting("KAFKA_SOURCE_TOPICS", ("rig",), _list, "topics to consume events from"),
+    Setting("KAFKATOFILTER_KAFKA_GROUP_ID", "rig-kafka-to-filter", _str, "consumer group id (prefix; see README)"),
+    Setting("KAFKA_SASL", "", _str, "plain:user:pass, scram_sha_256:user:pass or scram_sha_512:user:pass"),
+    Setting("KAFKA_SSL_ENABLED", False, _bool, "use TLS to the brokers"),
+    Setting("KAFKA_SSL_CA_CERTFILE", "", _str, "CA certificate file for the brokers"),
+    Setting("KAFKA_SSL_CERTFILE", "", _str, "client certificate file"),
+    Setting("KAFKA_SSL_KEYFILE", "", _str, "client key file"),
+    Setting("KAFKA_SSL_KEYFILE_PASS", "", _str, "client key password"),
+    Setting("KAFKA_RESTART_DELAY_MS", 5000, _int, "delay before the consumer reconnects after a failure"),
+    Setting("RIGFAST_KAFKA_CONFIG", "", _str, "extra librdkafka properties as JSON, e.g. {\"fetch.min.bytes\": 1}"),
+    # proxy
+    Setting("PROXY_CONFIG_FILE", "", _str, "reverse proxy APIs: a JSON file path or the JSON itself"),
+    Setting("PROXY_RECV_TIMEOUT", 5000, _int, "forwarded request timeout, ms"),
+    Setting("PROXY_KAFKA_RESPONSE_TOPICS", ("rig-proxy-response",), _list, "topics carrying correlated proxy responses"),
+    Setting("PROXY_KAFKA_RESPONSE_TIMEOUT", 5000, _int, "wait for a Kafka response, ms"),
+    Setting("PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT", 5000, _int, "wait for a POST /v3/responses answer, ms"),
+    # logging
+    Setting("LOG_LEVEL", "info", _str, "debug | info | warning | error"),
+    Setting("LOG_FMT", "text", _str, "text (default) or json (one JSON object per line)"),
+)
+
+class Config:
+    """The gateway's settings, as attributes named after the flags."""
+
+    __slots__ = tuple(s.name for s in SETTINGS) + ("extractors",)
+
+    def __init__(self, values: Mapping[str, Any]):
+        for s in SETTINGS:
+            object.__setattr__(self, s.name, values.get(s.name, s.default))
+        if self.workers is None:
+            object.__setattr__(self, "workers", _default_workers())
+        object.__setattr__(self, "extractors", load_extractors(self.extractors_src))
+        self._check()
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("Config is read-only")
+
+    def _check(self) -> None:
+        if self.workers < 1:
+            raise ConfigError("RIGFAST_WORKERS must be >= 1")
+        for name in ("inbound_port", "api_http_port", "inbound_https_port", "api_https_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{name.upper()} must be a port number, got {port}")
+        if self.jwt_alg not in ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"):
+            raise ConfigError(f"JWT_ALG {self.jwt_alg!r} is not supported")
+        if bool(self.https_certfile) != bool(self.https_keyfile):
+            raise ConfigError("HTTPS_CERTFILE and HTTPS_KEYFILE must be set together")
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.https_certfile and self.https_keyfile)
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as environment variables (to hand to worker processes)."""
+        out = {}
+        for s in SETTINGS:
+            v = getattr(self, s.name)
+            if isinstance(v, tuple):
+                v = ",".join(v)
+            elif isinstance(v, bool):
+                v = "true" if v else "false"
+            out[s.env] = str(v)
+        return out
+
+
+def parse_env(env: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        raw = env.get(s.env)
+        if raw is None:
+            continue
+        try:
+            values[s.name] = s.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{s.env}: {exc}") from None
+    if overrides:
+        values.update({k: v for k, v in overrides.items() if v is not None})
+    return values
+
+
+def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+    """Build the configuration from the environment (and CLI overrides)."""
+    return Config(parse_env(os.environ if env is None else env, overrides))
+
+
+def read_json_setting(env_name: str, raw: str) -> Any:
+    """A setting that is either inline JSON or the path of a JSON file."""
+    text = raw.strip()
+    if not text:
+        return None
+    if not text.startswith(("{", "[")):
+        try:
+            with open(text, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise ConfigError(f"{env_name}: cannot read file {raw!r}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{env_name}: invalid JSON: {exc}") from None
+
+
+def load_extractors(raw: str):
+    from rigfast.subscriptions import Extractors
+
+    return Extractors.from_config(read_json_setting("EXTRACTORS", raw))

@@ -1,0 +1,257 @@
+"""Subscriptions and the extractor configuration.
+
+A subscription is ``{"eventType": t, "oneOf": [{field: value, ...}, ...]}``.
+Fields are named by ``EXTRACTORS``; each names an RFC 6901 JSON pointer into
+the event (``event.json_pointer``) and optionally into the JWT claims
+(``jwt.json_pointer``, which makes it an automatic subscription).
+
+Values are compared through :func:`value_key`, so that equal JSON values hash
+equally and ``true`` never equals ``1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+import orjson
+
+from rigfast.errors import SubscriptionError
+
+_MISSING = object()
+
+
+def value_key(value: Any) -> Any:
+    """A hashable key with JSON equality: strings stay strings, others become canonical JSON bytes."""
+    if type(value) is str:
+        return value
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def compile_pointer(pointer: str) -> Callable[[Any], Any]:
+    """RFC 6901: compile ``/a/b~1c/0`` into a function doc -> value (or _MISSING)."""
+    if pointer == "":
+        return lambda doc: doc
+    if not pointer.startswith("/"):
+        raise ValueError(f"JSON pointer must be empty or start with '/': {pointer!r}")
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")]
+
+    if len(parts) == 1:
+        (only,) = parts
+
+        def get1(doc: Any) -> Any:
+            if type(doc) is dict:
+                return doc.get(only, _MISSING)
+            return _walk(doc, parts)
+
+        return get1
+    if len(parts) == 2:
+        first, second = parts
+
+        def get2(doc: Any) -> Any:
+            if type(doc) is dict:
+                inner = doc.get(first, _MISSING)
+                if type(inner) is dict:
+                    return inner.get(second, _MISSING)
+            return _walk(doc, parts)
+
+        return get2
+    return lambda doc: _walk(doc, parts)
+
+
+def _walk(doc: Any, parts: list[str]) -> Any:
+    for part in parts:
+        if isinstance(doc, dict):
+            doc = doc.get(part, _MISSING)
+        elif isinstance(doc, list):
+            if not part.isdigit() or (len(part) > 1 and part[0] == "0"):
+                return _MISSING
+            idx = int(part)
+            if idx >= len(doc):
+                return _MISSING
+            doc = doc[idx]
+        else:
+            return _MISSING
+        if doc is _MISSING:
+            return _MISSING
+    return doc
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    index: int
+    event_pointer: str
+    jwt_pointer: str | None
+    get_event: Callable[[Any], Any]
+    get_jwt: Callable[[Any], Any] | None
+
+
+class Extractors:
+    """The parsed ``EXTRACTORS`` configuration: event type -> field name -> Field."""
+
+    def __init__(self, types: Mapping[str, Mapping[str, Field]]):
+        self._types = {t: dict(fields) for t, fields in types.items()}
+        # field list per type, in stable_field_index order
+        self._ordered = {
+            t: tuple(sorted(fields.values(), key=lambda f: (f.index, f.name))) for t, fields in self._types.items()
+        }
+        self._jwt_fields = {
+            t: tuple(f for f in fs if f.get_jwt is not None) for t, fs in self._ordered.items()
+        }
+
+    @classmethod
+    def from_config(cls, conf: Any) -> "Extractors":
+        from rigfast.config import ConfigError
+
+        if conf is None:
+            return cls({})
+        if not isinstance(conf, dict):
+            raise ConfigError("EXTRACTORS: must be a JSON object of event types")
+        types: dict[str, dict[str, Field]] = {}
+        for etype, fields in conf.items():
+            if not isinstance(fields, dict):
+                raise ConfigError(f"EXTRACTORS: {etype!r} must map field names to extractor objects")
+            out: dict[str, Field] = {}
+            for fname, spec in fields.items():
+                where = f"EXTRACTORS: {etype}.{fname}"
+                if not isinstance(spec, dict):
+                    raise ConfigError(f"{where} must be an object")
+                idx = spec.get("stable_field_index", 0)
+                if not isinstance(idx, int) or isinstance(idx, bool):
+                    raise ConfigError(f"{where}.stable_field_index must be an integer")
+                ev = spec.get("event")
+                if not isinstance(ev, dict) or not isinstance(ev.get("json_pointer"), str):
+                    raise ConfigError(f"{where}.event.json_pointer is required (a string)")
+                jw = spec.get("jwt")
+                jwt_ptr = None
+                if jw is not None:
+                    if not isinstance(jw, dict) or not isinstance(jw.get("json_pointer"), str):
+                        raise ConfigError(f"{where}.jwt.json_pointer must be a string")
+                    jwt_ptr = jw["json_pointer"]
+                try:
+                    get_event = compile_pointer(ev["json_pointer"])
+                    get_jwt = compile_pointer(jwt_ptr) if jwt_ptr is not None else None
+                except ValueError as exc:
+                    raise ConfigError(f"{where}: {exc}") from None
+                out[fname] = Field(fname, idx, ev["json_pointer"], jwt_ptr, get_event, get_jwt)
+            types[etype] = out
+        return cls(types)
+
+    def fields(self, event_type: str) -> tuple[Field, ...]:
+        return self._ordered.get(event_type, ())
+
+    def has_field(self, event_type: str, name: str) -> bool:
+        return name in self._types.get(event_type, ())
+
+    def extract(self, event_type: str, obj: Any, wanted: Iterable[str] | None = None) -> dict[str, Any]:
+        """Field values (as value keys) of an event; absent fields are left out."""
+        out = {}
+        fields = self._types.get(event_type)
+        if not fields:
+            return out
+        names = fields.keys() if wanted is None else wanted
+        for name in names:
+            f = fields.get(name)
+            if f is None:
+                continue
+            v = f.get_event(obj)
+            if v is not _MISSING:
+                out[name] = value_key(v)
+        return out
+
+    def automatic(self, claims_list: Iterable[Mapping[str, Any]]) -> list["Subscription"]:
+        """Automatic subscriptions from JWT claims: one per (type, field, value) found."""
+        subs: list[Subscription] = []
+        seen = set()
+        for claims in claims_list:
+            for etype, fields in self._jwt_fields.items():
+                for f in fields:
+                    v = f.get_jwt(claims)  # type: ignore[misc]
+                    if v is _MISSING:
+                        continue
+                    k = (etype, f.name, value_key(v))
+                    if k in seen:
+                        continue
+                    seen.add(k)
+                    subs.append(Subscription(etype, ({f.name: v},)))
+        return subs
+
+
+class Subscription:
+    """One subscription: an event type and a disjunction of conjunctions."""
+
+    __slots__ = ("event_type", "one_of", "_key")
+
+    def __init__(self, event_type: str, one_of: tuple[dict, ...] = ()):
+        self.event_type = event_type
+        self.one_of = one_of
+        self._key = (event_type, tuple(sorted(tuple(sorted((k, value_key(v)) for k, v in o.items())) for o in one_of)))
+
+    @property
+    def conjunctions(self) -> tuple[tuple[tuple[str, Any], ...], ...]:
+        """The oneOf objects as sorted (field, value_key) tuples; () means every event of the type."""
+        conj = self._key[1]
+        return () if any(len(c) == 0 for c in conj) else conj
+
+    def to_json(self) -> dict:
+        return {"eventType": self.event_type, "oneOf": list(self.one_of)}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Subscription) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __repr__(self) -> str:
+        return f"Subscription({self.event_type!r}, {self.one_of!r})"
+
+
+def parse_subscriptions(raw: Any, extractors: Extractors) -> list[Subscription]:
+    """Validate a decoded JSON subscription list; raises SubscriptionError naming the problem."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise SubscriptionError("subscriptions must be a JSON list")
+    out: list[Subscription] = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise SubscriptionError(f"subscription #{i} must be an object")
+        etype = item.get("eventType")
+        if not isinstance(etype, str) or not etype:
+            raise SubscriptionError(f"subscription #{i}: eventType must be a non-empty string")
+        one_of = item.get("oneOf", [])
+        if one_of is None:
+            one_of = []
+        if not isinstance(one_of, list):
+            raise SubscriptionError(f"subscription #{i}: oneOf must be a list of objects")
+        for j, cond in enumerate(one_of):
+            if not isinstance(cond, dict):
+                raise SubscriptionError(f"subscription #{i}: oneOf[{j}] must be an object")
+            for fname in cond:
+                if not extractors.has_field(etype, fname):
+                    raise SubscriptionError(
+                        f"subscription #{i}: no extractor defines field {fname!r} for event type {etype!r}"
+                    )
+        out.append(Subscription(etype, tuple(one_of)))
+    return out
+
+
+def parse_subscriptions_json(text: bytes | str, extractors: Extractors) -> list[Subscription]:
+    try:
+        raw = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise SubscriptionError(f"subscriptions are not valid JSON: {exc}") from None
+    return parse_subscriptions(raw, extractors)
+
+
+def merge(*lists: Iterable[Subscription]) -> list[Subscription]:
+    """Union of subscription lists, first occurrence kept, order stable."""
+    seen: set[Subscription] = set()
+    out = []
+    for lst in lists:
+        for s in lst:
+            if s not in seen:
+                seen.add(s)
+                out.append(s)
+    return out
