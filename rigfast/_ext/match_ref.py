@@ -15,8 +15,9 @@ Interface (the compiled twin must behave identically):
   means every event of that type.
 - ``remove(conn)``; ``match(event_type, fields) -> list[int]`` of distinct
   conns, ``fields`` mapping field name -> value key (absent fields left out);
-  ``wanted(event_type)`` the fields worth extracting; ``len(index)`` the
-  number of conns with at least one subscription; ``subscription_count``.
+  ``wanted(event_type)`` the fields worth extracting (every field named by
+  some conjunction of that type, anchor or not); ``len(index)`` the number
+  of conns with at least one subscription; ``subscription_count``.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ _MISSING = object()
 
 
 class _TypeEntry:
-    __slots__ = ("everyone", "by_field")
+    __slots__ = ("everyone", "by_field", "field_refs")
 
     def __init__(self) -> None:
         self.everyone: set[int] = set()
         # field -> value key -> conn -> list of conjunctions anchored there
         self.by_field: dict[str, dict[Any, dict[int, list[Conj]]]] = {}
+        # field -> number of filed conjunctions naming it (anchor or not)
+        self.field_refs: dict[str, int] = {}
 
 
 class SubscriptionIndex:
@@ -60,6 +63,9 @@ class SubscriptionIndex:
                 field, key = conj[0]
                 bucket = te.by_field.setdefault(field, {}).setdefault(key, {})
                 bucket.setdefault(conn, []).append(conj)
+                refs = te.field_refs
+                for f, _ in conj:
+                    refs[f] = refs.get(f, 0) + 1
                 entries.append((etype, conj))
         if entries:
             self._conns[conn] = (tuple(entries), len(subs))
@@ -78,9 +84,22 @@ class SubscriptionIndex:
             if conj is None:
                 te.everyone.discard(conn)
                 continue
+            refs = te.field_refs
+            for f, _ in conj:
+                n = refs[f] - 1
+                if n:
+                    refs[f] = n
+                else:
+                    del refs[f]
             field, key = conj[0]
-            by_value = te.by_field[field]
-            bucket = by_value[key]
+            # several of conn's conjunctions may share one anchor: the first
+            # one popped conn from the bucket (and maybe dropped the bucket)
+            by_value = te.by_field.get(field)
+            if by_value is None:
+                continue
+            bucket = by_value.get(key)
+            if bucket is None:
+                continue
             bucket.pop(conn, None)
             if not bucket:
                 del by_value[key]
@@ -93,7 +112,7 @@ class SubscriptionIndex:
 
     def wanted(self, event_type: str) -> tuple[str, ...]:
         te = self._types.get(event_type)
-        return tuple(te.by_field) if te is not None else ()
+        return tuple(te.field_refs) if te is not None else ()
 
     def match(self, event_type: str, fields: Mapping[str, Any]) -> list[int]:
         te = self._types.get(event_type)
