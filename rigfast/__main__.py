@@ -1,0 +1,5 @@
+import sys
+
+from rigfast.cli import main
+
+sys.exit(main())

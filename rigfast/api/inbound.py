@@ -1,0 +1,301 @@
+"""Routes of the public port: the three transports, subscriptions, event submission."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import orjson
+
+from rigfast import cloudevents
+from rigfast.cloudevents import Event, make_event
+from rigfast.errors import BadRequest, CloudEventError, Gone, NotFound, RigError, SubscriptionError, TooManyRequests
+from rigfast.hub.hub import LONGPOLL
+from rigfast.net.sessions import LongPollSession, SseSession, WsSession
+from rigfast.subscriptions import Subscription, merge, parse_subscriptions, parse_subscriptions_json
+from rigfast.wire.http1 import encode_stream_head, encode_ws_accept, header_has_token
+
+if TYPE_CHECKING:
+    from rigfast.app import Gateway
+    from rigfast.net.protocol import HttpProtocol
+    from rigfast.wire.http1 import Request
+
+CONNECTION_PREFIX = "/_rig/v1/connection/"
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_.~-]{8,256}$")
+PREFLIGHT_MAX_AGE = b"86400"
+
+
+def new_connection_token(prefix: str = "") -> str:
+    """Opaque and unguessable: 144 random bits (plus a routing prefix when clustered)."""
+    return prefix + secrets.token_urlsafe(18)
+
+
+class InboundApi:
+    def __init__(self, gw: "Gateway"):
+        self.gw = gw
+        self.cfg = gw.cfg
+        self.hub = gw.hub
+        self.auth = gw.auth
+        self.extractors = gw.cfg.extractors
+        self.cors_origin = self.cfg.cors.encode()
+
+    # -- routing --------------------------------------------------------------
+    def __call__(self, proto: "HttpProtocol", req: "Request") -> Any:
+        path, method = req.path, req.method
+        if path == "/_rig/v1/events":
+            if method == "POST":
+                return self.submit(proto, req)
+            if method == "OPTIONS":
+                return self.preflight(proto, req, b"POST")
+            raise RigError("method not allowed: use POST", 405)
+        if path.startswith(CONNECTION_PREFIX):
+            rest = path[len(CONNECTION_PREFIX):]
+            if rest in ("sse", "ws", "longpolling"):
+                if method == "OPTIONS":
+                    return self.preflight(proto, req, b"GET")
+                if method != "GET":
+                    raise RigError("method not allowed: use GET", 405)
+                return getattr(self, "open_" + rest)(proto, req)
+            parts = rest.split("/")
+            if len(parts) == 3 and parts[0] in ("sse", "ws", "longpolling") and parts[2] == "subscriptions":
+                if method == "PUT":
+                    return self.put_subscriptions(proto, req, parts[1])
+                if method == "OPTIONS":
+                    return self.preflight(proto, req, b"PUT")
+                raise RigError("method not allowed: use PUT", 405)
+        if path == "/_rig/health" and method in ("GET", "HEAD"):
+            proto.respond(req, 200, b"OK")
+            return None
+        if self.gw.proxy is not None:
+            return self.gw.proxy.handle(proto, req)
+        raise NotFound(f"no route for {method} {path}")
+
+    # -- CORS ---------------------------------------------------------------
+    def cors(self, req: "Request", credentials: bool = False) -> list[tuple[bytes, bytes]]:
+        origin = self.cors_origin
+        req_origin = req.header(b"origin")
+        if origin == b"*":
+            if credentials and req_origin:
+                # a credentialed request is refused by browsers with "*": echo the origin
+                return [(b"access-control-allow-origin", req_origin), (b"access-control-allow-credentials", b"true"), (b"vary", b"origin")]
+        elif b"," in origin and req_origin:
+            allowed = [o.strip() for o in origin.split(b",")]
+            origin = req_origin if req_origin in allowed else allowed[0]
+        out = [(b"access-control-allow-origin", origin)]
+        if credentials:
+            out.append((b"access-control-allow-credentials", b"true"))
+        if origin != b"*":
+            out.append((b"vary", b"origin"))
+        return out
+
+    def preflight(self, proto, req, methods: bytes) -> None:
+        headers = self.cors(req, credentials=True) + [
+            (b"access-control-allow-methods", methods + b", OPTIONS"),
+            (b"access-control-allow-headers", b"content-type,authorization,last-event-id" if methods != b"PUT" else b"content-type,authorization"),
+            (b"access-control-max-age", PREFLIGHT_MAX_AGE),
+        ]
+        proto.respond(req, 204, b"", None, headers)
+
+    # -- helpers ------------------------------------------------------------
+    def admit(self) -> None:
+        if not self.auth.rate_limiter.allow():
+            raise TooManyRequests("too many new connections: MAX_CONNECTIONS_PER_MINUTE exceeded, retry later")
+
+    def requested(self, req: "Request") -> tuple[list[str], list[dict], list[Subscription]]:
+        """(tokens, valid claims, merged subscriptions) of a connect request."""
+        raw = req.query_one("subscriptions")
+        manual = parse_subscriptions_json(raw, self.extractors) if raw else []
+        tokens = self.auth.tokens(req)
+        claims = self.auth.valid_claims(tokens)
+        return tokens, claims, merge(manual, self.extractors.automatic(claims))
+
+    def then(self, check: Awaitable | None, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` after an authorization check that may need I/O."""
+        if check is None:
+            return fn()
+
+        async def run():
+            await check
+            return fn()
+
+        return run()
+
+    def greet(self, session, subs: list[Subscription]) -> None:
+        hub = self.hub
+        hub.register(session)
+        hub.send_gateway_event(session, make_event("rig.connection.create", {"connection_token": session.token, "errors": []}))
+        hub.set_subscriptions(session, subs)
+
+    def resume(self, session, req: "Request") -> None:
+        last = req.header_str(b"last-event-id") or req.query_one("lastEventId")
+        if not last:
+            return
+        gap, events = self.hub.replay_since(last.strip(), session.subscriptions)
+        if gap:
+            self.hub.send_gateway_event(session, make_event("rig.history_gap", {"last_event_id": last}))
+        for e in events:
+            session.enqueue(self.hub.encode(session.kind, e), e)
+
+    # -- SSE ------------------------------------------------------------------
+    def open_sse(self, proto, req) -> Any:
+        self.admit()
+        tokens, claims, subs = self.requested(req)
+        return self.then(self.auth.check_subscription(tokens, subs), lambda: self._start_sse(proto, req, claims, subs))
+
+    def _start_sse(self, proto, req, claims, subs) -> None:
+        session = SseSession(self.hub, new_connection_token(self.gw.token_prefix), proto, claims=claims, session_ids=self.auth.session_ids(claims))
+        proto.become_stream(session)
+        proto.write(
+            encode_stream_head(
+                200,
+                [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),
+                ]
+                + self.cors(req),
+            )
+        )
+        self.greet(session, subs)
+        self.resume(session, req)
+
+    # -- WebSocket ----------------------------------------------------------
+    def open_ws(self, proto, req) -> Any:
+        if not (header_has_token(req.header(b"connection"), b"upgrade") and (req.header(b"upgrade") or b"").lower() == b"websocket"):
+            raise BadRequest("WebSocket upgrade required (Connection: Upgrade, Upgrade: websocket)")
+        if req.header(b"sec-websocket-version") != b"13":
+            raise RigError("unsupported WebSocket version: use 13", 426)
+        key = req.header(b"sec-websocket-key")
+        if not key:
+            raise BadRequest("missing Sec-WebSocket-Key")
+        self.admit()
+        try:
+            tokens, claims, subs = self.requested(req)
+            check = self.auth.check_subscription(tokens, subs)
+        except RigError as exc:
+            return self._start_ws(proto, req, key, [], [], refuse=exc.message)
+        if check is None:
+            return self._start_ws(proto, req, key, claims, subs)
+
+        async def checked():
+            try:
+                await check
+            except RigError as exc:
+                return self._start_ws(proto, req, key, [], [], refuse=exc.message)
+            return self._start_ws(proto, req, key, claims, subs)
+
+        return checked()
+
+    def _start_ws(self, proto, req, key: bytes, claims, subs, refuse: str | None = None) -> None:
+        session = WsSession(self.hub, new_connection_token(self.gw.token_prefix), proto, claims=claims, session_ids=self.auth.session_ids(claims))
+        proto.become_stream(session)
+        proto.write(encode_ws_accept(key))
+        if refuse is not None:
+            session.close_with(1008, refuse[:120])
+            return
+        self.greet(session, subs)
+        self.resume(session, req)
+        if proto.leftover:
+            data, proto.leftover = proto.leftover, b""
+            session.data_received(data)
+
+    # -- long-polling -------------------------------------------------------
+    def open_longpolling(self, proto, req) -> Any:
+        cors = self.cors(req, credentials=True)
+        token = req.cookies.get("connection_token")
+        session = self.hub.by_token.get(token) if token else None
+        if session is not None and session.kind == LONGPOLL:
+            session.poll(proto, req, cors)
+            return None
+        self.admit()
+        tokens, claims, subs = self.requested(req)
+        return self.then(self.auth.check_subscription(tokens, subs), lambda: self._start_lp(proto, req, claims, subs, cors))
+
+    def _start_lp(self, proto, req, claims, subs, cors) -> None:
+        cfg = self.cfg
+        session = LongPollSession(
+            self.hub,
+            new_connection_token(self.gw.token_prefix),
+            cfg.longpoll_buffer,
+            cfg.longpoll_session_ttl_s,
+            cfg.longpoll_timeout_s,
+            claims=claims,
+            session_ids=self.auth.session_ids(claims),
+        )
+        self.greet(session, subs)
+        self.resume(session, req)
+        headers = cors + [
+            (b"set-cookie", b"connection_token=%s; path=/" % session.token.encode()),
+            (b"set-cookie", b'last_event_id="first_event"; path=/'),
+            (b"cache-control", b"no-cache"),
+        ]
+        proto.respond(req, 200, b'"ok"', b"application/json; charset=utf-8", headers)
+
+    # -- subscriptions --------------------------------------------------------
+    def put_subscriptions(self, proto, req, token: str) -> Any:
+        if not TOKEN_RE.match(token):
+            raise BadRequest("invalid connection token")
+        try:
+            body = orjson.loads(req.body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict) or "subscriptions" not in body:
+            raise BadRequest('body must be an object like {"subscriptions": [...]}')
+        manual = parse_subscriptions(body["subscriptions"], self.extractors)
+        session = self.hub.by_token.get(token)
+        if session is None:
+            return self.gw.forward_subscriptions(proto, req, token, manual)
+        tokens = self.auth.tokens(req)
+        claims = self.auth.valid_claims(tokens)
+        subs = merge(manual, self.extractors.automatic(claims))
+        cors = self.cors(req)
+
+        def apply():
+            if session.closed:
+                raise Gone("the connection no longer exists")
+            session.manual = manual
+            self.hub.set_subscriptions(session, subs)
+            proto.respond(req, 204, b"", None, cors)
+
+        return self.then(self.auth.check_subscription(tokens, subs), apply)
+
+    # -- event submission -------------------------------------------------------
+    def submit(self, proto, req, source: str = "http", checked: bool = True) -> Any:
+        event = parse_http_event(req)
+        check = self.auth.check_submission(self.auth.tokens(req), event.json) if checked else None
+        cors = self.cors(req) if checked else []
+
+        def accept():
+            self.hub.publish(event, source)
+            proto.respond(req, 202, event.json, b"application/json; charset=utf-8", cors)
+
+        return self.then(check, accept)
+
+
+def parse_http_event(req: "Request") -> Event:
+    """HTTP binding: binary mode when ce-specversion (or 0.1's ce-cloudeventsversion) is set, else structured."""
+    ctype = req.header_str(b"content-type")
+    binary = req.header(b"ce-specversion") is not None or req.header(b"ce-cloudeventsversion") is not None
+    if binary:
+        attrs = {}
+        for k, v in req.headers:
+            if k.startswith(b"ce-") and len(k) > 3:
+                try:
+                    attrs[k[3:].decode("ascii")] = v.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise CloudEventError(f"header {k.decode('latin-1')} is not valid UTF-8") from None
+        return cloudevents.parse_binary(attrs, req.body, ctype)
+    if ctype:
+        mt = ctype.split(";", 1)[0].strip().lower()
+        if mt not in ("application/cloudevents+json", "application/json"):
+            raise RigError(
+                f"unsupported content-type {mt!r}: use application/cloudevents+json (structured) or ce- headers (binary)",
+                415,
+            )
+    if not req.body:
+        raise CloudEventError("empty body: expected a CloudEvent as JSON")
+    return cloudevents.parse_structured(req.body)
+
+
+__all__ = ["InboundApi", "parse_http_event", "new_connection_token", "SubscriptionError"]

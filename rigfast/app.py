@@ -1,0 +1,195 @@
+"""The gateway process: listening sockets, hub, sources, periodic work, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import ssl
+from typing import Any
+
+import orjson
+
+from rigfast import metrics
+from rigfast.api.inbound import InboundApi
+from rigfast.api.internal import InternalApi
+from rigfast.authz import Authorizer
+from rigfast.cloudevents import make_event
+from rigfast.errors import BadRequest, Gone, NotFound, RigError
+from rigfast.hub.hub import KIND_NAMES, SSE, WS, Hub
+from rigfast.net.protocol import HttpProtocol, ServerState
+
+log = logging.getLogger("rigfast")
+
+SWEEP_INTERVAL_S = 1.0
+
+
+class Gateway:
+    def __init__(self, cfg, worker_id: int = 0, sockets: dict[str, socket.socket] | None = None):
+        self.cfg = cfg
+        self.worker_id = worker_id
+        self.pid = os.getpid()
+        self.token_prefix = ""
+        self.sockets = sockets or {}
+        self.loop = asyncio.get_event_loop()
+        self.hub = Hub(cfg.extractors, self.loop, cfg.history_size, cfg.history_age_s)
+        self.auth = Authorizer(cfg)
+        self.auth.blacklist.on_add(self.kill_session)
+        self.kafka: Any = None
+        self.proxy: Any = None
+        self.inbound = InboundApi(self)
+        self.internal = InternalApi(self)
+        self.servers: list[asyncio.AbstractServer] = []
+        self.states: list[ServerState] = []
+        self._tasks: list[asyncio.Task] = []
+        self._register_gauges()
+
+    def _register_gauges(self) -> None:
+        hub = self.hub
+        metrics.REGISTRY.gauge(
+            "rig_connections", "Open frontend connections", lambda: {KIND_NAMES[i]: hub.counts[i] for i in range(3)}, ("transport",)
+        )
+        metrics.REGISTRY.gauge("rig_subscriptions", "Subscriptions held", lambda: hub.index.subscription_count)
+        metrics.REGISTRY.gauge("rig_blacklist_size", "Blacklisted sessions", lambda: len(self.auth.blacklist))
+
+    # -- lifecycle ------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.cfg
+        tls = self._tls_context() if cfg.tls_enabled else None
+        plan = [
+            ("inbound", self.inbound, cfg.host, cfg.inbound_port, None),
+            ("internal", self.internal, cfg.api_host, cfg.api_http_port, None),
+        ]
+        if tls is not None:
+            plan += [
+                ("inbound", self.inbound, cfg.host, cfg.inbound_https_port, tls),
+                ("internal", self.internal, cfg.api_host, cfg.api_https_port, tls),
+            ]
+        for name, router, host, port, ctx in plan:
+            state = ServerState(cfg, router, name)
+            self.states.append(state)
+            sock = self.sockets.get(f"{host}:{port}")
+            factory = lambda state=state: HttpProtocol(state)  # noqa: E731
+            if sock is not None:
+                server = await self.loop.create_server(factory, sock=sock, ssl=ctx, backlog=4096)
+            else:
+                server = await self.loop.create_server(factory, host, port, ssl=ctx, backlog=4096, reuse_address=True)
+            self.servers.append(server)
+        if cfg.kafka_brokers:
+            from rigfast.sources.kafka import KafkaSource
+
+            self.kafka = KafkaSource(cfg, self.loop, self.hub.publish_batch)
+            self.kafka.start()
+        self._tasks.append(self.loop.create_task(self._every(SWEEP_INTERVAL_S, self._sweep)))
+        self._tasks.append(self.loop.create_task(self._every(cfg.heartbeat_interval_s, self.hub.heartbeat)))
+        log.info(
+            "rigfast worker %s listening: inbound %s:%s, internal %s:%s%s (engine: %s)",
+            self.worker_id, cfg.host, cfg.inbound_port, cfg.api_host, cfg.api_http_port,
+            f", TLS {cfg.inbound_https_port}/{cfg.api_https_port}" if tls else "", self.hub.build,
+        )
+
+    def _tls_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.cfg.https_certfile, self.cfg.https_keyfile, self.cfg.https_keyfile_pass or None)
+        return ctx
+
+    async def _every(self, interval: float, fn) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - periodic work must keep running
+                log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for state in self.states:
+            state.sweep(now)
+        self.auth.blacklist.purge()
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        for t in self._tasks:
+            t.cancel()
+        self.hub.close_all()
+        for state in self.states:
+            for proto in list(state.all_conns):
+                proto.close()
+        if self.kafka is not None:
+            await self.kafka.stop()
+        await self.auth.close()
+        for server in self.servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+                pass
+
+    # -- blacklist ------------------------------------------------------------
+    def kill_session(self, session_id: str) -> None:
+        """End every live connection of a blacklisted session."""
+        for s in [s for s in self.hub.sessions.values() if session_id in s.session_ids]:
+            if s.kind == SSE:
+                ev = make_event("rig.session_killed", {"session_id": session_id})
+                s.close(self.hub.encode(SSE, ev, with_id=False))
+            elif s.kind == WS:
+                s.close_with(1000, "Session killed.")
+            else:
+                s.abort()
+
+    def blacklist_api(self, proto, req, sid: str) -> None:
+        bl = self.auth.blacklist
+        if req.method == "POST" and not sid:
+            try:
+                body = orjson.loads(req.body)
+            except orjson.JSONDecodeError as exc:
+                raise BadRequest(f"body is not valid JSON: {exc}") from None
+            if not isinstance(body, dict):
+                raise BadRequest('body must be an object like {"sessionId": "...", "validityInSeconds": 60}')
+            session_id = body.get("sessionId")
+            validity = body.get("validityInSeconds")
+            if not isinstance(session_id, str) or not session_id:
+                raise BadRequest("sessionId must be a non-empty string")
+            if isinstance(validity, str) and validity.isdigit():
+                validity = int(validity)
+            if not isinstance(validity, (int, float)) or isinstance(validity, bool) or validity <= 0:
+                raise BadRequest("validityInSeconds must be a positive number")
+            bl.add(session_id, float(validity))
+            proto.respond(req, 201, orjson.dumps({"sessionId": session_id, "validityInSeconds": validity}), b"application/json")
+            return
+        if req.method == "GET" and sid:
+            if bl.contains(sid):
+                proto.respond(req, 200, orjson.dumps({"sessionId": sid, "expiresInSeconds": bl.expires_in(sid)}), b"application/json")
+                return
+            raise NotFound(f"session {sid!r} is not blacklisted")
+        raise RigError("method not allowed: POST /v3/session-blacklist or GET /v3/session-blacklist/{sessionId}", 405)
+
+    # -- cluster hooks (single process: nothing elsewhere) ----------------------
+    def forward_subscriptions(self, proto, req, token: str, manual) -> Any:
+        raise Gone("the connection no longer exists")
+
+
+async def serve(cfg, worker_id: int = 0, sockets=None) -> int:
+    """Run one gateway process until SIGTERM/SIGINT."""
+    gw = Gateway(cfg, worker_id, sockets)
+    await gw.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("rigfast worker %s stopping", worker_id)
+    await gw.stop()
+    return 0
+
+
+def run(cfg, worker_id: int = 0, sockets=None) -> int:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio still works
+        log.warning("uvloop not available; using the default asyncio loop")
+    return asyncio.run(serve(cfg, worker_id, sockets))

@@ -1,0 +1,75 @@
+"""The gateway's authorization facade: tokens, checks, automatic-subscription claims, blacklist.
+
+Wraps the pieces in ``rigfast.auth`` into what the routes need, so a route
+never touches pyjwt or the checker's HTTP client directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable
+
+import orjson
+
+from rigfast.auth.blacklist import Blacklist
+from rigfast.auth.checks import make_check
+from rigfast.auth.ratelimit import ConnectionRateLimiter
+from rigfast.auth.tokens import TokenVerifier, tokens_from_request
+from rigfast.errors import Forbidden
+
+
+class Authorizer:
+    def __init__(self, cfg):
+        self.verifier = TokenVerifier(cfg.jwt_alg, cfg.jwt_secret_key, cfg.jwt_session_field)
+        self.blacklist = Blacklist()
+        self.subscription_check = make_check(
+            cfg.subscription_check, self.verifier, self.blacklist, cfg.check_timeout_s, "SUBSCRIPTION_CHECK"
+        )
+        self.submission_check = make_check(
+            cfg.submission_check, self.verifier, self.blacklist, cfg.check_timeout_s, "SUBMISSION_CHECK"
+        )
+        self.rate_limiter = ConnectionRateLimiter(cfg.max_connections_per_minute)
+
+    def tokens(self, req) -> list[str]:
+        return tokens_from_request(req.headers, req.query.get("jwt", ()))
+
+    def valid_claims(self, tokens: list[str]) -> list[dict]:
+        """Claims of the tokens that verify and whose session is not blacklisted."""
+        if not tokens:
+            return []
+        claims = self.verifier.verify_valid(tokens)
+        if claims and len(self.blacklist):
+            claims = [c for c in claims if not self._blacklisted(c)]
+        return claims
+
+    def _blacklisted(self, claims: dict) -> bool:
+        sid = self.verifier.session_id(claims)
+        return sid is not None and self.blacklist.contains(sid)
+
+    def session_ids(self, claims: list[dict]) -> tuple[str, ...]:
+        return tuple(sid for sid in (self.verifier.session_id(c) for c in claims) if sid is not None)
+
+    def refuse_blacklisted(self, tokens: list[str]) -> None:
+        """New requests carrying a blacklisted session's token are refused."""
+        if tokens and len(self.blacklist):
+            for c in self.verifier.verify_valid(tokens):
+                if self._blacklisted(c):
+                    raise Forbidden("the session of this token has been blacklisted")
+
+    def _check(self, check, tokens: list[str], payload: Any) -> Awaitable | None:
+        self.refuse_blacklisted(tokens)
+        if not check.needs_io:
+            check.authorize_sync(tokens)
+            return None
+        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        return check.authorize(tokens, body)
+
+    def check_subscription(self, tokens: list[str], subs) -> Awaitable | None:
+        payload = {"subscriptions": [s.to_json() for s in subs]} if self.subscription_check.needs_io else None
+        return self._check(self.subscription_check, tokens, payload)
+
+    def check_submission(self, tokens: list[str], event_json: bytes) -> Awaitable | None:
+        return self._check(self.submission_check, tokens, event_json)
+
+    async def close(self) -> None:
+        for c in (self.subscription_check, self.submission_check):
+            await c.close()

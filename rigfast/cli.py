@@ -1,0 +1,76 @@
+"""The ``rigfast`` command. Every setting is an environment variable and a flag.
+
+``rigfast`` runs the gateway in the foreground; ``rigfast dev-broker`` starts a
+local Kafka-protocol broker (Tansu) for trying things out; ``rigfast produce``
+sends one CloudEvent to Kafka.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from rigfast import config
+
+SUBCOMMANDS = ("dev-broker", "produce")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rigfast",
+        description="rigfast: a fast, RIG-compatible realtime event gateway. "
+        "Every flag has an environment variable (shown in brackets); flags win. "
+        f"Subcommands: {', '.join(SUBCOMMANDS)} (see 'rigfast SUBCOMMAND --help').",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for s in config.SETTINGS:
+        default = s.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        if s.attr == "workers":
+            default = "number of cores"
+        p.add_argument(
+            s.flag,
+            dest=s.name,
+            metavar=s.env,
+            default=None,
+            help=f"{s.help} [env {s.env}, default: {default!r}]",
+        )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "dev-broker":
+        from rigfast.sources.kafka_tools import main_dev_broker
+
+        return main_dev_broker(argv[1:])
+    if argv and argv[0] == "produce":
+        from rigfast.sources.kafka_tools import main_produce
+
+        return main_produce(argv[1:])
+    args = build_parser().parse_args(argv)
+    # flags are parsed like their environment variables
+    flag_env = {s.env: getattr(args, s.name) for s in config.SETTINGS if getattr(args, s.name) is not None}
+    env = dict(os.environ)
+    env.update(flag_env)
+    from rigfast.logs import setup_logging
+
+    try:
+        cfg = config.load(env)
+        setup_logging(cfg.log_level, cfg.log_fmt)
+    except config.ConfigError as exc:
+        print(f"rigfast: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if cfg.workers > 1:
+        from rigfast.cluster.supervisor import run_workers
+
+        return run_workers(cfg)
+    from rigfast.app import run
+
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

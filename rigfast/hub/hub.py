@@ -1,0 +1,240 @@
+"""The hub: who gets which event.
+
+How this works: every frontend session has a small integer slot. The
+subscription index maps events to slots. Events from any source enter
+:meth:`Hub.publish` / :meth:`Hub.publish_batch`, which only append to a
+pending list and, if none is scheduled yet, schedule one :meth:`_flush` with
+``call_soon``. So the fan-out runs after the current batch of I/O callbacks:
+an idle gateway delivers at once, a busy one fans out many events in one go
+and each touched connection gets one write however many events it received.
+
+Per event: the field values the index wants are extracted once, the index
+names the recipients, the bytes are encoded once per wire kind (SSE, WS,
+long-poll JSON) and the same bytes object is appended to every recipient's
+outbox. Sessions know nothing of each other; a failing socket only ends its
+own session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any, Callable, Iterable
+
+from rigfast import metrics
+from rigfast._ext import BUILD, SubscriptionIndex, encode_sse, encode_ws_text
+from rigfast.cloudevents import Event, make_event
+from rigfast.subscriptions import Extractors, Subscription
+
+log = logging.getLogger("rigfast.hub")
+
+SSE, WS, LONGPOLL = 0, 1, 2
+KIND_NAMES = ("sse", "ws", "longpolling")
+
+
+class Hub:
+    def __init__(
+        self,
+        extractors: Extractors,
+        loop: asyncio.AbstractEventLoop | None = None,
+        history_size: int = 10000,
+        history_age_s: float = 300.0,
+    ):
+        self.extractors = extractors
+        self.loop = loop or asyncio.get_event_loop()
+        self.index = SubscriptionIndex()
+        self.sessions: dict[int, Any] = {}
+        self.by_token: dict[str, Any] = {}
+        self.counts = [0, 0, 0]
+        self._next_slot = 1
+        self._pending: list[tuple[Event, str]] = []
+        self._scheduled = False
+        self._touched: list[Any] = []
+        # Node-local event ids: "<boot>-<seq>", unique and ordered per node run.
+        self.boot = format(int(time.time() * 1000), "x")
+        self._seq = 0
+        self.history: deque[Event] = deque(maxlen=max(history_size, 0) or None)
+        self.history_size = history_size
+        self.history_age_s = history_age_s
+        self._history_times: deque[float] = deque(maxlen=max(history_size, 0) or None)
+        # hooks other parts register (e.g. a cluster relay): fn(events, source)
+        self.publish_listeners: list[Callable[[list[Event], str], None]] = []
+        self.build = BUILD
+
+    # -- sessions ---------------------------------------------------------
+    def new_slot(self) -> int:
+        slot = self._next_slot
+        self._next_slot += 1
+        return slot
+
+    def register(self, session) -> None:
+        self.sessions[session.slot] = session
+        self.by_token[session.token] = session
+        self.counts[session.kind] += 1
+        metrics.CONNECTIONS_OPENED.inc(1, KIND_NAMES[session.kind])
+
+    def unregister(self, session) -> None:
+        if self.sessions.pop(session.slot, None) is None:
+            return
+        self.by_token.pop(session.token, None)
+        self.index.remove(session.slot)
+        self.counts[session.kind] -= 1
+
+    def set_subscriptions(self, session, subs: list[Subscription]) -> None:
+        """Replace a session's subscriptions and tell it with rig.subscriptions_set."""
+        session.subscriptions = subs
+        if session.slot in self.sessions:
+            self.index.set(session.slot, [(s.event_type, s.conjunctions) for s in subs])
+        self.send_gateway_event(session, make_event("rig.subscriptions_set", [s.to_json() for s in subs]))
+
+    def send_gateway_event(self, session, event: Event) -> None:
+        """A gateway-made event for one session (no id: it does not move Last-Event-ID)."""
+        session.enqueue(self.encode(session.kind, event, with_id=False), event)
+        self._touch(session)
+
+    # -- events -----------------------------------------------------------
+    def publish(self, event: Event, source: str = "http") -> None:
+        metrics.EVENTS_RECEIVED.inc(1, source)
+        self._pending.append((event, source))
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._flush)
+        for fn in self.publish_listeners:
+            fn([event], source)
+
+    def publish_batch(self, events: list[Event], source: str = "kafka") -> None:
+        if not events:
+            return
+        metrics.EVENTS_RECEIVED.inc(len(events), source)
+        self._pending.extend((e, source) for e in events)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._flush)
+        for fn in self.publish_listeners:
+            fn(events, source)
+
+    def deliver_local(self, events: Iterable[Event], source: str) -> None:
+        """Events relayed from another worker/node: fan out here, do not relay again."""
+        self._pending.extend((e, source) for e in events)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def encode(self, kind: int, event: Event, with_id: bool = True) -> Any:
+        if kind == SSE:
+            return encode_sse(event.type, self.event_id(event) if with_id else "", event.json)
+        if kind == WS:
+            return encode_ws_text(event.json)
+        return event  # long-polling answers are built per poll from the buffered events
+
+    def event_id(self, event: Event) -> str:
+        return f"{self.boot}-{event.seq}" if event.seq else ""
+
+    def _touch(self, session) -> None:
+        if not session.dirty:
+            session.dirty = True
+            self._touched.append(session)
+            if not self._scheduled:
+                self._scheduled = True
+                self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        now = time.monotonic()
+        for event, source in pending:
+            self._seq += 1
+            event.seq = self._seq
+            if self.history_size > 0:
+                self.history.append(event)
+                self._history_times.append(now)
+            self._fan_out(event, source)
+        touched, self._touched = self._touched, []
+        for session in touched:
+            session.dirty = False
+            try:
+                session.flush()
+            except Exception:  # noqa: BLE001 - one broken session never stops the others
+                log.exception("flush failed; closing session %s", session.slot)
+                session.abort()
+
+    def _fan_out(self, event: Event, source: str) -> None:
+        etype = event.type
+        wanted = self.index.wanted(etype)
+        fields = self.extractors.extract(etype, event.obj, wanted) if wanted else {}
+        slots = self.index.match(etype, fields)
+        if not slots:
+            metrics.EVENTS_DROPPED.inc(1, source)
+            return
+        frames: list[bytes | None] = [None, None, None]
+        sessions = self.sessions
+        touched = self._touched
+        delivered = [0, 0, 0]
+        for slot in slots:
+            s = sessions[slot]
+            kind = s.kind
+            frame = frames[kind]
+            if frame is None:
+                frame = frames[kind] = self.encode(kind, event)
+            s.outbox.append(frame)
+            if not s.dirty:
+                s.dirty = True
+                touched.append(s)
+            delivered[kind] += 1
+        for kind in (SSE, WS, LONGPOLL):
+            if delivered[kind]:
+                metrics.EVENTS_DELIVERED.inc(delivered[kind], KIND_NAMES[kind])
+
+    # -- resumption -------------------------------------------------------
+    def replay_since(self, last_event_id: str, subs: list[Subscription]) -> tuple[bool, list[Event]]:
+        """Events after ``last_event_id`` matching ``subs``; (gap, events). gap: history does not reach back."""
+        boot, _, seq_s = last_event_id.rpartition("-")
+        try:
+            seq = int(seq_s)
+        except ValueError:
+            return True, []
+        self._expire_history()
+        if boot != self.boot:
+            return True, self._filter(list(self.history), subs)
+        if seq >= self._seq:
+            return False, []
+        oldest = self.history[0].seq if self.history else self._seq + 1
+        gap = seq + 1 < oldest
+        newer = [e for e in self.history if e.seq > seq]
+        return gap, self._filter(newer, subs)
+
+    def _filter(self, events: list[Event], subs: list[Subscription]) -> list[Event]:
+        if not events or not subs:
+            return []
+        tmp = SubscriptionIndex()
+        tmp.set(0, [(s.event_type, s.conjunctions) for s in subs])
+        out = []
+        for e in events:
+            wanted = tmp.wanted(e.type)
+            fields = self.extractors.extract(e.type, e.obj, wanted) if wanted else {}
+            if tmp.match(e.type, fields):
+                out.append(e)
+        return out
+
+    def _expire_history(self) -> None:
+        cutoff = time.monotonic() - self.history_age_s
+        while self._history_times and self._history_times[0] < cutoff:
+            self._history_times.popleft()
+            self.history.popleft()
+
+    # -- periodic work ----------------------------------------------------
+    def heartbeat(self) -> None:
+        """Heartbeat comment to SSE sessions, ping to WS sessions, expiry for long-polling."""
+        for s in list(self.sessions.values()):
+            try:
+                s.heartbeat()
+            except Exception:  # noqa: BLE001
+                log.exception("heartbeat failed for session %s", s.slot)
+                s.abort()
+        self._expire_history()
+
+    def close_all(self) -> None:
+        for s in list(self.sessions.values()):
+            s.abort()

@@ -1,0 +1,322 @@
+"""HttpProtocol: one asyncio Protocol per TCP connection, parsing with httptools.
+
+Requests are answered strictly in order (pipelining): a request is handled
+only when the previous one is answered. A handler either answers at once,
+returns a coroutine (e.g. an external authorization check) that answers
+later, or turns the connection into a stream (SSE, WebSocket) or a parked
+long-poll. Limits (head size, header count, body size, request time) are
+enforced here and answered with 431/413/408; the request-time and idle
+timeouts are checked by one sweeper for all connections, not a timer each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any, Callable
+
+import httptools
+
+from rigfast import metrics
+from rigfast.errors import RigError
+from rigfast.wire.http1 import Request, encode_response
+
+log = logging.getLogger("rigfast.net")
+
+_INF = float("inf")
+
+
+class _Stop(Exception):
+    """Raised inside a parser callback to stop parsing after recording an error."""
+
+
+class ServerState:
+    """What every protocol of one listening port shares."""
+
+    def __init__(self, cfg, router: Callable[["HttpProtocol", Request], Any], name: str):
+        self.cfg = cfg
+        self.router = router
+        self.name = name
+        self.http_conns: set[HttpProtocol] = set()
+        self.all_conns: set[HttpProtocol] = set()
+        self.max_head = cfg.max_header_bytes
+        self.max_headers = cfg.max_headers
+        self.max_body = cfg.max_body_bytes
+        self.request_timeout = cfg.request_timeout_s
+        self.keepalive_timeout = cfg.keepalive_timeout_s
+        self.send_buffer = cfg.send_buffer_bytes
+
+    def sweep(self, now: float) -> None:
+        """Answer 408 to requests that took too long; close idle keep-alive connections."""
+        for proto in [p for p in self.http_conns if p.deadline < now]:
+            proto.handle_timeout()
+
+
+class HttpProtocol(asyncio.Protocol):
+    __slots__ = (
+        "server", "loop", "transport", "parser", "req", "body_parts", "body_size", "head_size", "nheaders",
+        "in_head", "url_parts", "queue", "busy", "stream", "closing", "deadline", "error", "leftover",
+        "peer", "write_paused",
+    )
+
+    def __init__(self, server: ServerState):
+        self.server = server
+        self.loop = asyncio.get_event_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.req: Request | None = None
+        self.body_parts: list[bytes] = []
+        self.body_size = 0
+        self.head_size = 0
+        self.nheaders = 0
+        self.in_head = False
+        self.url_parts: list[bytes] = []
+        self.queue: deque[Request] = deque()
+        self.busy: asyncio.Task | None = None
+        self.stream: Any = None  # SseSession / WsSession once the connection streams
+        self.closing = False
+        self.deadline = _INF
+        self.error: tuple[int, str] | None = None
+        self.leftover = b""
+        self.peer = None
+        self.write_paused = False
+
+    # -- asyncio callbacks --------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.peer = transport.get_extra_info("peername")
+        transport.set_write_buffer_limits(high=self.server.send_buffer)  # type: ignore[attr-defined]
+        self.server.all_conns.add(self)
+        self.server.http_conns.add(self)
+        self.deadline = self.loop.time() + self.server.keepalive_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.server.http_conns.discard(self)
+        self.server.all_conns.discard(self)
+        if self.stream is not None:
+            self.stream.connection_lost()
+        if self.busy is not None:
+            self.busy.cancel()
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.stream is not None:
+            # The client does not read: its send buffer is full. Slow-consumer policy.
+            self.stream.handle_slow_consumer()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.stream is not None:
+            self.stream.data_received(data)
+            return
+        if self.closing:
+            return
+        if self.in_head or self.req is None:
+            self.head_size += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            self.leftover = data[offset:]
+            if self.req is not None:  # headers done; the upgrade request carries no body
+                self._finish_request()
+        except (httptools.HttpParserError, _Stop):
+            status, message = self.error or (400, "malformed HTTP request")
+            self.error = None
+            self.fail(status, message)
+            return
+        if self.in_head and self.head_size > self.server.max_head:
+            self.fail(431, "request header fields too large")
+            return
+        if len(self.queue) > 64:
+            self.transport.pause_reading()  # a pipelining client far ahead of us waits
+        self.run_queue()
+
+    def eof_received(self) -> bool | None:
+        # Half-closed by the client: answer what was asked, then close.
+        if self.stream is None and not self.queue and self.busy is None:
+            return None
+        return True
+
+    # -- httptools callbacks --------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.req = Request()
+        self.in_head = True
+        self.url_parts = []
+        self.body_parts = []
+        self.body_size = 0
+        self.nheaders = 0
+        self.deadline = self.loop.time() + self.server.request_timeout
+
+    def on_url(self, url: bytes) -> None:
+        self.url_parts.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.nheaders += 1
+        if self.nheaders > self.server.max_headers:
+            self.error = (431, f"too many header fields (limit {self.server.max_headers})")
+            raise _Stop
+        self.req.headers.append((name.lower(), value))  # type: ignore[union-attr]
+
+    def on_headers_complete(self) -> None:
+        req = self.req
+        assert req is not None
+        self.in_head = False
+        req.set_url(b"".join(self.url_parts))
+        req.method = self.parser.get_method().decode("ascii", "replace")
+        req.keep_alive = self.parser.should_keep_alive()
+        req.upgrade = self.parser.should_upgrade()
+        cl = req.header(b"content-length")
+        if cl is not None:
+            try:
+                n = int(cl)
+            except ValueError:
+                n = -1
+            if n > self.server.max_body:
+                self.error = (413, f"request body too large (limit {self.server.max_body} bytes)")
+                raise _Stop
+
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size > self.server.max_body:
+            self.error = (413, f"request body too large (limit {self.server.max_body} bytes)")
+            raise _Stop
+        self.body_parts.append(body)
+
+    def on_message_complete(self) -> None:
+        self._finish_request()
+
+    def _finish_request(self) -> None:
+        req = self.req
+        if req is None:
+            return
+        self.req = None
+        self.in_head = False
+        self.head_size = 0
+        if self.body_parts:
+            req.body = self.body_parts[0] if len(self.body_parts) == 1 else b"".join(self.body_parts)
+            self.body_parts = []
+        self.queue.append(req)
+        self.deadline = _INF
+
+    # -- request processing ---------------------------------------------------
+    def run_queue(self) -> None:
+        while self.queue and self.busy is None and self.stream is None and not self.closing:
+            req = self.queue.popleft()
+            try:
+                result = self.server.router(self, req)
+            except RigError as exc:
+                self.respond_error(req, exc.status, exc.message)
+                continue
+            except Exception:  # noqa: BLE001 - never let a handler bug escape the callback
+                log.exception("handler failed for %s %s", req.method, req.path)
+                self.respond_error(req, 500, "internal error")
+                continue
+            if result is not None:
+                self.busy = self.loop.create_task(self._run_async(req, result))
+                return
+        if not self.queue and self.busy is None and self.stream is None and not self.closing:
+            if self.req is None:
+                self.deadline = self.loop.time() + self.server.keepalive_timeout
+            if self.transport is not None and len(self.queue) <= 64:
+                try:
+                    self.transport.resume_reading()
+                except (RuntimeError, AttributeError):
+                    pass
+
+    async def _run_async(self, req: Request, coro) -> None:
+        try:
+            await coro
+        except RigError as exc:
+            self.respond_error(req, exc.status, exc.message)
+        except asyncio.CancelledError:
+            return
+        except Exception:  # noqa: BLE001
+            log.exception("async handler failed for %s %s", req.method, req.path)
+            self.respond_error(req, 500, "internal error")
+        self.busy = None
+        self.run_queue()
+
+    def park(self) -> None:
+        """The current request is answered later (long-poll): hold the queue, no deadline."""
+        self.busy = self.busy or _PARKED
+        self.deadline = _INF
+
+    def unpark(self) -> None:
+        if self.busy is _PARKED:
+            self.busy = None
+        if not self.closing:
+            self.run_queue()
+
+    def write(self, data: bytes) -> None:
+        if not self.closing:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def respond(
+        self,
+        req: Request,
+        status: int,
+        body: bytes = b"",
+        content_type: bytes | None = b"text/plain; charset=utf-8",
+        headers: list[tuple[bytes, bytes]] | tuple = (),
+    ) -> None:
+        if self.closing:
+            return
+        keep = req.keep_alive and not self.closing
+        self.transport.write(encode_response(status, body, content_type, headers, keep))  # type: ignore[union-attr]
+        if status >= 400:
+            metrics.REQUESTS_REJECTED.inc(1, str(status))
+        if not keep:
+            self.close()
+
+    def respond_error(self, req: Request, status: int, message: str, headers=()) -> None:
+        self.respond(req, status, message.encode() + b"\n", headers=list(headers) + self.server_cors())
+
+    def server_cors(self) -> list[tuple[bytes, bytes]]:
+        return [(b"access-control-allow-origin", self.server.cfg.cors.encode())] if self.server.name == "inbound" else []
+
+    def fail(self, status: int, message: str) -> None:
+        """A protocol-level error: answer it and close the connection."""
+        if self.closing or self.transport is None:
+            return
+        metrics.REQUESTS_REJECTED.inc(1, str(status))
+        self.transport.write(encode_response(status, message.encode() + b"\n", keep_alive=False))
+        self.close()
+
+    def handle_timeout(self) -> None:
+        if self.req is not None or self.in_head:
+            self.fail(408, "request timeout: the request was not complete in time")
+        else:
+            self.close()
+
+    def become_stream(self, stream: Any) -> None:
+        """Hand the connection to a streaming session (SSE/WS): no more HTTP parsing."""
+        self.stream = stream
+        self.deadline = _INF
+        self.server.http_conns.discard(self)
+        self.queue.clear()
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self.server.http_conns.discard(self)
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.closing = True
+            self.transport.abort()
+
+
+class _Parked:
+    def cancel(self) -> None:
+        pass
+
+
+_PARKED: Any = _Parked()

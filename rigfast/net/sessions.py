@@ -1,0 +1,235 @@
+"""Frontend sessions: what the hub delivers to.
+
+Every session has ``slot``, ``kind``, ``token``, ``subscriptions``, an
+``outbox`` list the hub appends encoded frames to, a ``dirty`` flag, and
+``flush``/``heartbeat``/``abort``. SSE and WebSocket sessions own a
+connection; a long-polling session outlives its requests and holds a bounded
+buffer between polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from wsproto import ConnectionType
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from rigfast import metrics
+from rigfast.hub.hub import KIND_NAMES, LONGPOLL, SSE, WS
+
+if TYPE_CHECKING:
+    from rigfast.hub.hub import Hub
+    from rigfast.net.protocol import HttpProtocol
+
+log = logging.getLogger("rigfast.sessions")
+
+SSE_HEARTBEAT = b": heartbeat\n\n"
+WS_PING = b"\x89\x00"  # unmasked ping frame, empty payload
+ONE_WAY_REASON = "This WebSocket endpoint cannot be used for two-way communication."
+
+
+class Session:
+    __slots__ = ("hub", "slot", "token", "subscriptions", "manual", "outbox", "dirty", "claims", "session_ids", "closed")
+
+    kind = SSE
+
+    def __init__(self, hub: "Hub", token: str, claims: list[dict] | None = None, session_ids: tuple[str, ...] = ()):
+        self.hub = hub
+        self.slot = hub.new_slot()
+        self.token = token
+        self.subscriptions: list = []
+        self.manual: list = []
+        self.outbox: list[Any] = []
+        self.dirty = False
+        self.claims = claims or []
+        self.session_ids = session_ids
+        self.closed = False
+
+    def enqueue(self, frame: Any, event: Any = None) -> None:
+        self.outbox.append(frame)
+
+    def end(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.hub.unregister(self)
+            self.outbox.clear()
+
+
+class SseSession(Session):
+    __slots__ = ("proto",)
+    kind = SSE
+
+    def __init__(self, hub, token, proto: "HttpProtocol", **kw):
+        super().__init__(hub, token, **kw)
+        self.proto = proto
+
+    def flush(self) -> None:
+        out = self.outbox
+        if not out or self.closed:
+            out.clear()
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self.proto.transport.write(data)
+
+    def heartbeat(self) -> None:
+        if not self.outbox:
+            self.proto.transport.write(SSE_HEARTBEAT)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # an SSE client has nothing to say; ignore anything it sends
+
+    def connection_lost(self) -> None:
+        self.end()
+
+    def handle_slow_consumer(self) -> None:
+        metrics.SLOW_CONSUMER_DISCONNECTS.inc(1, KIND_NAMES[self.kind])
+        log.info("slow consumer %s: send buffer full, disconnecting", self.proto.peer)
+        self.abort()
+
+    def abort(self) -> None:
+        self.end()
+        self.proto.abort()
+
+    def close(self, final: bytes = b"") -> None:
+        """Graceful end: write what is pending (and ``final``), then close."""
+        self.flush()
+        if final:
+            self.proto.write(final)
+        self.end()
+        self.proto.close()
+
+
+class WsSession(SseSession):
+    __slots__ = ("ws",)
+    kind = WS
+
+    def __init__(self, hub, token, proto, **kw):
+        super().__init__(hub, token, proto, **kw)
+        self.ws = Connection(ConnectionType.SERVER)
+
+    def heartbeat(self) -> None:
+        self.proto.transport.write(WS_PING)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.ws.receive_data(data)
+            for ev in self.ws.events():
+                if isinstance(ev, Ping):
+                    self.proto.write(self.ws.send(ev.response()))
+                elif isinstance(ev, (TextMessage, BytesMessage)):
+                    self.close_with(1000, ONE_WAY_REASON)
+                    return
+                elif isinstance(ev, CloseConnection):
+                    if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                        self.proto.write(self.ws.send(ev.response()))
+                    self.end()
+                    self.proto.close()
+                    return
+        except (RemoteProtocolError, LocalProtocolError) as exc:
+            log.debug("websocket protocol error from %s: %s", self.proto.peer, exc)
+            self.close_with(1002, "protocol error")
+
+    def close_with(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.flush()
+        try:
+            self.proto.write(self.ws.send(CloseConnection(code=code, reason=reason)))
+        except LocalProtocolError:
+            pass
+        self.end()
+        self.proto.close()
+
+
+class LongPollSession(Session):
+    """A long-polling session: events wait in a bounded buffer for the next poll."""
+
+    __slots__ = ("buffer", "waiter", "waiter_req", "timer", "last_poll", "last_event_id", "ttl", "poll_timeout", "cors")
+    kind = LONGPOLL
+
+    def __init__(self, hub, token, buffer_size: int, ttl_s: float, poll_timeout_s: float, **kw):
+        super().__init__(hub, token, **kw)
+        self.buffer: deque = deque(maxlen=buffer_size)
+        self.waiter: "HttpProtocol | None" = None
+        self.waiter_req = None
+        self.timer = None
+        self.last_poll = time.monotonic()
+        self.last_event_id = "first_event"
+        self.ttl = ttl_s
+        self.poll_timeout = poll_timeout_s
+        self.cors: list = []
+
+    def flush(self) -> None:
+        if self.outbox:
+            self.buffer.extend(self.outbox)
+            self.outbox.clear()
+        if self.waiter is not None and self.buffer:
+            self.answer()
+
+    def poll(self, proto: "HttpProtocol", req, cors_headers: list) -> None:
+        self.last_poll = time.monotonic()
+        if self.waiter is not None:  # a second concurrent poll replaces the first
+            self.answer()
+        self.cors = cors_headers
+        if self.buffer:
+            self.waiter, self.waiter_req = proto, req
+            self.answer()
+            return
+        self.waiter, self.waiter_req = proto, req
+        proto.park()
+        self.timer = proto.loop.call_later(self.poll_timeout, self.answer)
+
+    def answer(self) -> None:
+        proto, req = self.waiter, self.waiter_req
+        self.waiter = self.waiter_req = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if proto is None or proto.closing:
+            return
+        events = list(self.buffer)
+        self.buffer.clear()
+        for e in reversed(events):
+            if e.seq:
+                self.last_event_id = self.hub.event_id(e)
+                break
+        body = b'{"last_event_id":%s,"events":[%s]}' % (
+            orjson.dumps(self.last_event_id),
+            b",".join(e.json for e in events),
+        )
+        headers = self.cors + [
+            (b"set-cookie", b"last_event_id=%s; path=/" % orjson.dumps(self.last_event_id)),
+            (b"cache-control", b"no-cache"),
+        ]
+        self.last_poll = time.monotonic()
+        proto.respond(req, 200, body, b"application/json; charset=utf-8", headers)
+        proto.unpark()
+
+    def detach(self, proto: "HttpProtocol") -> None:
+        """The waiting request's connection went away."""
+        if self.waiter is proto:
+            self.waiter = self.waiter_req = None
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+
+    def heartbeat(self) -> None:
+        if self.waiter is None and time.monotonic() - self.last_poll > self.ttl:
+            self.end()
+
+    def abort(self) -> None:
+        proto = self.waiter
+        self.detach(proto) if proto is not None else None
+        self.end()
+        if proto is not None:
+            proto.close()
+
+    def handle_slow_consumer(self) -> None:  # pragma: no cover - long-poll answers are bounded
+        pass

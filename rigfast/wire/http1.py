@@ -1,0 +1,126 @@
+"""HTTP/1.1 request model and response encoding (sans-I/O: no asyncio here).
+
+Parsing itself is httptools' job; the protocol feeds its callbacks into a
+:class:`Request`. This module turns requests into convenient values (query,
+cookies, headers) and responses into bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from http import HTTPStatus
+from typing import Iterable
+from urllib.parse import parse_qs, unquote
+
+REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B41"
+
+
+class Request:
+    """One parsed request. Header names are lowercased bytes."""
+
+    __slots__ = ("method", "url", "path", "query_string", "headers", "body", "keep_alive", "upgrade", "_query", "_cookies")
+
+    def __init__(self) -> None:
+        self.method = ""
+        self.url = b""
+        self.path = ""
+        self.query_string = ""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = b""
+        self.keep_alive = True
+        self.upgrade = False
+        self._query: dict[str, list[str]] | None = None
+        self._cookies: dict[str, str] | None = None
+
+    def set_url(self, url: bytes) -> None:
+        self.url = url
+        raw = url.decode("latin-1")
+        path, _, qs = raw.partition("?")
+        self.path = unquote(path)
+        self.query_string = qs
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        if self._query is None:
+            self._query = parse_qs(self.query_string, keep_blank_values=True)
+        return self._query
+
+    def query_one(self, name: str) -> str | None:
+        vals = self.query.get(name)
+        return vals[-1] if vals else None
+
+    def header(self, name: bytes) -> bytes | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+    def header_str(self, name: bytes) -> str | None:
+        v = self.header(name)
+        return None if v is None else v.decode("latin-1")
+
+    def headers_all(self, name: bytes) -> list[bytes]:
+        return [v for k, v in self.headers if k == name]
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        if self._cookies is None:
+            jar: dict[str, str] = {}
+            for raw in self.headers_all(b"cookie"):
+                for part in raw.decode("latin-1").split(";"):
+                    name, sep, value = part.strip().partition("=")
+                    if sep and name:
+                        jar.setdefault(name, unquote(value.strip()))
+            self._cookies = jar
+        return self._cookies
+
+
+def encode_response(
+    status: int,
+    body: bytes = b"",
+    content_type: bytes | None = b"text/plain; charset=utf-8",
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    keep_alive: bool = True,
+) -> bytes:
+    """A complete response with content-length."""
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))]
+    if content_type is not None and (body or status not in (204, 304)):
+        parts.append(b"content-type: %s\r\n" % content_type)
+    for k, v in headers:
+        parts.append(b"%s: %s\r\n" % (k, v))
+    if status != 204 and not (100 <= status < 200):
+        parts.append(b"content-length: %d\r\n" % len(body))
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    parts.append(body)
+    return b"".join(parts)
+
+
+def encode_stream_head(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Head of a response whose body runs until the connection closes (SSE)."""
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))]
+    for k, v in headers:
+        parts.append(b"%s: %s\r\n" % (k, v))
+    parts.append(b"connection: close\r\n\r\n")
+    return b"".join(parts)
+
+
+def ws_accept_key(key: bytes) -> bytes:
+    return base64.b64encode(hashlib.sha1(key.strip() + WS_GUID).digest())
+
+
+def encode_ws_accept(key: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+        b"sec-websocket-accept: %s\r\n\r\n" % ws_accept_key(key)
+    )
+
+
+def header_has_token(value: bytes | None, token: bytes) -> bool:
+    """Whether a comma-separated header (e.g. Connection) contains a token, case-insensitively."""
+    if not value:
+        return False
+    return any(p.strip().lower() == token for p in value.split(b","))
