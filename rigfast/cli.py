@@ -40,8 +40,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def die_with_parent() -> None:
+    """Linux: get SIGTERM when the parent (e.g. `make run`) dies, so stopping make stops the gateway."""
+    if os.environ.pop("RIGFAST_DIE_WITH_PARENT", "") != "1" or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    die_with_parent()
     if argv and argv[0] == "dev-broker":
         from rigfast.sources.kafka_tools import main_dev_broker
 
