@@ -150,7 +150,10 @@ class Hub:
             if self.history_size > 0:
                 self.history.append(event)
                 self._history_times.append(now)
-            self._fan_out(event, source)
+            try:
+                self._fan_out(event, source)
+            except Exception:  # noqa: BLE001 - one bad event never stops the batch
+                log.exception("fan-out failed for %r; event skipped", event)
         touched, self._touched = self._touched, []
         for session in touched:
             session.dirty = False
