@@ -18,6 +18,8 @@ cdef class _TypeEntry:
     cdef object etype
     # conns subscribed to every event of the type
     cdef set everyone
+    # list(everyone), built on demand by match(), dropped when everyone changes
+    cdef list everyone_list
     # anchor field -> value key -> _Bucket
     cdef dict by_field
     # field -> number of filed conjunctions naming it (what wanted() reports)

@@ -26,6 +26,7 @@ cdef class _TypeEntry:
     def __cinit__(self, etype):
         self.etype = etype
         self.everyone = set()
+        self.everyone_list = None
         self.by_field = {}
         self.field_refs = {}
 
@@ -83,6 +84,7 @@ cdef class SubscriptionIndex:
                 te = <_TypeEntry>p
             if not conjs:
                 te.everyone.add(conn)
+                te.everyone_list = None
                 entries.append((te, None))
                 continue
             refs = te.field_refs
@@ -136,6 +138,7 @@ cdef class SubscriptionIndex:
             conj = (<tuple>entry)[1]
             if conj is None:
                 te.everyone.discard(conn)
+                te.everyone_list = None
                 continue
             refs = te.field_refs
             for pair in conj:
@@ -181,6 +184,10 @@ cdef class SubscriptionIndex:
         cdef PyObject* p = PyDict_GetItemWithError(self._types, event_type)
         cdef _TypeEntry te
         cdef set everyone
+        cdef list every_list
+        # conns matched through field values: a bucket's own ``direct`` set
+        # while it is the only source (``pending``, not copied), else ``extra``
+        cdef set pending = None
         cdef set extra = None
         cdef dict fd
         cdef dict cond
@@ -198,13 +205,17 @@ cdef class SubscriptionIndex:
             return []
         te = <_TypeEntry>p
         everyone = te.everyone
+        has_everyone = len(everyone) != 0
+        if has_everyone:
+            every_list = te.everyone_list
+            if every_list is None:
+                every_list = te.everyone_list = list(everyone)
         if not te.by_field:
-            return list(everyone)
+            return every_list[:] if has_everyone else []
         if type(fields) is dict:
             fd = <dict>fields
         else:
             fd = dict(fields)
-        has_everyone = len(everyone) != 0
         while PyDict_Next(te.by_field, &pos, &pfield, &pby_value):
             pv = PyDict_GetItemWithError(fd, <object>pfield)
             if pv is NULL:
@@ -214,9 +225,12 @@ cdef class SubscriptionIndex:
                 continue
             bucket = <_Bucket>p
             if bucket.direct:
-                if extra is None:
-                    extra = PySet_New(bucket.direct)
+                if extra is None and pending is None:
+                    pending = bucket.direct
                 else:
+                    if extra is None:
+                        extra = PySet_New(pending)
+                        pending = None
                     extra |= bucket.direct
             cond = bucket.cond
             if cond:
@@ -225,17 +239,23 @@ cdef class SubscriptionIndex:
                     conn = <object>pconn
                     if has_everyone and PySet_Contains(everyone, conn):
                         continue
-                    if extra is not None and PySet_Contains(extra, conn):
+                    if extra is not None:
+                        if PySet_Contains(extra, conn):
+                            continue
+                    elif pending is not None and PySet_Contains(pending, conn):
                         continue
                     if _any_tail_matches(<list>ptails, fd):
                         if extra is None:
-                            extra = set()
+                            extra = set() if pending is None else PySet_New(pending)
+                            pending = None
                         PySet_Add(extra, conn)
         if extra is None:
-            return list(everyone)
+            extra = pending
+            if extra is None:
+                return every_list[:] if has_everyone else []
         if not has_everyone:
             return list(extra)
-        out = list(everyone)
+        out = every_list[:]
         for conn in extra:
             if not PySet_Contains(everyone, conn):
                 PyList_Append(out, conn)

@@ -190,6 +190,18 @@ def test_wanted_names_every_conjunction_field(Index):
 
 
 @pytest.mark.parametrize("Index", IMPLS)
+def test_result_belongs_to_caller(Index):
+    """Mutating a returned recipient list does not change later matches."""
+    ix = Index()
+    ix.set(1, subs(Subscription("t")))
+    ix.set(2, subs(Subscription("t", ({"name": "a"},))))
+    ix.match("t", {}).append(99)
+    ix.match("t", ev(name="a")).clear()
+    assert ix.match("t", {}) == [1]
+    assert sorted(ix.match("t", ev(name="a"))) == [1, 2]
+
+
+@pytest.mark.parametrize("Index", IMPLS)
 def test_fields_may_be_any_mapping(Index):
     """match() accepts any mapping of field values, not only a dict."""
     ix = Index()
