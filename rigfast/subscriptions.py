@@ -186,7 +186,9 @@ class Subscription:
     def __init__(self, event_type: str, one_of: tuple[dict, ...] = ()):
         self.event_type = event_type
         self.one_of = one_of
-        self._key = (event_type, tuple(sorted(tuple(sorted((k, value_key(v)) for k, v in o.items())) for o in one_of)))
+        conjs = (tuple(sorted((k, value_key(v)) for k, v in o.items())) for o in one_of)
+        # value keys are str or bytes: order by (field, kind, key) so the two kinds are never compared
+        self._key = (event_type, tuple(sorted(conjs, key=lambda c: [(f, type(k) is bytes, k) for f, k in c])))
 
     @property
     def conjunctions(self) -> tuple[tuple[tuple[str, Any], ...], ...]:
