@@ -14,7 +14,7 @@ from typing import Iterable
 from urllib.parse import parse_qs, unquote
 
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
-WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B41"
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 class Request:
