@@ -1,0 +1,612 @@
+"""Kafka source: consume CloudEvents from the source topics, hand them to the hub in batches.
+
+How this works
+--------------
+One daemon thread per gateway process owns a confluent-kafka ``Consumer``.
+It never touches the event loop except through one
+``loop.call_soon_threadsafe(self._deliver, events)`` per batch, so the loop
+wakes once per batch, not once per message.
+
+Reading: every process reads ALL partitions of the source topics, because
+every node (and every worker) must see every event. There is no consumer
+group for events: the thread ``assign()``s the partitions itself, so no
+JoinGroup/SyncGroup round (slow on Tansu with default timeouts), no
+rebalances when nodes come and go, and no commits. librdkafka still insists
+on a ``group.id``; it gets a unique one
+(``<KAFKATOFILTER_KAFKA_GROUP_ID>-<host>-<pid>-<random>``) that never joins
+and never commits. Partitions seen at the first successful metadata request
+start at their high watermark: a (re)started node delivers new events only,
+it does not replay. Metadata is refreshed periodically
+(``METADATA_REFRESH_S``), so topics created later and partitions added later
+are picked up; those start at their beginning, since all of their records
+were written after this node started.
+
+Hand-off bound: a semaphore counts batches handed to the loop and not yet
+published (``MAX_BATCHES_IN_FLIGHT``). The loop-side ``_deliver`` releases it
+after ``publish_batch`` ran. When the loop falls behind, the thread waits on
+the semaphore and stops calling ``consume()``; librdkafka's prefetch queue is
+itself bounded (``queued.max.messages.kbytes``), so fetching stops too and the
+data stays in Kafka: nothing is dropped, memory stays bounded.
+
+Polling: ``poll(timeout)`` waits for the first message (returns at once when
+one is there), then ``consume(num_messages=BATCH-1, timeout=0)`` takes what
+is already queued. ``consume(N, timeout)`` alone would wait the whole timeout
+for N messages and add that much latency at low rates.
+
+Decoding: structured mode (no ``content-type`` header, or
+``application/cloudevents+json``) reads only the attributes that validation
+needs (msgspec, when installed) and keeps the record value as the event's
+JSON: the full object is parsed lazily, only if someone reads ``event.obj``
+(extractors for constrained subscriptions). Values containing a line break
+take the full orjson path, so ``event.json`` is always one line (SSE needs
+that). Binary mode (``ce_<name>`` headers + ``content-type``) goes through
+``cloudevents.parse_binary``. Invalid messages are counted
+(``rig_events_invalid_total{source="kafka"}``), logged at most once per
+second with the number suppressed, and skipped.
+
+Faults: librdkafka reconnects by itself; the thread only tracks state from
+``error_cb`` (all brokers down -> ``down``) and from metadata requests
+(success -> ``connected``). While down it retries metadata once per second;
+``consume()`` errors are recorded and followed by a short, growing pause, so
+there is no busy loop. A fatal consumer error recreates the consumer after
+``KAFKA_RESTART_DELAY_MS``, resuming at the offsets reached. After a
+connection loss every partition is checked once: a high watermark below our
+position means the broker lost or recreated the log (Tansu with memory
+storage after a restart; unclean leader election on Kafka), and reading
+resumes at the log start, so events produced after the broker came back are
+delivered. ``auto.offset.reset=earliest`` does the same for the offset-out-of
+-range errors that real Kafka reports in that case.
+
+Tansu note (0.6): ListOffsets(latest) answers the last record batch's base
+offset + 1 instead of the true high watermark, so a node starting on Tansu
+can replay the rest of the last record batch of each partition. Kafka
+answers the true high watermark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+import orjson
+
+from rigfast import metrics
+from rigfast.cloudevents import Event, parse_binary, parse_structured
+from rigfast.config import ConfigError, read_json_setting
+from rigfast.errors import CloudEventError
+
+try:  # msgspec decodes only the attributes we need; optional, orjson full parse otherwise
+    import msgspec
+except ImportError:  # pragma: no cover - exercised only without msgspec
+    msgspec = None
+
+log = logging.getLogger("rigfast.kafka")
+
+BATCH_MAX_MESSAGES = 2000
+MAX_BATCHES_IN_FLIGHT = 4
+POLL_TIMEOUT_S = 0.2
+METADATA_REFRESH_S = 10.0
+METADATA_RETRY_S = 1.0
+METADATA_TIMEOUT_S = 2.0
+LAG_REFRESH_S = 1.0
+INVALID_LOG_INTERVAL_S = 1.0
+ERROR_BACKOFF_MAX_S = 1.0
+OFFSETS_TIMEOUT_S = 2.0
+
+_SASL_MECHANISMS = {"plain": "PLAIN", "scram_sha_256": "SCRAM-SHA-256", "scram_sha_512": "SCRAM-SHA-512"}
+_STRUCTURED_CT = "application/cloudevents+json"
+
+
+def unique_group_id(prefix: str) -> str:
+    """A group id no other process uses: the group is never joined, only librdkafka wants one."""
+    return f"{prefix}-{socket.gethostname()}-{os.getpid()}-{random.getrandbits(32):08x}"
+
+
+def librdkafka_config(cfg: Any) -> dict[str, Any]:
+    """Map the gateway's KAFKA_* settings to librdkafka consumer properties (pure, no I/O)."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": ",".join(cfg.kafka_brokers),
+        "group.id": unique_group_id(cfg.kafkatofilter_kafka_group_id),
+        "client.id": f"rigfast-{socket.gethostname()}-{os.getpid()}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": False,
+        # Only used when a fetch position is out of range (log truncated or
+        # recreated): everything in the new log is newer than what we read.
+        "auto.offset.reset": "earliest",
+        "topic.metadata.refresh.interval.ms": 10000,
+        "socket.keepalive.enable": True,
+        "reconnect.backoff.max.ms": 2000,
+        "log.connection.close": False,
+    }
+    ssl = bool(cfg.kafka_ssl_enabled)
+    sasl = (cfg.kafka_sasl or "").strip()
+    if sasl:
+        parts = sasl.split(":", 2)
+        if len(parts) != 3 or not parts[1] or parts[0].lower() not in _SASL_MECHANISMS:
+            raise ConfigError(
+                "KAFKA_SASL must be plain:user:pass, scram_sha_256:user:pass or scram_sha_512:user:pass"
+            )
+        conf["sasl.mechanisms"] = _SASL_MECHANISMS[parts[0].lower()]
+        conf["sasl.username"] = parts[1]
+        conf["sasl.password"] = parts[2]
+        conf["security.protocol"] = "SASL_SSL" if ssl else "SASL_PLAINTEXT"
+    elif ssl:
+        conf["security.protocol"] = "SSL"
+    if ssl:
+        if cfg.kafka_ssl_ca_certfile:
+            conf["ssl.ca.location"] = cfg.kafka_ssl_ca_certfile
+        if cfg.kafka_ssl_certfile:
+            conf["ssl.certificate.location"] = cfg.kafka_ssl_certfile
+        if cfg.kafka_ssl_keyfile:
+            conf["ssl.key.location"] = cfg.kafka_ssl_keyfile
+        if cfg.kafka_ssl_keyfile_pass:
+            conf["ssl.key.password"] = cfg.kafka_ssl_keyfile_pass
+    extra = read_json_setting("RIGFAST_KAFKA_CONFIG", cfg.kafka_config or "")
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise ConfigError("RIGFAST_KAFKA_CONFIG must be a JSON object of librdkafka properties")
+        conf.update(extra)
+    return conf
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+_OBJ_SLOT = Event.obj  # the slot descriptor of Event.obj, used by _KafkaEvent
+
+
+class _KafkaEvent(Event):
+    """An Event whose ``obj`` is parsed from ``json`` on first access (most events never need it)."""
+
+    __slots__ = ()
+
+    @property  # type: ignore[override]
+    def obj(self) -> dict:
+        o = _OBJ_SLOT.__get__(self, Event)
+        if o is None:
+            o = orjson.loads(self.json)
+            _OBJ_SLOT.__set__(self, o)
+        return o
+
+    @obj.setter
+    def obj(self, value: dict | None) -> None:
+        _OBJ_SLOT.__set__(self, value)
+
+
+if msgspec is not None:
+    _U = msgspec.UnsetType
+    _UNSET = msgspec.UNSET
+
+    class _Head(msgspec.Struct):
+        """The attributes validation looks at; every other field is skipped by the decoder."""
+
+        specversion: Any = _UNSET
+        type: Any = _UNSET
+        id: Any = _UNSET
+        source: Any = _UNSET
+        time: str | _U = _UNSET
+        subject: str | _U = _UNSET
+        datacontenttype: str | _U = _UNSET
+        dataschema: str | _U = _UNSET
+        contenttype: str | _U = _UNSET
+        schemaurl: str | _U = _UNSET
+        data_base64: str | _U = _UNSET
+        cloudEventsVersion: Any = _UNSET
+        eventType: Any = _UNSET
+        eventID: Any = _UNSET
+
+    _head_decode = msgspec.json.Decoder(_Head).decode
+    _MsgspecError = msgspec.MsgspecError
+
+    def decode_structured(value: bytes) -> Event:
+        """Structured mode: validate from a partial decode, keep ``value`` as the event JSON."""
+        if b"\n" in value or b"\r" in value:
+            return parse_structured(value)  # re-serialized compactly: one line for SSE
+        try:
+            h = _head_decode(value)
+        except _MsgspecError as exc:
+            raise CloudEventError(f"not a CloudEvent JSON object: {exc}") from None
+        sv = h.specversion
+        if sv is not _UNSET:
+            if sv not in ("0.2", "0.3", "1.0"):
+                raise CloudEventError(f"unsupported specversion {sv!r} (supported: 0.1, 0.2, 0.3, 1.0)")
+            etype, eid, src = h.type, h.id, h.source
+        elif h.cloudEventsVersion is not _UNSET:
+            if not isinstance(h.cloudEventsVersion, str) or not h.cloudEventsVersion:
+                raise CloudEventError("attribute 'cloudEventsVersion' must be a non-empty string")
+            etype, eid, src = h.eventType, h.eventID, h.source
+        else:
+            raise CloudEventError("missing required attribute 'specversion'")
+        if not (etype.__class__ is str and etype and eid.__class__ is str and eid and src.__class__ is str and src):
+            # the slow path produces the precise message
+            return parse_structured(value)
+        return _KafkaEvent(etype, eid, None, value)
+
+else:  # pragma: no cover
+
+    def decode_structured(value: bytes) -> Event:
+        return parse_structured(value)
+
+
+def _header_str(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bytes):
+        try:
+            return v.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CloudEventError("a header value is not valid UTF-8") from None
+    return str(v)
+
+
+def decode_message(value: bytes | None, headers: list[tuple[str, bytes]] | None) -> Event:
+    """One Kafka record to an Event (structured or binary mode); raises CloudEventError."""
+    if headers:
+        content_type = None
+        for k, v in headers:
+            if k.lower() == "content-type":
+                content_type = _header_str(v)
+                break
+        if content_type is not None and content_type.split(";", 1)[0].strip().lower() != _STRUCTURED_CT:
+            attrs = {}
+            for k, v in headers:
+                kl = k.lower()
+                if kl.startswith("ce_") and len(kl) > 3:
+                    attrs[kl[3:]] = _header_str(v)
+            return parse_binary(attrs, value or b"", content_type)
+    if not value:
+        raise CloudEventError("empty message")
+    return decode_structured(value)
+
+
+# --- the source -----------------------------------------------------------------------------
+
+
+class _RateLimitedLog:
+    """At most one line per interval; the next line says how many were suppressed."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float):
+        self.logger = logger
+        self.interval_s = interval_s
+        self.next_at = 0.0
+        self.suppressed = 0
+
+    def warning(self, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            self.suppressed += 1
+            return
+        if self.suppressed:
+            msg += " (%d similar suppressed)"
+            args = (*args, self.suppressed)
+        self.suppressed = 0
+        self.next_at = now + self.interval_s
+        self.logger.warning(msg, *args)
+
+
+class KafkaSource:
+    """Consumes the source topics on a thread; see the module docstring."""
+
+    def __init__(self, cfg: Any, loop: asyncio.AbstractEventLoop, publish_batch: Callable[[list[Event]], None]):
+        self._cfg = cfg
+        self._loop = loop
+        self._publish_batch = publish_batch
+        self._topics: tuple[str, ...] = tuple(cfg.kafka_source_topics)
+        self._brokers: tuple[str, ...] = tuple(cfg.kafka_brokers)
+        self._enabled = bool(self._brokers) and bool(self._topics)
+        self._conf = librdkafka_config(cfg) if self._enabled else {}
+        self._restart_delay_s = max(0, int(cfg.kafka_restart_delay_ms)) / 1000.0
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._slots = threading.Semaphore(MAX_BATCHES_IN_FLIGHT)
+        self._state = "connecting" if self._enabled else "disabled"
+        self._last_error: str | None = None
+        self._lag = 0
+        # (topic, partition) -> next offset to read; survives consumer re-creation
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._ever_connected = False
+        self._verify_pending = False
+        self._missing_topics: list[str] = []
+        self._invalid_pending = 0
+        self._invalid_log = _RateLimitedLog(log, INVALID_LOG_INTERVAL_S)
+        self._error_log = _RateLimitedLog(log, INVALID_LOG_INTERVAL_S)
+        self._batches = 0
+        metrics.REGISTRY.gauge(
+            "rig_kafka_connected", "1 when the Kafka consumer is connected to the brokers", self._gauge_connected
+        )
+        metrics.REGISTRY.gauge(
+            "rig_kafka_consumer_lag", "Records behind the high watermark, summed over partitions", lambda: self._lag
+        )
+
+    # -- public interface (loop thread) --
+
+    def start(self) -> None:
+        """Start the consumer thread; returns at once, the broker may be absent."""
+        if not self._enabled or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="rigfast-kafka", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Close the consumer and join the thread without blocking the loop; safe to call twice."""
+        self._stopping.set()
+        t = self._thread
+        if t is None:
+            return
+        if t.is_alive():
+            await asyncio.get_running_loop().run_in_executor(None, t.join)
+        if self._enabled:
+            self._state = "down"
+
+    def health(self) -> dict:
+        return {
+            "state": self._state,
+            "brokers": list(self._brokers),
+            "topics": list(self._topics),
+            "last_error": self._last_error,
+            "lag": self._lag,
+            "partitions": len(self._offsets),
+        }
+
+    def _gauge_connected(self) -> int:
+        return 1 if self._state == "connected" else 0
+
+    # -- loop side --
+
+    def _deliver(self, events: list[Event], invalid: int) -> None:
+        try:
+            if invalid:
+                metrics.EVENTS_INVALID.inc(invalid, "kafka")
+            if events:
+                metrics.EVENTS_RECEIVED.inc(len(events), "kafka")
+                self._publish_batch(events)
+        except Exception:
+            log.exception("publish_batch failed on a Kafka batch of %d events", len(events))
+        finally:
+            self._slots.release()
+
+    # -- consumer thread --
+
+    def _hand_off(self, events: list[Event]) -> bool:
+        """Queue one batch for the loop, waiting while MAX_BATCHES_IN_FLIGHT are pending."""
+        while not self._slots.acquire(timeout=POLL_TIMEOUT_S):
+            if self._stopping.is_set():
+                return False
+        invalid, self._invalid_pending = self._invalid_pending, 0
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, events, invalid)
+        except RuntimeError:  # loop closed: nobody to deliver to
+            self._slots.release()
+            self._stopping.set()
+            return False
+        self._batches += 1
+        return True
+
+    def _on_error(self, err: Any) -> None:
+        """librdkafka error_cb; runs on this thread, inside poll()/consume()."""
+        from confluent_kafka import KafkaError
+
+        code = err.code()
+        self._last_error = err.str()
+        if code == KafkaError._ALL_BROKERS_DOWN:
+            self._state = "down" if self._ever_connected else "connecting"
+            self._verify_pending = self._ever_connected
+        elif code == KafkaError._TRANSPORT:
+            self._verify_pending = self._ever_connected
+        if err.fatal():
+            self._error_log.warning("Kafka fatal error: %s", err.str())
+        else:
+            self._error_log.warning("Kafka: %s", err.str())
+
+    def _run(self) -> None:
+        from confluent_kafka import Consumer
+
+        lib_log = logging.getLogger("rigfast.kafka.librdkafka")
+        while not self._stopping.is_set():
+            consumer = None
+            try:
+                conf = dict(self._conf, error_cb=self._on_error, logger=lib_log)
+                consumer = Consumer(conf)
+                self._consume_loop(consumer)
+            except Exception as exc:
+                self._last_error = str(exc)
+                self._state = "down" if self._ever_connected else "connecting"
+                log.error("Kafka consumer failed, recreating it in %.1fs: %s", self._restart_delay_s, exc)
+            finally:
+                if consumer is not None:
+                    try:
+                        consumer.close()
+                    except Exception as exc:  # already closed or broken
+                        log.debug("closing the Kafka consumer: %s", exc)
+            if not self._stopping.is_set():
+                self._stopping.wait(self._restart_delay_s)
+
+    def _consume_loop(self, c: Any) -> None:
+        assigned: set[tuple[str, int]] = set()
+        if self._offsets:  # re-created consumer: resume where the previous one was
+            self._assign(c, assigned, dict(self._offsets))
+        last_meta = -1e9
+        next_lag = time.monotonic() + LAG_REFRESH_S
+        error_pause = 0.0
+        stopping = self._stopping
+        batch_rest = BATCH_MAX_MESSAGES - 1
+        while not stopping.is_set():
+            now = time.monotonic()
+            settled = self._state == "connected" and not self._verify_pending and not self._missing_topics
+            if now - last_meta >= (METADATA_REFRESH_S if settled else METADATA_RETRY_S):
+                self._refresh(c, assigned)
+                last_meta = time.monotonic()
+            if now >= next_lag:
+                self._update_lag(c, assigned)
+                next_lag = now + LAG_REFRESH_S
+            if not assigned:  # poll anyway: it serves error_cb and logs
+                c.poll(POLL_TIMEOUT_S)
+                continue
+            first = c.poll(POLL_TIMEOUT_S)
+            if first is None:
+                continue
+            msgs = c.consume(batch_rest, 0)
+            msgs.insert(0, first)
+            events, errors = self._decode_batch(msgs)
+            if events:
+                if self._state != "connected":
+                    self._set_connected()
+                if not self._hand_off(events):
+                    return
+            if errors and not events:
+                error_pause = min(ERROR_BACKOFF_MAX_S, error_pause * 2 or 0.05)
+                stopping.wait(error_pause)
+            else:
+                error_pause = 0.0
+
+    def _decode_batch(self, msgs: list) -> tuple[list[Event], int]:
+        events: list[Event] = []
+        append = events.append
+        errors = 0
+        for m in msgs:
+            if m.error() is not None:
+                errors += 1
+                self._on_consume_error(m)
+                continue
+            try:
+                append(decode_message(m.value(), m.headers()))
+            except CloudEventError as exc:
+                self._invalid_pending += 1
+                self._invalid_log.warning(
+                    "invalid CloudEvent skipped (topic %s partition %d offset %d): %s",
+                    m.topic(), m.partition(), m.offset(), exc.message,
+                )
+        return events, errors
+
+    def _on_consume_error(self, m: Any) -> None:
+        err = m.error()
+        self._last_error = err.str()
+        self._error_log.warning("Kafka consume error on %s[%s]: %s", m.topic(), m.partition(), err.str())
+
+    def _set_connected(self) -> None:
+        self._state = "connected"
+        self._ever_connected = True
+
+    def _refresh(self, c: Any, assigned: set[tuple[str, int]]) -> bool:
+        """Metadata: assign new partitions, and after a connection loss check for recreated logs."""
+        from confluent_kafka import KafkaException
+
+        try:
+            md = c.list_topics(timeout=METADATA_TIMEOUT_S)
+        except KafkaException as exc:
+            self._last_error = str(exc.args[0].str() if exc.args else exc)
+            self._state = "down" if self._ever_connected else "connecting"
+            log.debug("Kafka metadata request failed: %s", self._last_error)
+            return False
+        first_time = not self._ever_connected
+        new: dict[tuple[str, int], int] = {}
+        missing = []
+        for topic in self._topics:
+            t = md.topics.get(topic)
+            if t is None or t.error is not None or not t.partitions:
+                missing.append(topic)
+                continue
+            for p in t.partitions:
+                key = (topic, p)
+                if key in assigned:
+                    continue
+                if key in self._offsets:
+                    new[key] = self._offsets[key]
+                elif first_time:
+                    hi = self._high_watermark(c, topic, p)
+                    if hi is None:
+                        return False
+                    new[key] = hi
+                else:
+                    new[key] = -2  # OFFSET_BEGINNING: a partition that appeared after we started
+        if self._verify_pending and not self._check_truncation(c, assigned):
+            return False
+        if new:
+            self._assign(c, assigned, new)
+        if missing != self._missing_topics:
+            if missing:
+                log.warning("Kafka: source topics %s do not exist (yet); checking every %.0fs", missing, METADATA_RETRY_S)
+            self._missing_topics = missing
+        self._set_connected()
+        return True
+
+    def _high_watermark(self, c: Any, topic: str, partition: int) -> int | None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=OFFSETS_TIMEOUT_S, cached=False)
+        except KafkaException as exc:
+            self._last_error = str(exc)
+            return None
+        return hi
+
+    def _assign(self, c: Any, assigned: set[tuple[str, int]], offsets: dict[tuple[str, int], int]) -> None:
+        from confluent_kafka import TopicPartition
+
+        c.incremental_assign([TopicPartition(t, p, off) for (t, p), off in offsets.items()])
+        assigned.update(offsets)
+        for key, off in offsets.items():
+            if off >= 0:
+                self._offsets[key] = off
+            else:
+                self._offsets.setdefault(key, 0)
+        log.info("Kafka: reading %s", ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(offsets.items())))
+
+    def _positions(self, c: Any, assigned: set[tuple[str, int]]) -> None:
+        from confluent_kafka import TopicPartition
+
+        if not assigned:
+            return
+        for tp in c.position([TopicPartition(t, p) for t, p in assigned]):
+            if tp.offset >= 0:
+                self._offsets[(tp.topic, tp.partition)] = tp.offset
+
+    def _check_truncation(self, c: Any, assigned: set[tuple[str, int]]) -> bool:
+        """After a connection loss: a log that ends before our position was lost or recreated."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        self._positions(c, assigned)
+        for key in list(assigned):
+            try:
+                lo, hi = c.get_watermark_offsets(TopicPartition(*key), timeout=OFFSETS_TIMEOUT_S, cached=False)
+            except KafkaException as exc:
+                self._last_error = str(exc)
+                log.debug("Kafka: watermarks of %s[%d] unavailable: %s", key[0], key[1], exc)
+                return False
+            pos = self._offsets.get(key, 0)
+            if 0 <= hi < pos:
+                log.warning(
+                    "Kafka: %s[%d] ends at %d, before our position %d: the log was recreated, reading it from %d",
+                    key[0], key[1], hi, pos, lo,
+                )
+                c.seek(TopicPartition(key[0], key[1], lo))
+                self._offsets[key] = lo
+        self._verify_pending = False
+        return True
+
+    def _update_lag(self, c: Any, assigned: set[tuple[str, int]]) -> None:
+        from confluent_kafka import TopicPartition
+
+        self._positions(c, assigned)
+        lag = 0
+        for key in assigned:
+            try:
+                lo, hi = c.get_watermark_offsets(TopicPartition(*key), cached=True)
+            except Exception:
+                continue
+            pos = self._offsets.get(key, -1)
+            if hi >= 0 and pos >= 0 and hi > pos:
+                lag += hi - pos
+        self._lag = lag
+        if self._invalid_pending and self._slots.acquire(blocking=False):
+            invalid, self._invalid_pending = self._invalid_pending, 0
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, [], invalid)
+            except RuntimeError:
+                self._slots.release()
