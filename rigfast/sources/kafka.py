@@ -166,13 +166,20 @@ class _KafkaEvent(Event):
 
     __slots__ = ()
 
+    def __init__(self, etype: str, eid: str, json: bytes):  # noqa: super().__init__ would parse/serialize
+        self.type = etype
+        self.id = eid
+        self.json = json
+        self.seq = 0
+
     @property  # type: ignore[override]
     def obj(self) -> dict:
-        o = _OBJ_SLOT.__get__(self, Event)
-        if o is None:
+        try:
+            return _OBJ_SLOT.__get__(self, Event)
+        except AttributeError:  # slot not set yet: first access
             o = orjson.loads(self.json)
             _OBJ_SLOT.__set__(self, o)
-        return o
+            return o
 
     @obj.setter
     def obj(self, value: dict | None) -> None:
@@ -206,7 +213,7 @@ if msgspec is not None:
 
     def decode_structured(value: bytes) -> Event:
         """Structured mode: validate from a partial decode, keep ``value`` as the event JSON."""
-        if b"\n" in value or b"\r" in value:
+        if 10 in value or 13 in value:  # \n, \r (int membership is a memchr; 5x faster than b"\n" in)
             return parse_structured(value)  # re-serialized compactly: one line for SSE
         try:
             h = _head_decode(value)
@@ -226,7 +233,7 @@ if msgspec is not None:
         if not (etype.__class__ is str and etype and eid.__class__ is str and eid and src.__class__ is str and src):
             # the slow path produces the precise message
             return parse_structured(value)
-        return _KafkaEvent(etype, eid, None, value)
+        return _KafkaEvent(etype, eid, value)
 
 else:  # pragma: no cover
 
@@ -293,8 +300,17 @@ class _RateLimitedLog:
 class KafkaSource:
     """Consumes the source topics on a thread; see the module docstring."""
 
-    def __init__(self, cfg: Any, loop: asyncio.AbstractEventLoop, publish_batch: Callable[[list[Event]], None]):
+    def __init__(
+        self,
+        cfg: Any,
+        loop: asyncio.AbstractEventLoop,
+        publish_batch: Callable[[list[Event]], None],
+        *,
+        from_beginning: bool = False,
+    ):
+        """``from_beginning`` reads existing records too (benchmarks, tools); the gateway reads new ones only."""
         self._cfg = cfg
+        self._from_beginning = from_beginning
         self._loop = loop
         self._publish_batch = publish_batch
         self._topics: tuple[str, ...] = tuple(cfg.kafka_source_topics)
@@ -518,6 +534,8 @@ class KafkaSource:
                     continue
                 if key in self._offsets:
                     new[key] = self._offsets[key]
+                elif self._from_beginning:
+                    new[key] = -2  # OFFSET_BEGINNING
                 elif first_time:
                     hi = self._high_watermark(c, topic, p)
                     if hi is None:
