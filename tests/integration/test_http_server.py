@@ -19,7 +19,6 @@ from tests.helpers import (
     make_event,
     open_raw,
     publish_ok,
-    read_head,
     read_response,
     subs_query,
     uid,
@@ -197,10 +196,25 @@ def _one_request(gw, data: bytes, timeout=T):
     return run(main())
 
 
-def test_oversize_header_431(gateway):
-    """A request head larger than RIGFAST_MAX_HEADER_BYTES (default 16384) answers 431."""
+def _send_in_pieces(gw, data: bytes, piece: int):
+    async def main():
+        reader, writer = await open_raw(gw.hostport)
+        try:
+            for i in range(0, len(data), piece):
+                writer.write(data[i:i + piece])
+                await writer.drain()
+            return await read_response(reader)
+        finally:
+            writer.close()
+
+    return run(main())
+
+
+@pytest.mark.parametrize("piece", [0, 1024], ids=["one-send", "1KiB-pieces"])
+def test_oversize_header_431(gateway, piece):
+    """A request head larger than RIGFAST_MAX_HEADER_BYTES (default 16384) answers 431, however it arrives."""
     req = b"GET /_rig/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
-    resp = _one_request(gateway, req)
+    resp = _send_in_pieces(gateway, req, piece) if piece else _one_request(gateway, req)
     assert resp.status == 431, resp
     assert "header" in resp.text.lower(), resp.text
 
@@ -357,8 +371,9 @@ def test_gateway_survives_bad_clients(gateway):
     """After garbage, aborted and half-sent requests the gateway still serves requests."""
 
     async def main():
-        for data in (b"\xff" * 100, b"GET /_rig/v1/connection/sse HTTP/1.1\r\nHo", b"POST /_rig/v1/events HTTP/1.1\r\n"):
-            reader, writer = await open_raw(gateway.hostport)
+        bad = (b"\xff" * 100, b"GET /_rig/v1/connection/sse HTTP/1.1\r\nHo", b"POST /_rig/v1/events HTTP/1.1\r\n")
+        for data in bad:
+            _, writer = await open_raw(gateway.hostport)
             writer.write(data)
             await writer.drain()
             writer.transport.abort()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
+import httpx
 import pytest
 
-from tests.helpers import T, LongPoll, make_event, open_raw, publish_ok, read_response, uid
+from tests.helpers import T, LongPoll, make_event, open_raw, publish_ok, read_response, uid, wait_until
 
 LP_WAIT_S = 0.5
 LP_BUFFER = 5
@@ -167,3 +168,28 @@ def test_lp_cookie_identifies_session(gateway):
     finally:
         a.close()
         b.close()
+
+
+def test_lp_session_expires_without_polls(gateway_factory):
+    """A long-polling session not polled within its TTL is gone: PUT answers 410, a poll starts a new session."""
+    # expiry may be checked on the heartbeat tick, so keep that short too
+    gw = gateway_factory(RIGFAST_LONGPOLL_SESSION_TTL_S="0.5", RIGFAST_LONGPOLL_TIMEOUT_S="0.2",
+                         RIGFAST_HEARTBEAT_INTERVAL_S="0.3")
+    lp = LongPoll(gw.inbound, [{"eventType": uid("exp")}])
+    try:
+        assert lp.poll().json() == "ok"
+        old = lp.token
+        url = f"{gw.inbound}/_rig/v1/connection/longpolling/{quote(old, safe='')}/subscriptions"
+
+        def gone():
+            r = httpx.put(url, json={"subscriptions": []}, timeout=T)
+            assert r.status_code in (204, 410), (r.status_code, r.text)
+            return r.status_code == 410
+
+        wait_until(gone, timeout=2 * T, interval=0.1, what="PUT on the expired session to answer 410")
+        r = lp.poll()
+        assert r.status_code == 200
+        assert r.json() == "ok", r.text
+        assert lp.token != old
+    finally:
+        lp.close()

@@ -154,3 +154,20 @@ def test_sse_resume_with_last_event_id(gateway):
         assert s2.status_code == 200
         seen = s2.events_until(lambda e: e.data and e.data.get("id") == e2["id"], timeout=T, limit=10)
         assert e1["id"] not in [e.data.get("id") for e in seen if e.data]
+
+
+def test_sse_connection_rate_limit_429(gateway_factory):
+    """Past MAX_CONNECTIONS_PER_MINUTE new connections, a connect answers 429 with a text body."""
+    gw = gateway_factory(MAX_CONNECTIONS_PER_MINUTE="3")
+    streams = []
+    try:
+        for _ in range(3):
+            s = open_sse(gw.inbound)
+            streams.append(s)
+            s.expect_handshake()
+        r = httpx.get(gw.inbound + "/_rig/v1/connection/sse", timeout=T)
+        assert r.status_code == 429, (r.status_code, r.text)
+        assert r.text.strip()
+    finally:
+        for s in streams:
+            s.close()

@@ -19,8 +19,8 @@ WS_PATH = "/_rig/v1/connection/ws"
 def ws_url(gw, subscriptions=None, jwt=None) -> str:
     q = []
     if subscriptions is not None:
-        q.append("subscriptions=" + quote(subscriptions if isinstance(subscriptions, str) else json.dumps(subscriptions),
-                                          safe=""))
+        raw = subscriptions if isinstance(subscriptions, str) else json.dumps(subscriptions)
+        q.append("subscriptions=" + quote(raw, safe=""))
     if jwt is not None:
         q.append("jwt=" + quote(jwt, safe=""))
     return gw.ws + WS_PATH + ("?" + "&".join(q) if q else "")
