@@ -41,6 +41,11 @@ class Gateway:
         self.proxy: Any = None
         self.inbound = InboundApi(self)
         self.internal = InternalApi(self)
+        self.cluster: Any = None  # other workers / nodes (rigfast.cluster): on with several workers or Kafka
+        if cfg.worker_count > 1 or (cfg.kafka_brokers and cfg.cluster_topic):
+            from rigfast.cluster import Cluster
+
+            self.cluster = Cluster(self)
         self.servers: list[asyncio.AbstractServer] = []
         self.states: list[ServerState] = []
         self._tasks: list[asyncio.Task] = []
@@ -58,6 +63,8 @@ class Gateway:
     async def start(self) -> None:
         cfg = self.cfg
         tls = self._tls_context() if cfg.tls_enabled else None
+        if self.cluster is not None:
+            await self.cluster.start()
         plan = [
             ("inbound", self.inbound, cfg.host, cfg.inbound_port, None),
             ("internal", self.internal, cfg.api_host, cfg.api_http_port, None),
@@ -75,7 +82,9 @@ class Gateway:
             if sock is not None:
                 server = await self.loop.create_server(factory, sock=sock, ssl=ctx, backlog=4096)
             else:
-                server = await self.loop.create_server(factory, host, port, ssl=ctx, backlog=4096, reuse_address=True)
+                server = await self.loop.create_server(
+                    factory, host, port, ssl=ctx, backlog=4096, reuse_address=True, reuse_port=cfg.worker_count > 1 or None
+                )
             self.servers.append(server)
         if cfg.kafka_brokers:
             from rigfast.sources.kafka import KafkaSource
@@ -120,6 +129,8 @@ class Gateway:
                 proto.close()
         if self.kafka is not None:
             await self.kafka.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.auth.close()
         for server in self.servers:
             try:
@@ -168,6 +179,8 @@ class Gateway:
 
     # -- cluster hooks (single process: nothing elsewhere) ----------------------
     def forward_subscriptions(self, proto, req, token: str, manual) -> Any:
+        if self.cluster is not None:
+            return self.cluster.forward_subscriptions(proto, req, token, manual)
         raise Gone("the connection no longer exists")
 
 

@@ -81,13 +81,20 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"rigfast: configuration error: {exc}", file=sys.stderr)
         return 2
+    from rigfast.cluster.limits import capacity, raise_nofile
+
     if cfg.workers > 1:
         from rigfast.cluster.supervisor import run_workers
 
         return run_workers(cfg)
+    nofile = raise_nofile()
+    if cfg.worker_count == 1:
+        import logging
+
+        logging.getLogger("rigfast").info("open-file limit %d: up to %d connections", nofile, capacity(nofile))
     from rigfast.app import run
 
-    return run(cfg)
+    return run(cfg, worker_id=cfg.worker_index)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -60,6 +61,9 @@ class Setting:
         return "--" + self.name.replace("_", "-")
 
 
+_NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
 def _default_workers() -> int:
     return os.cpu_count() or 1
 
@@ -76,6 +80,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HTTPS_KEYFILE", "", _str, "PEM private key file for the TLS ports"),
     Setting("HTTPS_KEYFILE_PASS", "", _str, "password of an encrypted HTTPS_KEYFILE"),
     Setting("RIGFAST_WORKERS", None, _int, "worker processes (default: number of cores)", attr="workers"),
+    # cluster (see docs/cluster.md)
+    Setting("RIGFAST_NODE_ID", "", _str, "this node's id in connection tokens and cluster messages (default: random at start)"),
+    Setting("RIGFAST_WORKER_INDEX", 0, _int, "set by the supervisor: this worker's index on the node"),
+    Setting("RIGFAST_WORKER_COUNT", 1, _int, "set by the supervisor: number of workers on the node"),
+    Setting("RIGFAST_CLUSTER_DIR", "", _str, "directory for the workers' Unix sockets (default: $XDG_RUNTIME_DIR or /tmp, per node)"),
+    Setting("RIGFAST_CLUSTER_TOPIC", "rigfast-cluster", _str, "Kafka topic nodes exchange events and control messages on; empty: nodes do not talk"),
+    Setting("RIGFAST_BLACKLIST_TOPIC", "rigfast-blacklist", _str, "compacted Kafka topic holding the session blacklist"),
+    Setting("RIGFAST_CLUSTER_TIMEOUT_S", 5.0, _float, "how long a request forwarded to another worker or node waits for its answer, seconds"),
     # frontends
     Setting("CORS", "*", _str, "value of access-control-allow-origin"),
     Setting("MAX_CONNECTIONS_PER_MINUTE", 5000, _int, "new frontend connections per minute before 429"),
@@ -142,6 +154,10 @@ class Config:
     def _check(self) -> None:
         if self.workers < 1:
             raise ConfigError("RIGFAST_WORKERS must be >= 1")
+        if self.node_id and not _NODE_ID_RE.match(self.node_id):
+            raise ConfigError("RIGFAST_NODE_ID must be 1-32 characters of A-Z a-z 0-9 _ -")
+        if not 0 <= self.worker_index < max(self.worker_count, 1):
+            raise ConfigError("RIGFAST_WORKER_INDEX must be in [0, RIGFAST_WORKER_COUNT)")
         for name in ("inbound_port", "api_http_port", "inbound_https_port", "api_https_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:

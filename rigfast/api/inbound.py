@@ -208,6 +208,14 @@ class InboundApi:
         if session is not None and session.kind == LONGPOLL:
             session.poll(proto, req, cors)
             return None
+        if token and session is None and self.gw.cluster is not None:
+            # the session may live on another worker or node: its owner answers this poll
+            forwarded = self.gw.cluster.forward_poll(proto, req, token, cors, lambda: self._new_longpolling(proto, req, cors))
+            if forwarded is not None:
+                return forwarded
+        return self._new_longpolling(proto, req, cors)
+
+    def _new_longpolling(self, proto, req, cors) -> Any:
         self.admit()
         tokens, claims, subs = self.requested(req)
         return self.then(self.auth.check_subscription(tokens, subs), lambda: self._start_lp(proto, req, claims, subs, cors))

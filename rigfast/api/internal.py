@@ -31,6 +31,8 @@ class InternalApi:
                 proto.respond(req, 200, b"OK")
             return None
         if path == "/metrics" and method == "GET":
+            if self.gw.cluster is not None and self.gw.cluster.bus is not None and "local" not in req.query:
+                return self.cluster_metrics(proto, req)  # every worker of the node, labelled worker="i"
             proto.respond(req, 200, metrics.REGISTRY.render(), b"text/plain; version=0.0.4; charset=utf-8")
             return None
         if path == "/v3/messages":
@@ -54,4 +56,9 @@ class InternalApi:
             "pid": self.gw.pid,
             "kafka": self.gw.kafka.health() if self.gw.kafka is not None else {"state": "disabled"},
             "blacklist": len(self.gw.auth.blacklist),
+            "cluster": self.gw.cluster.health() if self.gw.cluster is not None else None,
         }
+
+    async def cluster_metrics(self, proto, req) -> None:
+        text = await self.gw.cluster.metrics_text()
+        proto.respond(req, 200, text, b"text/plain; version=0.0.4; charset=utf-8")
