@@ -1,0 +1,172 @@
+"""The supervisor: ``rigfast --workers N`` runs N worker processes on the same ports.
+
+How this works: the supervisor checks that the ports are free (a plain bind,
+which fails if anyone listens there, SO_REUSEPORT or not), then starts each
+worker as ``python -m rigfast`` with ``RIGFAST_WORKERS=1``,
+``RIGFAST_WORKER_INDEX=i``, ``RIGFAST_WORKER_COUNT=N`` and the node id.
+Every worker binds the ports itself with SO_REUSEPORT: the kernel spreads
+new connections over the workers, and a worker's death closes only its own
+listening sockets. Workers ask the kernel for SIGTERM when the supervisor
+dies (PR_SET_PDEATHSIG), so a killed supervisor leaves no orphans.
+
+A worker that exits is started again at once; one that keeps dying soon
+after its start waits longer each time (up to ``RESTART_MAX_DELAY_S``).
+SIGTERM or SIGINT: forward SIGTERM to every worker, wait up to
+``STOP_TIMEOUT_S``, SIGKILL what is left, exit 0.
+
+The supervisor never runs an event loop; it sleeps in ``select`` on a
+self-pipe written by the signal handlers (``signal.set_wakeup_fd``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from rigfast.cluster import default_node_id, runtime_dir
+from rigfast.cluster.limits import capacity, raise_nofile
+
+log = logging.getLogger("rigfast.supervisor")
+
+STOP_TIMEOUT_S = 10.0
+RESTART_MIN_DELAY_S = 0.1
+RESTART_MAX_DELAY_S = 5.0
+STABLE_AFTER_S = 10.0
+TICK_S = 1.0
+
+
+class Worker:
+    def __init__(self, index: int):
+        self.index = index
+        self.proc: subprocess.Popen | None = None
+        self.started = 0.0
+        self.failures = 0
+        self.restart_at = 0.0
+
+
+def check_ports(cfg: Any) -> None:
+    """Fail fast when a port is taken (SO_REUSEPORT would otherwise share it with a stranger)."""
+    plan = [(cfg.host, cfg.inbound_port), (cfg.api_host, cfg.api_http_port)]
+    if cfg.tls_enabled:
+        plan += [(cfg.host, cfg.inbound_https_port), (cfg.api_host, cfg.api_https_port)]
+    for host, port in plan:
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                raise SystemExit(f"rigfast: cannot use {host}:{port}: {exc.strerror}") from None
+
+
+def worker_env(cfg: Any, node: str, index: int, directory: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(cfg.to_env())
+    env.update({
+        "RIGFAST_WORKERS": "1",
+        "RIGFAST_WORKER_INDEX": str(index),
+        "RIGFAST_WORKER_COUNT": str(cfg.workers),
+        "RIGFAST_NODE_ID": node,
+        "RIGFAST_CLUSTER_DIR": directory,
+        "RIGFAST_DIE_WITH_PARENT": "1",
+    })
+    return env
+
+
+def run_workers(cfg: Any) -> int:
+    nofile = raise_nofile()
+    node = cfg.node_id or default_node_id()
+    directory = runtime_dir(cfg, node)
+    check_ports(cfg)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    n = cfg.workers
+    log.info(
+        "rigfast node %s: %d workers, open-file limit %d per process: up to %d connections per worker, %d per node",
+        node, n, nofile, capacity(nofile), capacity(nofile) * n,
+    )
+    stop = {"sig": 0}
+    rfd, wfd = os.pipe()
+    os.set_blocking(rfd, False)
+    os.set_blocking(wfd, False)
+    signal.set_wakeup_fd(wfd)
+
+    def on_stop(signum, _frame) -> None:
+        stop["sig"] = stop["sig"] or signum
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the select below
+
+    workers = [Worker(i) for i in range(n)]
+
+    def spawn(w: Worker) -> None:
+        w.proc = subprocess.Popen([sys.executable, "-m", "rigfast"], env=worker_env(cfg, node, w.index, directory),
+                                  stdin=subprocess.DEVNULL)
+        w.started = time.monotonic()
+        log.info("worker %d started, pid %d", w.index, w.proc.pid)
+
+    try:
+        for w in workers:
+            spawn(w)
+        while not stop["sig"]:
+            now = time.monotonic()
+            next_due = now + TICK_S
+            for w in workers:
+                if w.proc is not None:
+                    code = w.proc.poll()
+                    if code is None:
+                        continue
+                    lived = now - w.started
+                    w.failures = 0 if lived >= STABLE_AFTER_S else w.failures + 1
+                    delay = 0.0 if w.failures <= 1 else min(RESTART_MAX_DELAY_S, RESTART_MIN_DELAY_S * 2 ** (w.failures - 2))
+                    log.warning("worker %d (pid %d) exited with %s after %.1fs; restarting in %.1fs",
+                                w.index, w.proc.pid, code, lived, delay)
+                    w.proc = None
+                    w.restart_at = now + delay
+                if w.proc is None and not stop["sig"]:
+                    if now >= w.restart_at:
+                        spawn(w)
+                    else:
+                        next_due = min(next_due, w.restart_at)
+            try:
+                select.select([rfd], [], [], max(0.0, next_due - time.monotonic()))
+                os.read(rfd, 512)
+            except (BlockingIOError, InterruptedError):
+                pass
+        log.info("rigfast node %s: signal %d, stopping %d workers", node, stop["sig"], n)
+    finally:
+        stop_all(workers)
+        signal.set_wakeup_fd(-1)
+        os.close(rfd)
+        os.close(wfd)
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
+    return 0
+
+
+def stop_all(workers: list[Worker]) -> None:
+    procs = [w.proc for w in workers if w.proc is not None and w.proc.poll() is None]
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for p in procs:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("worker pid %d did not stop in %.0fs; killing it", p.pid, STOP_TIMEOUT_S)
+            p.kill()
+            p.wait(5.0)

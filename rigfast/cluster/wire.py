@@ -1,0 +1,99 @@
+"""Cluster wire formats: bus frames, event batches, connection-token routes. No I/O here.
+
+Bus frame: 4-byte big-endian length of what follows, 1 kind byte, payload.
+An event batch payload is ``<source>\\n<event json>\\n<event json>...``: the
+relayed events are HTTP/API submissions, whose JSON is orjson's compact
+output and never contains a raw line break, so the batch needs no escaping
+and the receiver reuses each event's bytes as they are. Control payloads
+(requests, replies, blacklist entries) are small JSON objects.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from typing import Any
+
+import orjson
+
+from rigfast.cloudevents import Event
+
+EVENTS, REQUEST, REPLY, BLACKLIST, HELLO = 1, 2, 3, 4, 5
+KIND_NAMES = {EVENTS: "events", REQUEST: "request", REPLY: "reply", BLACKLIST: "blacklist", HELLO: "hello"}
+
+HEADER = struct.Struct("!IB")
+MAX_FRAME_BYTES = 64 << 20
+
+
+def encode_frame(kind: int, payload: bytes) -> bytes:
+    return HEADER.pack(len(payload) + 1, kind) + payload
+
+
+def encode_json_frame(kind: int, obj: Any) -> bytes:
+    return encode_frame(kind, orjson.dumps(obj))
+
+
+class FrameDecoder:
+    """Feed bytes, get ``(kind, payload)`` pairs; raises ValueError on an oversized frame."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        buf = self._buf
+        buf += data
+        out = []
+        pos = 0
+        n = len(buf)
+        while n - pos >= 5:
+            length, kind = HEADER.unpack_from(buf, pos)
+            if length < 1 or length > MAX_FRAME_BYTES:
+                raise ValueError(f"bad frame length {length}")
+            end = pos + 4 + length
+            if end > n:
+                break
+            out.append((kind, bytes(buf[pos + 5:end])))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return out
+
+
+def encode_events(events: list[Event], source: str) -> bytes:
+    return source.encode() + b"\n" + b"\n".join(e.json for e in events)
+
+
+def decode_events(payload: bytes) -> tuple[str, list[Event]]:
+    """Inverse of :func:`encode_events`; events were validated where they were submitted."""
+    source, _, rest = payload.partition(b"\n")
+    out = []
+    for raw in rest.split(b"\n"):
+        if not raw:
+            continue
+        obj = orjson.loads(raw)
+        if "specversion" in obj:
+            out.append(Event(obj["type"], obj["id"], obj, raw))
+        else:  # CloudEvents 0.1
+            out.append(Event(obj["eventType"], obj["eventID"], obj, raw))
+    return source.decode(), out
+
+
+# -- connection tokens ------------------------------------------------------------
+
+def token_prefix(node: str, worker: int) -> str:
+    return f"{node}.w{worker}."
+
+
+def new_token(node: str, worker: int) -> str:
+    """``<node>.w<worker>.<144 random bits>``: the route to the owner, and unguessable."""
+    return token_prefix(node, worker) + secrets.token_urlsafe(18)
+
+
+def route_of(token: str) -> tuple[str, int] | None:
+    """(node, worker) a token was issued by, or None for a token without a route."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0] or len(parts[1]) < 2 or parts[1][0] != "w" or not parts[1][1:].isdigit():
+        return None
+    return parts[0], int(parts[1][1:])
