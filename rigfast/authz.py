@@ -30,7 +30,7 @@ class Authorizer:
         self.rate_limiter = ConnectionRateLimiter(cfg.max_connections_per_minute)
 
     def tokens(self, req) -> list[str]:
-        return tokens_from_request(req.headers, req.query.get("jwt", ()))
+        return tokens_from_request(req.headers, req.query.get("jwt", ()) if req.query_string else ())
 
     def valid_claims(self, tokens: list[str]) -> list[dict]:
         """Claims of the tokens that verify and whose session is not blacklisted."""

@@ -49,8 +49,14 @@ def _require_str(obj: Mapping, name: str) -> str:
     return v
 
 
-def validate(obj: Any) -> Event:
-    """Check a decoded CloudEvent object (0.1, 0.2, 0.3 or 1.0) and wrap it."""
+def validate(obj: Any, raw: bytes | None = None) -> Event:
+    """Check a decoded CloudEvent object (0.1, 0.2, 0.3 or 1.0) and wrap it.
+
+    ``raw``: the JSON text ``obj`` was decoded from; forwarded as it is when it
+    holds no line break (an SSE ``data:`` line must be one line).
+    """
+    if raw is not None and (b"\n" in raw or b"\r" in raw):
+        raw = None
     if not isinstance(obj, dict):
         raise CloudEventError("a CloudEvent must be a JSON object")
     if "specversion" in obj:
@@ -65,13 +71,13 @@ def validate(obj: Any) -> Event:
                 raise CloudEventError(f"attribute {opt!r} must be a string")
         if "data_base64" in obj and not isinstance(obj["data_base64"], str):
             raise CloudEventError("attribute 'data_base64' must be a string")
-        return Event(etype, eid, obj)
+        return Event(etype, eid, obj, raw)
     if "cloudEventsVersion" in obj:
         _require_str(obj, "cloudEventsVersion")
         etype = _require_str(obj, "eventType")
         eid = _require_str(obj, "eventID")
         _require_str(obj, "source")
-        return Event(etype, eid, obj)
+        return Event(etype, eid, obj, raw)
     raise CloudEventError("missing required attribute 'specversion'")
 
 
@@ -81,7 +87,7 @@ def parse_structured(body: bytes) -> Event:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise CloudEventError(f"body is not valid JSON: {exc}") from None
-    return validate(obj)
+    return validate(obj, body.strip() if type(body) is bytes else None)
 
 
 def is_json_media(content_type: str | None) -> bool:

@@ -57,7 +57,7 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         "server", "loop", "transport", "parser", "req", "body_parts", "body_size", "head_size", "nheaders",
         "in_head", "url_parts", "queue", "busy", "stream", "closing", "deadline", "error", "leftover",
-        "peer", "write_paused",
+        "peer", "write_paused", "nbytes", "eof",
     )
 
     def __init__(self, server: ServerState):
@@ -70,6 +70,7 @@ class HttpProtocol(asyncio.Protocol):
         self.body_size = 0
         self.head_size = 0
         self.nheaders = 0
+        self.nbytes = 0
         self.in_head = False
         self.url_parts: list[bytes] = []
         self.queue: deque[Request] = deque()
@@ -81,6 +82,7 @@ class HttpProtocol(asyncio.Protocol):
         self.leftover = b""
         self.peer = None
         self.write_paused = False
+        self.eof = False
 
     # -- asyncio callbacks --------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -138,9 +140,11 @@ class HttpProtocol(asyncio.Protocol):
         self.run_queue()
 
     def eof_received(self) -> bool | None:
-        # Half-closed by the client: answer what was asked, then close.
-        if self.stream is None and not self.queue and self.busy is None:
+        # A streaming client that closes its side is gone: end the session.
+        # An HTTP client that half-closes after its requests still gets its answers.
+        if self.stream is not None or (not self.queue and self.busy is None):
             return None
+        self.eof = True
         return True
 
     # -- httptools callbacks --------------------------------------------------
@@ -151,15 +155,21 @@ class HttpProtocol(asyncio.Protocol):
         self.body_parts = []
         self.body_size = 0
         self.nheaders = 0
+        self.nbytes = 0
         self.deadline = self.loop.time() + self.server.request_timeout
 
     def on_url(self, url: bytes) -> None:
         self.url_parts.append(url)
+        self.nbytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.nheaders += 1
+        self.nbytes += len(name) + len(value) + 4
         if self.nheaders > self.server.max_headers:
             self.error = (431, f"too many header fields (limit {self.server.max_headers})")
+            raise _Stop
+        if self.nbytes > self.server.max_head:
+            self.error = (431, f"request header fields too large (limit {self.server.max_head} bytes)")
             raise _Stop
         self.req.headers.append((name.lower(), value))  # type: ignore[union-attr]
 
@@ -221,6 +231,9 @@ class HttpProtocol(asyncio.Protocol):
                 self.busy = self.loop.create_task(self._run_async(req, result))
                 return
         if not self.queue and self.busy is None and self.stream is None and not self.closing:
+            if self.eof:
+                self.close()
+                return
             if self.req is None:
                 self.deadline = self.loop.time() + self.server.keepalive_timeout
             if self.transport is not None and len(self.queue) <= 64:

@@ -14,6 +14,8 @@ from typing import Iterable
 from urllib.parse import parse_qs, unquote
 
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in REASONS.items()}
+_NO_QUERY: dict[str, list[str]] = {}
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -44,7 +46,7 @@ class Request:
     @property
     def query(self) -> dict[str, list[str]]:
         if self._query is None:
-            self._query = parse_qs(self.query_string, keep_blank_values=True)
+            self._query = parse_qs(self.query_string, keep_blank_values=True) if self.query_string else _NO_QUERY
         return self._query
 
     def query_one(self, name: str) -> str | None:
@@ -85,7 +87,7 @@ def encode_response(
     keep_alive: bool = True,
 ) -> bytes:
     """A complete response with content-length."""
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))]
+    parts = [STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
     if content_type is not None and (body or status not in (204, 304)):
         parts.append(b"content-type: %s\r\n" % content_type)
     for k, v in headers:
