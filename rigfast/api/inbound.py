@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from rigfast.wire.http1 import Request
 
 CONNECTION_PREFIX = "/_rig/v1/connection/"
+JSON_UTF8 = b"application/json; charset=utf-8"
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_.~-]{8,256}$")
 PREFLIGHT_MAX_AGE = b"86400"
 
@@ -39,6 +41,7 @@ class InboundApi:
         self.auth = gw.auth
         self.extractors = gw.cfg.extractors
         self.cors_origin = self.cfg.cors.encode()
+        self._cors_any = [(b"access-control-allow-origin", b"*")]
 
     # -- routing --------------------------------------------------------------
     def __call__(self, proto: "HttpProtocol", req: "Request") -> Any:
@@ -74,6 +77,8 @@ class InboundApi:
     # -- CORS ---------------------------------------------------------------
     def cors(self, req: "Request", credentials: bool = False) -> list[tuple[bytes, bytes]]:
         origin = self.cors_origin
+        if origin == b"*" and not credentials:
+            return self._cors_any
         req_origin = req.header(b"origin")
         if origin == b"*":
             if credentials and req_origin:
@@ -98,9 +103,19 @@ class InboundApi:
         proto.respond(req, 204, b"", None, headers)
 
     # -- helpers ------------------------------------------------------------
-    def admit(self) -> None:
-        if not self.auth.rate_limiter.allow():
-            raise TooManyRequests("too many new connections: MAX_CONNECTIONS_PER_MINUTE exceeded, retry later")
+    def admit(self, proto, req) -> bool:
+        """MAX_CONNECTIONS_PER_MINUTE: False after answering 429 with Retry-After (whole seconds)."""
+        limiter = self.auth.rate_limiter
+        if limiter.allow():
+            return True
+        retry = max(1, math.ceil(limiter.retry_after_s()))
+        proto.respond_error(
+            req,
+            TooManyRequests.status,
+            f"too many new connections: MAX_CONNECTIONS_PER_MINUTE exceeded, retry in {retry} s",
+            [(b"retry-after", b"%d" % retry)],
+        )
+        return False
 
     def requested(self, req: "Request") -> tuple[list[str], list[dict], list[Subscription]]:
         """(tokens, valid claims, merged subscriptions) of a connect request."""
@@ -139,7 +154,8 @@ class InboundApi:
 
     # -- SSE ------------------------------------------------------------------
     def open_sse(self, proto, req) -> Any:
-        self.admit()
+        if not self.admit(proto, req):
+            return None
         tokens, claims, subs = self.requested(req)
         return self.then(self.auth.check_subscription(tokens, subs), lambda: self._start_sse(proto, req, claims, subs))
 
@@ -169,7 +185,8 @@ class InboundApi:
         key = req.header(b"sec-websocket-key")
         if not key:
             raise BadRequest("missing Sec-WebSocket-Key")
-        self.admit()
+        if not self.admit(proto, req):
+            return None
         try:
             tokens, claims, subs = self.requested(req)
             check = self.auth.check_subscription(tokens, subs)
@@ -216,7 +233,8 @@ class InboundApi:
         return self._new_longpolling(proto, req, cors)
 
     def _new_longpolling(self, proto, req, cors) -> Any:
-        self.admit()
+        if not self.admit(proto, req):
+            return None
         tokens, claims, subs = self.requested(req)
         return self.then(self.auth.check_subscription(tokens, subs), lambda: self._start_lp(proto, req, claims, subs, cors))
 
@@ -272,28 +290,34 @@ class InboundApi:
     def submit(self, proto, req, source: str = "http", checked: bool = True) -> Any:
         event = parse_http_event(req)
         check = self.auth.check_submission(self.auth.tokens(req), event.json) if checked else None
-        cors = self.cors(req) if checked else []
-
-        def accept():
+        cors = self.cors(req) if checked else ()
+        if check is None:  # the hot path: no closure, no task
             self.hub.publish(event, source)
-            proto.respond(req, 202, event.json, b"application/json; charset=utf-8", cors)
+            proto.respond(req, 202, event.json, JSON_UTF8, cors)
+            return None
 
-        return self.then(check, accept)
+        async def accept():
+            await check
+            self.hub.publish(event, source)
+            proto.respond(req, 202, event.json, JSON_UTF8, cors)
+
+        return accept()
 
 
 def parse_http_event(req: "Request") -> Event:
     """HTTP binding: binary mode when ce-specversion (or 0.1's ce-cloudeventsversion) is set, else structured."""
-    ctype = req.header_str(b"content-type")
-    binary = req.header(b"ce-specversion") is not None or req.header(b"ce-cloudeventsversion") is not None
-    if binary:
-        attrs = {}
-        for k, v in req.headers:
-            if k.startswith(b"ce-") and len(k) > 3:
-                try:
-                    attrs[k[3:].decode("ascii")] = v.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise CloudEventError(f"header {k.decode('latin-1')} is not valid UTF-8") from None
-        return cloudevents.parse_binary(attrs, req.body, ctype)
+    ctype = None
+    ce = None
+    for k, v in req.headers:  # one pass: content-type and any ce- attributes
+        if k == b"content-type":
+            ctype = v.decode("latin-1")
+        elif k[:3] == b"ce-" and len(k) > 3:
+            try:
+                (ce := ce or {})[k[3:].decode("ascii")] = v.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CloudEventError(f"header {k.decode('latin-1')} is not valid UTF-8") from None
+    if ce and ("specversion" in ce or "cloudeventsversion" in ce):
+        return cloudevents.parse_binary(ce, req.body, ctype)
     if ctype:
         mt = ctype.split(";", 1)[0].strip().lower()
         if mt not in ("application/cloudevents+json", "application/json"):
