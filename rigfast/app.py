@@ -17,6 +17,7 @@ from rigfast.api.inbound import InboundApi
 from rigfast.api.internal import InternalApi
 from rigfast.authz import Authorizer
 from rigfast.cloudevents import make_event
+from rigfast.config import ConfigError
 from rigfast.errors import BadRequest, Gone, NotFound, RigError
 from rigfast.hub.hub import KIND_NAMES, SSE, WS, Hub
 from rigfast.net.protocol import HttpProtocol, ServerState
@@ -100,8 +101,18 @@ class Gateway:
         )
 
     def _tls_context(self) -> ssl.SSLContext:
+        cfg = self.cfg
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(self.cfg.https_certfile, self.cfg.https_keyfile, self.cfg.https_keyfile_pass or None)
+        # A callable, not None: OpenSSL would otherwise prompt on the terminal for an encrypted key.
+        password = cfg.https_keyfile_pass or (lambda: b"")
+        try:
+            ctx.load_cert_chain(cfg.https_certfile, cfg.https_keyfile, password)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"HTTPS_CERTFILE={cfg.https_certfile!r}, HTTPS_KEYFILE={cfg.https_keyfile!r}: cannot load the "
+                f"certificate and key ({exc}); both must be PEM files, and an encrypted key needs the right "
+                "HTTPS_KEYFILE_PASS"
+            ) from None
         return ctx
 
     async def _every(self, interval: float, fn) -> None:
@@ -187,7 +198,11 @@ class Gateway:
 async def serve(cfg, worker_id: int = 0, sockets=None) -> int:
     """Run one gateway process until SIGTERM/SIGINT."""
     gw = Gateway(cfg, worker_id, sockets)
-    await gw.start()
+    try:
+        await gw.start()
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -107,3 +107,7 @@ SLOW_CONSUMER_DISCONNECTS = REGISTRY.counter(
     "rig_slow_consumer_disconnects_total", "Connections closed because their send buffer overflowed", ("transport",)
 )
 REQUESTS_REJECTED = REGISTRY.counter("rig_http_requests_rejected_total", "Requests answered with an error status", ("status",))
+# Counted by the reverse proxy (status = the HTTP status answered to the client).
+PROXY_REQUESTS = REGISTRY.counter("rig_proxy_requests_total", "Requests handled by the reverse proxy", ("status",))
+# The Kafka source replaces this gauge with its own when KAFKA_BROKERS is set; without Kafka the lag is 0.
+REGISTRY.gauge("rig_kafka_consumer_lag", "Records behind the high watermark, summed over partitions", lambda: 0)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from rigfast import metrics
+from rigfast.api import openapi
 from rigfast.errors import NotFound, RigError
 
 if TYPE_CHECKING:
@@ -34,6 +35,9 @@ class InternalApi:
             if self.gw.cluster is not None and self.gw.cluster.bus is not None and "local" not in req.query:
                 return self.cluster_metrics(proto, req)  # every worker of the node, labelled worker="i"
             proto.respond(req, 200, metrics.REGISTRY.render(), b"text/plain; version=0.0.4; charset=utf-8")
+            return None
+        if path == "/openapi.json" and method in ("GET", "HEAD"):
+            proto.respond(req, 200, openapi.document_json(), b"application/json")
             return None
         if path == "/v3/messages":
             if method != "POST":

@@ -1,0 +1,233 @@
+"""The OpenAPI 3 description of the internal API (served at ``GET /openapi.json``).
+
+Kept as Python data next to the routes so that it is packaged with them and
+needs no file lookup at run time. ``document()`` returns a fresh dict;
+``document_json()`` the encoded bytes the route serves (encoded once).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+
+VERSION = "0.1.0"
+
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": _TEXT}
+
+
+_BLACKLIST_POST = {
+    "summary": "Blacklist a session",
+    "description": (
+        "Every open connection whose token carries this session id (the claim named by "
+        "JWT_SESSION_FIELD, default /jti) is ended at once: SSE gets rig.session_killed and is "
+        "closed, WebSocket gets a close frame \"Session killed.\", a long-polling session is dropped. "
+        "New requests with such a token are refused (403) until the entry expires."
+    ),
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BlacklistRequest"}}},
+    },
+    "responses": {
+        "201": {
+            "description": "Blacklisted",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BlacklistRequest"}}},
+        },
+        "400": _error("Body is not JSON, sessionId is missing or validityInSeconds is not a positive number"),
+    },
+}
+
+_BLACKLIST_GET = {
+    "summary": "Is a session blacklisted?",
+    "parameters": [{"name": "sessionId", "in": "path", "required": True, "schema": {"type": "string"}}],
+    "responses": {
+        "200": {
+            "description": "The session is blacklisted",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BlacklistEntry"}}},
+        },
+        "404": _error("The session is not (or no longer) blacklisted"),
+    },
+}
+
+_PATHS: dict[str, Any] = {
+    "/health": {
+        "get": {
+            "summary": "Liveness",
+            "description": "Plain `OK`. With the `detailed` query parameter: a JSON status document.",
+            "parameters": [
+                {
+                    "name": "detailed",
+                    "in": "query",
+                    "required": False,
+                    "allowEmptyValue": True,
+                    "description": "Present (any value): answer with the JSON status document",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "The gateway is up",
+                    "content": {
+                        "text/plain": {"schema": {"type": "string", "enum": ["OK"]}},
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Health"}},
+                    },
+                }
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics",
+            "description": (
+                "Prometheus text exposition format 0.0.4: rig_connections{transport}, rig_subscriptions, "
+                "rig_events_received_total{source}, rig_events_delivered_total{source,transport}, "
+                "rig_events_dropped_total{source}, rig_events_invalid_total{source}, rig_kafka_consumer_lag, "
+                "rig_proxy_requests_total{status}, rig_blacklist_size and more. With several workers the node's "
+                "workers are scraped together, each sample labelled worker=\"i\"; `local` gives this worker only."
+            ),
+            "parameters": [
+                {
+                    "name": "local",
+                    "in": "query",
+                    "required": False,
+                    "allowEmptyValue": True,
+                    "description": "Present: only the figures of the worker that answers",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "responses": {"200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "responses": {
+                "200": {"description": "OpenAPI 3 document", "content": {"application/json": {"schema": {"type": "object"}}}}
+            },
+        }
+    },
+    "/v3/messages": {
+        "post": {
+            "summary": "Publish an event (trusted backend path)",
+            "description": (
+                "A CloudEvent (0.1, 0.2 or 1.0) in structured mode (body is the event; content-type "
+                "application/cloudevents+json or application/json) or binary mode (body is data, attributes in "
+                "ce-* headers). Not subject to SUBMISSION_CHECK."
+            ),
+            "parameters": [
+                {
+                    "name": "ce-specversion",
+                    "in": "header",
+                    "required": False,
+                    "description": "Present: binary mode",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/cloudevents+json": {"schema": {"$ref": "#/components/schemas/CloudEvent"}},
+                    "application/json": {"schema": {"$ref": "#/components/schemas/CloudEvent"}},
+                },
+            },
+            "responses": {
+                "202": {
+                    "description": "Accepted: the event as it will be delivered",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CloudEvent"}}},
+                },
+                "400": _error("Not a valid CloudEvent; the message names the problem"),
+                "415": _error("Unsupported content-type in structured mode"),
+            },
+        }
+    },
+    "/v3/session-blacklist": {"post": _BLACKLIST_POST},
+    "/v3/session-blacklist/{sessionId}": {"get": _BLACKLIST_GET},
+    "/v2/session-blacklist": {"post": {**_BLACKLIST_POST, "summary": "Blacklist a session (v2 path, same as v3)"}},
+    "/v2/session-blacklist/{sessionId}": {"get": {**_BLACKLIST_GET, "summary": "Is a session blacklisted? (v2 path)"}},
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "BlacklistRequest": {
+        "type": "object",
+        "required": ["sessionId", "validityInSeconds"],
+        "properties": {
+            "sessionId": {"type": "string", "minLength": 1},
+            "validityInSeconds": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
+        },
+    },
+    "BlacklistEntry": {
+        "type": "object",
+        "properties": {"sessionId": {"type": "string"}, "expiresInSeconds": {"type": "number"}},
+    },
+    "Health": {
+        "type": "object",
+        "properties": {
+            "status": {"type": "string"},
+            "uptime_s": {"type": "number"},
+            "connections": {
+                "type": "object",
+                "properties": {
+                    "sse": {"type": "integer"},
+                    "ws": {"type": "integer"},
+                    "longpolling": {"type": "integer"},
+                },
+            },
+            "subscriptions": {"type": "integer"},
+            "kafka": {"type": "object", "description": "Consumer state; {\"state\": \"disabled\"} without Kafka"},
+            "blacklist": {"type": "integer"},
+            "worker": {"type": "integer"},
+            "pid": {"type": "integer"},
+            "build": {"type": "string"},
+        },
+    },
+    "CloudEvent": {
+        "type": "object",
+        "description": "A CloudEvent; required attributes depend on the spec version (1.0/0.2: specversion, id, type, source).",
+        "additionalProperties": True,
+        "properties": {
+            "specversion": {"type": "string"},
+            "id": {"type": "string"},
+            "type": {"type": "string"},
+            "source": {"type": "string"},
+            "time": {"type": "string"},
+            "datacontenttype": {"type": "string"},
+            "data": {},
+        },
+    },
+}
+
+_DOC: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "rigfast internal API",
+        "version": VERSION,
+        "description": (
+            "Operator and backend API on API_HTTP_PORT (4010; TLS on API_HTTPS_PORT, 4011). "
+            "It has no authentication: bind it to a private address (RIGFAST_API_HOST) and never expose it "
+            "to the internet."
+        ),
+    },
+    "servers": [{"url": "http://localhost:4010"}],
+    "paths": _PATHS,
+    "components": {"schemas": _SCHEMAS},
+}
+
+
+def document() -> dict[str, Any]:
+    """A copy of the OpenAPI document (callers may add to it)."""
+    return copy.deepcopy(_DOC)
+
+
+_ENCODED: bytes | None = None
+
+
+def document_json() -> bytes:
+    global _ENCODED
+    if _ENCODED is None:
+        _ENCODED = orjson.dumps(_DOC)
+    return _ENCODED
