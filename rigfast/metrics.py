@@ -100,7 +100,9 @@ REGISTRY = Registry()
 # The gateway's counters. Labels: source = http | api | kafka; transport = sse | ws | longpolling.
 EVENTS_RECEIVED = REGISTRY.counter("rig_events_received_total", "Events accepted from a source", ("source",))
 EVENTS_INVALID = REGISTRY.counter("rig_events_invalid_total", "Messages rejected as invalid CloudEvents", ("source",))
-EVENTS_DELIVERED = REGISTRY.counter("rig_events_delivered_total", "Event deliveries to frontend connections", ("transport",))
+EVENTS_DELIVERED = REGISTRY.counter(
+    "rig_events_delivered_total", "Event deliveries to frontend connections", ("source", "transport")
+)
 EVENTS_DROPPED = REGISTRY.counter("rig_events_dropped_total", "Events that matched no subscription", ("source",))
 CONNECTIONS_OPENED = REGISTRY.counter("rig_connections_opened_total", "Frontend connections opened", ("transport",))
 SLOW_CONSUMER_DISCONNECTS = REGISTRY.counter(

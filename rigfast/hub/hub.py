@@ -198,7 +198,7 @@ class Hub:
             delivered[kind] += 1
         for kind in (SSE, WS, LONGPOLL):
             if delivered[kind]:
-                metrics.EVENTS_DELIVERED.inc(delivered[kind], KIND_NAMES[kind])
+                metrics.EVENTS_DELIVERED.inc(delivered[kind], source, KIND_NAMES[kind])
 
     # -- resumption -------------------------------------------------------
     def replay_since(self, last_event_id: str, subs: list[Subscription]) -> tuple[bool, list[Event]]:

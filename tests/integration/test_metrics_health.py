@@ -13,7 +13,7 @@ REQUIRED_FAMILIES = {
     "rig_connections": ("gauge", {"transport"}),
     "rig_subscriptions": ("gauge", set()),
     "rig_events_received": ("counter", {"source"}),
-    "rig_events_delivered": ("counter", None),
+    "rig_events_delivered": ("counter", {"source", "transport"}),
     "rig_events_dropped": ("counter", {"source"}),
     "rig_kafka_consumer_lag": ("gauge", set()),
     "rig_proxy_requests": ("counter", {"status"}),
@@ -90,7 +90,7 @@ def test_metrics_has_every_required_family(gw):
 
 
 def test_metrics_follow_traffic(gw):
-    """Connections, subscriptions and received/delivered/dropped events move with the traffic."""
+    """Connections, subscriptions and received/delivered/dropped events (by source) move with the traffic."""
     etype = uid("metrics")
     before = scrape(gw)
     lp = LongPoll(gw.inbound)
@@ -115,9 +115,10 @@ def test_metrics_follow_traffic(gw):
     assert sample(after, "rig_events_received", rcv, source="api") == sample(before, "rig_events_received", rcv, source="api") + 1
     drop = "rig_events_dropped_total"
     assert sample(after, "rig_events_dropped", drop, source="http") == sample(before, "rig_events_dropped", drop, source="http") + 1
-    delivered = sum(s.value for s in after["rig_events_delivered"].samples if s.name.endswith("_total"))
-    delivered_before = sum(s.value for s in before["rig_events_delivered"].samples if s.name.endswith("_total"))
-    assert delivered >= delivered_before + 2
+    dl = "rig_events_delivered_total"
+    for source in ("http", "api"):
+        assert sample(after, "rig_events_delivered", dl, source=source, transport="sse") == sample(
+            before, "rig_events_delivered", dl, source=source, transport="sse") + 1
 
 
 def test_rejections_counted_by_status(gw):
