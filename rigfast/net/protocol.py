@@ -73,7 +73,7 @@ class HttpProtocol(asyncio.Protocol):
         self.nbytes = 0
         self.in_head = False
         self.url_parts: list[bytes] = []
-        self.queue: deque[Request] = deque()
+        self.queue: list[Request] = []  # pipelined requests: usually 0 or 1, a list is smaller than a deque
         self.busy: asyncio.Task | None = None
         self.stream: Any = None  # SseSession / WsSession once the connection streams
         self.closing = False
@@ -217,7 +217,7 @@ class HttpProtocol(asyncio.Protocol):
     # -- request processing ---------------------------------------------------
     def run_queue(self) -> None:
         while self.queue and self.busy is None and self.stream is None and not self.closing:
-            req = self.queue.popleft()
+            req = self.queue.pop(0)
             try:
                 result = self.server.router(self, req)
             except RigError as exc:
@@ -308,11 +308,18 @@ class HttpProtocol(asyncio.Protocol):
             self.close()
 
     def become_stream(self, stream: Any) -> None:
-        """Hand the connection to a streaming session (SSE/WS): no more HTTP parsing."""
+        """Hand the connection to a streaming session (SSE/WS): no more HTTP parsing.
+
+        The parser (~0.9 KiB) and request buffers are dropped: an idle stream
+        should cost as little memory as possible (TARGETS T3).
+        """
         self.stream = stream
         self.deadline = _INF
         self.server.http_conns.discard(self)
-        self.queue.clear()
+        self.queue = _EMPTY
+        self.parser = None
+        self.req = None
+        self.url_parts = self.body_parts = _EMPTY
 
     def close(self) -> None:
         if not self.closing:
@@ -325,6 +332,9 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.closing = True
             self.transport.abort()
+
+
+_EMPTY: list = []  # shared, never appended to (streams no longer parse)
 
 
 class _Parked:

@@ -31,6 +31,7 @@ log = logging.getLogger("rigfast.sessions")
 
 SSE_HEARTBEAT = b": heartbeat\n\n"
 WS_PING = b"\x89\x00"  # unmasked ping frame, empty payload
+_NONE: tuple = ()  # shared empty value for sessions without claims or subscriptions
 ONE_WAY_REASON = "This WebSocket endpoint cannot be used for two-way communication."
 
 
@@ -43,11 +44,11 @@ class Session:
         self.hub = hub
         self.slot = hub.new_slot()
         self.token = token
-        self.subscriptions: list = []
-        self.manual: list = []
+        self.subscriptions: list = _NONE
+        self.manual: list = _NONE
         self.outbox: list[Any] = []
         self.dirty = False
-        self.claims = claims or []
+        self.claims = claims or _NONE
         self.session_ids = session_ids
         self.closed = False
 
