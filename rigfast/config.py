@@ -61,7 +61,7 @@ class Setting:
         return "--" + self.name.replace("_", "-")
 
 
-_NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 
 
 def _default_workers() -> int:
@@ -155,7 +155,7 @@ class Config:
         if self.workers < 1:
             raise ConfigError("RIGFAST_WORKERS must be >= 1")
         if self.node_id and not _NODE_ID_RE.match(self.node_id):
-            raise ConfigError("RIGFAST_NODE_ID must be 1-32 characters of A-Z a-z 0-9 _ -")
+            raise ConfigError("RIGFAST_NODE_ID must be 1-63 characters of A-Z a-z 0-9 _ -")
         if not 0 <= self.worker_index < max(self.worker_count, 1):
             raise ConfigError("RIGFAST_WORKER_INDEX must be in [0, RIGFAST_WORKER_COUNT)")
         for name in ("inbound_port", "api_http_port", "inbound_https_port", "api_https_port"):
