@@ -7,7 +7,7 @@ by every recipient.
 
 from __future__ import annotations
 
-import uuid
+from random import getrandbits as _getrandbits
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -127,8 +127,14 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def random_uuid4() -> str:
+    """A version-4 UUID string from the process PRNG: unique ids for gateway events, not secrets."""
+    h = "%032x" % _getrandbits(128)
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
 def make_event(etype: str, data: Any) -> Event:
     """A gateway-made event (source "rig", fresh UUID id, RFC 3339 time)."""
-    eid = str(uuid.uuid4())
+    eid = random_uuid4()
     obj = {"specversion": "1.0", "type": etype, "source": "rig", "id": eid, "time": now_rfc3339(), "data": data}
     return Event(etype, eid, obj)

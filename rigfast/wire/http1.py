@@ -11,7 +11,7 @@ import base64
 import hashlib
 from http import HTTPStatus
 from typing import Iterable
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote, unquote_plus
 
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in REASONS.items()}
@@ -40,13 +40,13 @@ class Request:
         self.url = url
         raw = url.decode("latin-1")
         path, _, qs = raw.partition("?")
-        self.path = unquote(path)
+        self.path = unquote(path) if "%" in path else path
         self.query_string = qs
 
     @property
     def query(self) -> dict[str, list[str]]:
         if self._query is None:
-            self._query = parse_qs(self.query_string, keep_blank_values=True) if self.query_string else _NO_QUERY
+            self._query = parse_query(self.query_string) if self.query_string else _NO_QUERY
         return self._query
 
     def query_one(self, name: str) -> str | None:
@@ -77,6 +77,25 @@ class Request:
                         jar.setdefault(name, unquote(value.strip()))
             self._cookies = jar
         return self._cookies
+
+
+def parse_query(qs: str) -> dict[str, list[str]]:
+    """``a=1&b=%5B%5D`` -> {"a": ["1"], "b": ["[]"]}; blank values kept, unquoting only where needed."""
+    out: dict[str, list[str]] = {}
+    for part in qs.split("&"):
+        if not part:
+            continue
+        k, _, v = part.partition("=")
+        if "%" in k or "+" in k:
+            k = unquote_plus(k)
+        if "%" in v or "+" in v:
+            v = unquote_plus(v)
+        vals = out.get(k)
+        if vals is None:
+            out[k] = [v]
+        else:
+            vals.append(v)
+    return out
 
 
 def encode_response(
