@@ -1,49 +1,47 @@
 """Hot-path engine: compiled (Cython) when built, plain Python otherwise.
 
-``RIGFAST_NO_EXTENSIONS=1`` forces the Python reference at import time.
-Each compiled module falls back to its Python twin on its own, so a build
-that produced only some of them still uses those. ``MATCH_BUILD`` and
-``FRAMES_BUILD`` say which one is in use ("cython" or "python");
-``BUILD`` is "cython" when all are compiled, "python" when none is, and
-"mixed" otherwise.
+``RIGFAST_NO_EXTENSIONS=1`` forces the Python references at import time.
+Each compiled module falls back to its Python twin (``<name>_ref``) on its
+own, so a build that produced only some of them still uses those.
+``MATCH_BUILD``, ``FRAMES_BUILD`` and ``FANOUT_BUILD`` say which one is in use
+("cython" or "python"); ``BUILD`` is "cython" when all are compiled,
+"python" when none is, and "mixed" otherwise.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 
 _FORCE_PYTHON = os.environ.get("RIGFAST_NO_EXTENSIONS") == "1"
 
-if _FORCE_PYTHON:
-    from rigfast._ext.match_ref import SubscriptionIndex
 
-    MATCH_BUILD = "python"
-else:
-    try:
-        from rigfast._ext.match import SubscriptionIndex  # type: ignore[no-redef]
+def _pick(name: str):
+    """The compiled module ``name`` if it imports (and is allowed), else its ``_ref`` twin."""
+    if not _FORCE_PYTHON:
+        try:
+            return importlib.import_module(f"rigfast._ext.{name}"), "cython"
+        except ImportError:
+            pass
+    return importlib.import_module(f"rigfast._ext.{name}_ref"), "python"
 
-        MATCH_BUILD = "cython"
-    except ImportError:
-        from rigfast._ext.match_ref import SubscriptionIndex
 
-        MATCH_BUILD = "python"
+_match, MATCH_BUILD = _pick("match")
+_frames, FRAMES_BUILD = _pick("frames")
+_fanout, FANOUT_BUILD = _pick("fanout")
 
-if _FORCE_PYTHON:
-    from rigfast._ext.frames_ref import encode_sse, encode_ws_text
+SubscriptionIndex = _match.SubscriptionIndex
+encode_sse = _frames.encode_sse
+encode_ws_text = _frames.encode_ws_text
+deliver = _fanout.deliver
+flush_slice = _fanout.flush_slice
+Outbox = _fanout.Outbox
 
-    FRAMES_BUILD = "python"
-else:
-    try:
-        from rigfast._ext.frames import encode_sse, encode_ws_text  # type: ignore[no-redef]
-
-        FRAMES_BUILD = "cython"
-    except ImportError:
-        from rigfast._ext.frames_ref import encode_sse, encode_ws_text
-
-        FRAMES_BUILD = "python"
-
-_builds = {MATCH_BUILD, FRAMES_BUILD}
+_builds = {MATCH_BUILD, FRAMES_BUILD, FANOUT_BUILD}
 BUILD = _builds.pop() if len(_builds) == 1 else "mixed"
 del _builds
 
-__all__ = ["BUILD", "FRAMES_BUILD", "MATCH_BUILD", "SubscriptionIndex", "encode_sse", "encode_ws_text"]
+__all__ = [
+    "BUILD", "FANOUT_BUILD", "FRAMES_BUILD", "MATCH_BUILD",
+    "Outbox", "SubscriptionIndex", "deliver", "encode_sse", "encode_ws_text", "flush_slice",
+]

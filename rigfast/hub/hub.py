@@ -24,7 +24,7 @@ from collections import deque
 from typing import Any, Callable, Iterable
 
 from rigfast import metrics
-from rigfast._ext import BUILD, SubscriptionIndex, encode_sse, encode_ws_text
+from rigfast._ext import BUILD, SubscriptionIndex, deliver, encode_sse, encode_ws_text, flush_slice
 from rigfast.cloudevents import Event, make_event
 from rigfast.subscriptions import Extractors, Subscription
 
@@ -161,14 +161,7 @@ class Hub:
             except Exception:  # noqa: BLE001 - one bad event never stops the batch
                 log.exception("fan-out failed for %r; event skipped", event)
         touched = self._touched
-        for _ in range(min(len(touched), FLUSH_SLICE)):
-            session = touched.popleft()
-            session.dirty = False
-            try:
-                session.flush()
-            except Exception:  # noqa: BLE001 - one broken session never stops the others
-                log.exception("flush failed; closing session %s", session.slot)
-                session.abort()
+        flush_slice(touched, FLUSH_SLICE)
         if touched and not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self._flush)
@@ -181,21 +174,7 @@ class Hub:
         if not slots:
             metrics.EVENTS_DROPPED.inc(1, source)
             return
-        frames: list[bytes | None] = [None, None, None]
-        sessions = self.sessions
-        touched = self._touched
-        delivered = [0, 0, 0]
-        for slot in slots:
-            s = sessions[slot]
-            kind = s.kind
-            frame = frames[kind]
-            if frame is None:
-                frame = frames[kind] = self.encode(kind, event)
-            s.outbox.append(frame)
-            if not s.dirty:
-                s.dirty = True
-                touched.append(s)
-            delivered[kind] += 1
+        delivered = deliver(slots, self.sessions, lambda kind: self.encode(kind, event), self._touched)
         for kind in (SSE, WS, LONGPOLL):
             if delivered[kind]:
                 metrics.EVENTS_DELIVERED.inc(delivered[kind], source, KIND_NAMES[kind])

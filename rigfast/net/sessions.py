@@ -21,6 +21,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from rigfast import metrics
+from rigfast._ext import Outbox
 from rigfast.hub.hub import KIND_NAMES, LONGPOLL, SSE, WS
 
 if TYPE_CHECKING:
@@ -35,12 +36,17 @@ _NONE: tuple = ()  # shared empty value for sessions without claims or subscript
 ONE_WAY_REASON = "This WebSocket endpoint cannot be used for two-way communication."
 
 
-class Session:
-    __slots__ = ("hub", "slot", "token", "subscriptions", "manual", "outbox", "dirty", "claims", "session_ids", "closed")
+class Session(Outbox):
+    """``kind``, ``outbox``, ``dirty``, ``closed`` and ``transport`` live in :class:`Outbox`
+    (C fields in the compiled build), the rest here."""
 
-    kind = SSE
+    __slots__ = ("hub", "slot", "token", "subscriptions", "manual", "claims", "session_ids")
+
+    KIND = SSE
 
     def __init__(self, hub: "Hub", token: str, claims: list[dict] | None = None, session_ids: tuple[str, ...] = ()):
+        self.kind = self.KIND
+        self.transport = None
         self.hub = hub
         self.slot = hub.new_slot()
         self.token = token
@@ -64,11 +70,12 @@ class Session:
 
 class SseSession(Session):
     __slots__ = ("proto",)
-    kind = SSE
+    KIND = SSE
 
     def __init__(self, hub, token, proto: "HttpProtocol", **kw):
         super().__init__(hub, token, **kw)
         self.proto = proto
+        self.transport = proto.transport
 
     def flush(self) -> None:
         out = self.outbox
@@ -77,11 +84,11 @@ class SseSession(Session):
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        self.proto.transport.write(data)
+        self.transport.write(data)
 
     def heartbeat(self) -> None:
         if not self.outbox:
-            self.proto.transport.write(SSE_HEARTBEAT)
+            self.transport.write(SSE_HEARTBEAT)
 
     def data_received(self, data: bytes) -> None:
         pass  # an SSE client has nothing to say; ignore anything it sends
@@ -109,14 +116,14 @@ class SseSession(Session):
 
 class WsSession(SseSession):
     __slots__ = ("ws",)
-    kind = WS
+    KIND = WS
 
     def __init__(self, hub, token, proto, **kw):
         super().__init__(hub, token, proto, **kw)
         self.ws = Connection(ConnectionType.SERVER)
 
     def heartbeat(self) -> None:
-        self.proto.transport.write(WS_PING)
+        self.transport.write(WS_PING)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -153,7 +160,7 @@ class LongPollSession(Session):
     """A long-polling session: events wait in a bounded buffer for the next poll."""
 
     __slots__ = ("buffer", "waiter", "waiter_req", "timer", "last_poll", "last_event_id", "ttl", "poll_timeout", "cors")
-    kind = LONGPOLL
+    KIND = LONGPOLL
 
     def __init__(self, hub, token, buffer_size: int, ttl_s: float, poll_timeout_s: float, **kw):
         super().__init__(hub, token, **kw)

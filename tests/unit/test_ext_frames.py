@@ -6,27 +6,16 @@ built or RIGFAST_NO_EXTENSIONS=1.
 
 from __future__ import annotations
 
-import importlib
-import os
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.compiled import load_compiled
 from rigfast._ext import frames_ref
 
 
-def _load_compiled(name: str):
-    if os.environ.get("RIGFAST_NO_EXTENSIONS") == "1":
-        return None, "compiled engine disabled by RIGFAST_NO_EXTENSIONS=1"
-    try:
-        return importlib.import_module(f"rigfast._ext.{name}"), ""
-    except ImportError as exc:
-        return None, f"rigfast._ext.{name} is not built (python setup.py build_ext --inplace): {exc}"
-
-
-compiled_frames, _SKIP_REASON = _load_compiled("frames")
-needs_compiled = pytest.mark.skipif(compiled_frames is None, reason=_SKIP_REASON or "n/a")
+compiled_frames, needs_compiled = load_compiled("frames")
 
 IMPLS = [
     pytest.param(frames_ref, id="python"),

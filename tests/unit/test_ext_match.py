@@ -7,29 +7,18 @@ tests skip with the reason when it is not built or RIGFAST_NO_EXTENSIONS=1.
 
 from __future__ import annotations
 
-import importlib
-import os
 from types import MappingProxyType
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.unit.compiled import load_compiled
 from rigfast._ext import match_ref
 from rigfast.subscriptions import value_key
 
 
-def _load_compiled(name: str):
-    if os.environ.get("RIGFAST_NO_EXTENSIONS") == "1":
-        return None, "compiled engine disabled by RIGFAST_NO_EXTENSIONS=1"
-    try:
-        return importlib.import_module(f"rigfast._ext.{name}"), ""
-    except ImportError as exc:
-        return None, f"rigfast._ext.{name} is not built (python setup.py build_ext --inplace): {exc}"
-
-
-compiled_match, _SKIP_REASON = _load_compiled("match")
-needs_compiled = pytest.mark.skipif(compiled_match is None, reason=_SKIP_REASON or "n/a")
+compiled_match, needs_compiled = load_compiled("match")
 
 IMPLS = [
     pytest.param(match_ref.SubscriptionIndex, id="python"),

@@ -1,0 +1,12 @@
+from collections import deque
+from typing import Any, Callable
+
+class Outbox:
+    kind: int
+    outbox: list
+    dirty: bool
+    closed: bool
+    transport: Any
+
+def deliver(slots: list, sessions: dict, encode: Callable[[int], Any], touched: deque) -> tuple[int, int, int]: ...
+def flush_slice(touched: deque, n: int) -> None: ...

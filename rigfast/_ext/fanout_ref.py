@@ -1,0 +1,56 @@
+"""The delivery loop, plain Python: the reference for the compiled ``fanout`` module.
+
+``deliver`` appends one event's encoded frame to the outbox of every
+recipient session and queues each session once for writing; the frame is
+encoded at most once per wire kind (``encode(kind)`` is called lazily) and
+the same object is shared by all recipients of that kind.
+``flush_slice`` writes up to ``n`` queued sessions; a session whose write
+fails is aborted and the others go on.
+
+Sessions derive from :class:`Outbox` (the fields the loop touches) and
+have ``flush()`` and ``abort()``; ``flush()`` writes ``outbox`` to
+``transport`` (SSE, WS) or does the session's own thing (long-polling).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+log = logging.getLogger("rigfast.hub")
+
+
+class Outbox:
+    """Base of every session: the fields the delivery loop touches."""
+
+    __slots__ = ("kind", "outbox", "dirty", "closed", "transport")
+
+
+def deliver(slots: list, sessions: dict, encode: Callable[[int], Any], touched) -> tuple[int, int, int]:
+    """Fan one event out to ``slots``; returns the deliveries per kind (SSE, WS, long-polling)."""
+    frames: list = [None, None, None]
+    counts = [0, 0, 0]
+    for slot in slots:
+        s = sessions[slot]
+        kind = s.kind
+        frame = frames[kind]
+        if frame is None:
+            frame = frames[kind] = encode(kind)
+        s.outbox.append(frame)
+        if not s.dirty:
+            s.dirty = True
+            touched.append(s)
+        counts[kind] += 1
+    return counts[0], counts[1], counts[2]
+
+
+def flush_slice(touched, n: int) -> None:
+    """Write up to ``n`` sessions from the ``touched`` deque."""
+    for _ in range(min(len(touched), n)):
+        session = touched.popleft()
+        session.dirty = False
+        try:
+            session.flush()
+        except Exception:  # noqa: BLE001 - one broken session never stops the others
+            log.exception("flush failed; closing session")
+            session.abort()
