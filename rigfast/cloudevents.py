@@ -27,14 +27,15 @@ _V01_NAMES = {
 class Event:
     """A validated CloudEvent. ``json`` is the compact serialization sent to frontends."""
 
-    __slots__ = ("type", "id", "obj", "json", "seq")
+    __slots__ = ("type", "id", "obj", "json", "seq", "rid")
 
     def __init__(self, etype: str, eid: str, obj: dict, json: bytes | None = None):
         self.type = etype
         self.id = eid
         self.obj = obj
         self.json = orjson.dumps(obj) if json is None else json
-        self.seq = 0  # node-local sequence number, set by the hub
+        self.seq = 0  # this worker's sequence number, set by the hub
+        self.rid = ""  # resume id (SSE id:): set where the event entered the gateway, the same on every worker
 
     def __repr__(self) -> str:
         return f"Event({self.type!r}, id={self.id!r})"

@@ -18,8 +18,8 @@ import orjson
 
 from rigfast.cloudevents import Event
 
-EVENTS, REQUEST, REPLY, BLACKLIST, HELLO = 1, 2, 3, 4, 5
-KIND_NAMES = {EVENTS: "events", REQUEST: "request", REPLY: "reply", BLACKLIST: "blacklist", HELLO: "hello"}
+EVENTS, REQUEST, REPLY, BLACKLIST, HELLO, APIS = 1, 2, 3, 4, 5, 6
+KIND_NAMES = {EVENTS: "events", REQUEST: "request", REPLY: "reply", BLACKLIST: "blacklist", HELLO: "hello", APIS: "apis"}
 
 HEADER = struct.Struct("!IB")
 MAX_FRAME_BYTES = 64 << 20
@@ -62,21 +62,25 @@ class FrameDecoder:
 
 
 def encode_events(events: list[Event], source: str) -> bytes:
-    return source.encode() + b"\n" + b"\n".join(e.json for e in events)
+    """``source`` line, then one ``<resume id> <event JSON>`` line per event."""
+    return source.encode() + b"\n" + b"\n".join(e.rid.encode() + b" " + e.json for e in events)
 
 
 def decode_events(payload: bytes) -> tuple[str, list[Event]]:
     """Inverse of :func:`encode_events`; events were validated where they were submitted."""
     source, _, rest = payload.partition(b"\n")
     out = []
-    for raw in rest.split(b"\n"):
-        if not raw:
+    for line in rest.split(b"\n"):
+        if not line:
             continue
+        rid, _, raw = line.partition(b" ")
         obj = orjson.loads(raw)
         if "specversion" in obj:
-            out.append(Event(obj["type"], obj["id"], obj, raw))
+            ev = Event(obj["type"], obj["id"], obj, raw)
         else:  # CloudEvents 0.1
-            out.append(Event(obj["eventType"], obj["eventID"], obj, raw))
+            ev = Event(obj["eventType"], obj["eventID"], obj, raw)
+        ev.rid = rid.decode()
+        out.append(ev)
     return source.decode(), out
 
 

@@ -21,6 +21,8 @@ import asyncio
 import logging
 import time
 from collections import deque
+from itertools import repeat
+from random import getrandbits
 from typing import Any, Callable, Iterable
 
 from rigfast import metrics
@@ -38,6 +40,8 @@ KIND_NAMES = ("sse", "ws", "longpolling")
 # for their write, so under load one write carries several events per
 # connection (bench: peerbench fanout_sse, server CPU us/delivery).
 FLUSH_SLICE = 256
+
+_NO_FIELDS: dict = {}  # match() arguments for types without constrained subscriptions (never mutated)
 
 
 class Hub:
@@ -58,9 +62,14 @@ class Hub:
         self._pending: list[tuple[Event, str]] = []
         self._scheduled = False
         self._touched: deque[Any] = deque()
-        # Node-local event ids: "<boot>-<seq>", unique and ordered per node run.
-        self.boot = format(int(time.time() * 1000), "x")
-        self._seq = 0
+        # Resume ids (the SSE id:). An event submitted over HTTP gets "<boot>-<n>" where
+        # it enters and keeps it when relayed, so every worker and node knows it by the
+        # same id and a client resumes on whichever worker it reconnects to. Events read
+        # from Kafka (every worker reads them itself) get this worker's "<boot>~<seq>".
+        self.boot = format(int(time.time() * 1000), "x") + format(getrandbits(16), "04x")
+        self.rid_prefix = self.boot + "-"
+        self._rids = 0
+        self._seq = 0  # this worker's order of fan-out
         self.history: deque[Event] = deque(maxlen=max(history_size, 0) or None)
         self.history_size = history_size
         self.history_age_s = history_age_s
@@ -103,6 +112,8 @@ class Hub:
     # -- events -----------------------------------------------------------
     def publish(self, event: Event, source: str = "http") -> None:
         metrics.EVENTS_RECEIVED.inc(1, source)
+        self._rids += 1
+        event.rid = f"{self.rid_prefix}{self._rids}"
         self._pending.append((event, source))
         if not self._scheduled:
             self._scheduled = True
@@ -114,7 +125,7 @@ class Hub:
         if not events:
             return
         metrics.EVENTS_RECEIVED.inc(len(events), source)
-        self._pending.extend((e, source) for e in events)
+        self._pending.extend(zip(events, repeat(source)))  # the pairs made in C
         if not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self._flush)
@@ -136,7 +147,10 @@ class Hub:
         return event  # long-polling answers are built per poll from the buffered events
 
     def event_id(self, event: Event) -> str:
-        return f"{self.boot}-{event.seq}" if event.seq else ""
+        """The SSE id of a fanned-out event ("" for gateway events, which have no seq)."""
+        if not event.seq:
+            return ""
+        return event.rid or f"{self.boot}~{event.seq}"
 
     def _touch(self, session) -> None:
         if not session.dirty:
@@ -150,16 +164,31 @@ class Hub:
         self._scheduled = False
         pending, self._pending = self._pending, []
         now = time.monotonic()
-        for event, source in pending:
-            self._seq += 1
-            event.seq = self._seq
-            if self.history_size > 0:
-                self.history.append(event)
-                self._history_times.append(now)
-            try:
-                self._fan_out(event, source)
-            except Exception:  # noqa: BLE001 - one bad event never stops the batch
-                log.exception("fan-out failed for %r; event skipped", event)
+        keep = self.history_size > 0
+        history_append, times_append = self.history.append, self._history_times.append
+        wanted, match = self.index.wanted, self.index.match
+        dropped: dict[str, int] = {}
+        seq = self._seq
+        try:
+            for event, source in pending:
+                seq += 1
+                event.seq = seq
+                if keep:  # every event, matched or not: a client resuming later may want it
+                    history_append(event)
+                    times_append(now)
+                etype = event.type
+                if not wanted(etype) and not match(etype, _NO_FIELDS):
+                    # cheap drop: nobody subscribes to this type (no field to extract, no match to redo)
+                    dropped[source] = dropped.get(source, 0) + 1
+                    continue
+                try:
+                    self._fan_out(event, source)
+                except Exception:  # noqa: BLE001 - one bad event never stops the batch
+                    log.exception("fan-out failed for %r; event skipped", event)
+        finally:
+            self._seq = seq
+            for source, n in dropped.items():
+                metrics.EVENTS_DROPPED.inc(n, source)
         touched = self._touched
         flush_slice(touched, FLUSH_SLICE)
         if touched and not self._scheduled:
@@ -181,21 +210,19 @@ class Hub:
 
     # -- resumption -------------------------------------------------------
     def replay_since(self, last_event_id: str, subs: list[Subscription]) -> tuple[bool, list[Event]]:
-        """Events after ``last_event_id`` matching ``subs``; (gap, events). gap: history does not reach back."""
-        boot, _, seq_s = last_event_id.rpartition("-")
-        try:
-            seq = int(seq_s)
-        except ValueError:
-            return True, []
+        """(gap, events): the kept events after ``last_event_id`` matching ``subs``.
+
+        ``gap`` is True when the history no longer holds that event (too old, or
+        never seen by this worker): the client may have missed more. A resume is
+        rare, so the history is scanned rather than indexed on every event.
+        """
         self._expire_history()
-        if boot != self.boot:
-            return True, self._filter(list(self.history), subs)
-        if seq >= self._seq:
-            return False, []
-        oldest = self.history[0].seq if self.history else self._seq + 1
-        gap = seq + 1 < oldest
-        newer = [e for e in self.history if e.seq > seq]
-        return gap, self._filter(newer, subs)
+        history = list(self.history)
+        event_id = self.event_id
+        for i in range(len(history) - 1, -1, -1):
+            if event_id(history[i]) == last_event_id:
+                return False, self._filter(history[i + 1:], subs)
+        return True, self._filter(history, subs)
 
     def _filter(self, events: list[Event], subs: list[Subscription]) -> list[Event]:
         if not events or not subs:

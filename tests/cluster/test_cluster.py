@@ -297,3 +297,29 @@ def test_connection_rate_limit_is_per_node_and_clean_stop():
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_sse_resume_on_another_worker(solo):
+    """A client that saw an event on worker 0 and reconnects to worker 1 with Last-Event-ID gets only what it missed, no gap."""
+    etype = uid("resume")
+    subs = [{"eventType": etype}]
+    s0, _ = streams_on(solo, {0}, subs)[0]
+    try:
+        first = make_event(etype, {"n": 0})
+        post(solo.inbound, first)
+        seen = s0.next_event()
+        assert seen.data["id"] == first["id"]
+        last_id = seen.id
+    finally:
+        s0.close()
+    missed = [make_event(etype, {"n": i}) for i in (1, 2)]
+    for ev in missed:
+        post(solo.inbound, ev)
+    wait_until(lambda: all(h["connections"]["sse"] == 0 for h in solo.healths().values()), what="first stream gone")
+    s1, _ = streams_on(solo, {1}, subs, headers={"last-event-id": last_id})[1]
+    try:
+        got = [s1.next_event() for _ in missed]
+        assert [e.event for e in got] == [etype, etype], [e.event for e in got]  # no rig.history_gap
+        assert [e.data["id"] for e in got] == [e["id"] for e in missed]
+    finally:
+        s1.close()
