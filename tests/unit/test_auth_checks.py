@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import json
 import socket
 import ssl
 import time
+from pathlib import Path
 
 import jwt
 import pytest
@@ -18,6 +17,7 @@ from rigfast.auth.checks import JwtValidationCheck, NoCheck, UrlCheck, make_chec
 from rigfast.auth.tokens import TokenVerifier
 from rigfast.config import ConfigError
 from rigfast.errors import Forbidden
+from tests.certs import make_cert
 
 SECRET = "checks-test-secret-0123456789abcdef-0123456789abcdef-0123456789abcdef"
 WAIT_S = 5.0  # upper bound on any single test's network activity
@@ -328,38 +328,9 @@ def test_url_check_has_no_sync_path(verifier, blacklist):
         c.authorize_sync(["t"])
 
 
-def _self_signed(tmp_path):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 def test_url_check_https(verifier, blacklist, tmp_path):
     """An https:// checker is reached over TLS (certificate verified against the given trust store)."""
-    cert_path, key_path = _self_signed(tmp_path)
+    cert_path, key_path = map(Path, make_cert(tmp_path))
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert_path, key_path)
     client_ctx = ssl.create_default_context(cafile=str(cert_path))
@@ -378,7 +349,7 @@ def test_url_check_https(verifier, blacklist, tmp_path):
 
 def test_url_check_https_untrusted_denied(verifier, blacklist, tmp_path):
     """A TLS checker whose certificate is not trusted counts as unreachable."""
-    cert_path, key_path = _self_signed(tmp_path)
+    cert_path, key_path = map(Path, make_cert(tmp_path))
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert_path, key_path)
 
