@@ -39,7 +39,9 @@ class Gateway:
         self.auth = Authorizer(cfg)
         self.auth.blacklist.on_add(self.kill_session)
         self.kafka: Any = None
-        self.proxy: Any = None
+        from rigfast.proxy import Proxy
+
+        self.proxy: Any = Proxy(self)  # reverse proxy: PROXY_CONFIG_FILE and /v3/apis
         self.inbound = InboundApi(self)
         self.internal = InternalApi(self)
         self.cluster: Any = None  # other workers / nodes (rigfast.cluster): on with several workers or Kafka
@@ -66,6 +68,7 @@ class Gateway:
         tls = self._tls_context() if cfg.tls_enabled else None
         if self.cluster is not None:
             await self.cluster.start()
+        await self.proxy.start()
         plan = [
             ("inbound", self.inbound, cfg.host, cfg.inbound_port, None),
             ("internal", self.internal, cfg.api_host, cfg.api_http_port, None),
@@ -140,6 +143,7 @@ class Gateway:
                 proto.close()
         if self.kafka is not None:
             await self.kafka.stop()
+        await self.proxy.stop()
         if self.cluster is not None:
             await self.cluster.stop()
         await self.auth.close()

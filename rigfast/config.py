@@ -130,6 +130,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PROXY_KAFKA_RESPONSE_TOPICS", ("rig-proxy-response",), _list, "topics carrying correlated proxy responses"),
     Setting("PROXY_KAFKA_RESPONSE_TIMEOUT", 5000, _int, "wait for a Kafka response, ms"),
     Setting("PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT", 5000, _int, "wait for a POST /v3/responses answer, ms"),
+    Setting("RIGFAST_PROXY_MAX_CONNS", 256, _int, "reverse proxy: open connections per upstream host:port and worker (more requests wait)"),
     # logging
     Setting("LOG_LEVEL", "info", _str, "debug | info | warning | error"),
     Setting("LOG_FMT", "text", _str, "text (default) or json (one JSON object per line)"),
@@ -138,7 +139,7 @@ SETTINGS: tuple[Setting, ...] = (
 class Config:
     """The gateway's settings, as attributes named after the flags."""
 
-    __slots__ = tuple(s.name for s in SETTINGS) + ("extractors",)
+    __slots__ = tuple(s.name for s in SETTINGS) + ("extractors", "proxy_apis")
 
     def __init__(self, values: Mapping[str, Any]):
         for s in SETTINGS:
@@ -147,6 +148,7 @@ class Config:
             object.__setattr__(self, "workers", _default_workers())
         object.__setattr__(self, "extractors", load_extractors(self.extractors_src))
         self._check()
+        object.__setattr__(self, "proxy_apis", load_proxy_apis(self.proxy_config_file, bool(self.kafka_brokers)))
 
     def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError("Config is read-only")
@@ -219,6 +221,16 @@ def read_json_setting(env_name: str, raw: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{env_name}: invalid JSON: {exc}") from None
+
+
+def load_proxy_apis(raw: str, kafka: bool) -> list:
+    """PROXY_CONFIG_FILE, validated: a bad API stops the gateway with a message naming it."""
+    from rigfast.proxy.apis import ApiError, parse_apis
+
+    try:
+        return parse_apis(read_json_setting("PROXY_CONFIG_FILE", raw), kafka=kafka)
+    except ApiError as exc:
+        raise ConfigError(f"PROXY_CONFIG_FILE: {exc}") from None
 
 
 def load_extractors(raw: str):

@@ -43,6 +43,10 @@ class InternalApi:
             if method != "POST":
                 raise RigError("method not allowed: use POST", 405)
             return self.gw.inbound.submit(proto, req, source="api", checked=False)
+        if path == "/v3/apis" or path.startswith("/v3/apis/"):
+            return self.gw.proxy.apis_api(proto, req, path[9:])
+        if path == "/v3/responses":
+            return self.gw.proxy.responses_api(proto, req)
         for prefix in ("/v3/session-blacklist", "/v2/session-blacklist"):
             if path == prefix or path.startswith(prefix + "/"):
                 return self.gw.blacklist_api(proto, req, path[len(prefix):].lstrip("/"))
@@ -61,6 +65,7 @@ class InternalApi:
             "kafka": self.gw.kafka.health() if self.gw.kafka is not None else {"state": "disabled"},
             "blacklist": len(self.gw.auth.blacklist),
             "cluster": self.gw.cluster.health() if self.gw.cluster is not None else None,
+            "proxy": self.gw.proxy.health(),
         }
 
     async def cluster_metrics(self, proto, req) -> None:

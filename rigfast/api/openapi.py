@@ -54,6 +54,71 @@ _BLACKLIST_GET = {
     },
 }
 
+_API_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_API_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/Api"}}}
+
+_APIS = {
+    "get": {
+        "summary": "List the reverse proxy's APIs",
+        "responses": {"200": {"description": "Every API, as defined", "content": {
+            "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Api"}}}}}},
+    },
+    "post": {
+        "summary": "Add an API",
+        "description": "Routed at once on this worker and, within milliseconds, on every worker and node.",
+        "requestBody": {"required": True, "content": _API_JSON},
+        "responses": {
+            "201": {"description": "Added", "content": _API_JSON},
+            "400": _error("Not JSON, or not a valid API; the message names the field"),
+            "409": _error("An API with this id exists already"),
+        },
+    },
+}
+
+_API = {
+    "get": {
+        "summary": "One API",
+        "parameters": _API_ID,
+        "responses": {"200": {"description": "The API", "content": _API_JSON}, "404": _error("No such API")},
+    },
+    "put": {
+        "summary": "Replace an API",
+        "parameters": _API_ID,
+        "requestBody": {"required": True, "content": _API_JSON},
+        "responses": {
+            "200": {"description": "Replaced", "content": _API_JSON},
+            "400": _error("Not JSON, not a valid API, or the body's id differs from the path's"),
+            "404": _error("No such API (POST /v3/apis adds one)"),
+        },
+    },
+    "delete": {
+        "summary": "Remove an API",
+        "parameters": _API_ID,
+        "responses": {"204": {"description": "Removed"}, "404": _error("No such API")},
+    },
+}
+
+_RESPONSES = {
+    "post": {
+        "summary": "Answer a proxied request waiting for an asynchronous response (response_from: http_async)",
+        "description": (
+            "The waiting client gets the status from rig-response-code (default 200), this request's "
+            "content-type and body. Any worker or node may receive this call."
+        ),
+        "parameters": [
+            {"name": "rig-correlation", "in": "header", "required": True, "schema": {"type": "string"},
+             "description": "The correlation id the gateway sent upstream with the request"},
+            {"name": "rig-response-code", "in": "header", "required": False, "schema": {"type": "integer"}},
+        ],
+        "requestBody": {"required": False, "content": {"*/*": {"schema": {}}}},
+        "responses": {
+            "202": {"description": "Handed to the waiting client"},
+            "400": _error("No correlation id, or a bad rig-response-code"),
+            "404": _error("No request waits for this correlation id (answered, timed out or unknown)"),
+        },
+    }
+}
+
 _PATHS: dict[str, Any] = {
     "/health": {
         "get": {
@@ -149,9 +214,48 @@ _PATHS: dict[str, Any] = {
     "/v3/session-blacklist/{sessionId}": {"get": _BLACKLIST_GET},
     "/v2/session-blacklist": {"post": {**_BLACKLIST_POST, "summary": "Blacklist a session (v2 path, same as v3)"}},
     "/v2/session-blacklist/{sessionId}": {"get": {**_BLACKLIST_GET, "summary": "Is a session blacklisted? (v2 path)"}},
+    "/v3/apis": _APIS,
+    "/v3/apis/{id}": _API,
+    "/v3/responses": _RESPONSES,
 }
 
 _SCHEMAS: dict[str, Any] = {
+    "Api": {
+        "type": "object",
+        "description": "A reverse proxy API in RIG's format (see the README, Reverse proxy).",
+        "required": ["id", "version_data"],
+        "additionalProperties": True,
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "active": {"type": "boolean"},
+            "auth_type": {"type": "string", "enum": ["jwt", "none"]},
+            "auth": {"type": "object", "properties": {
+                "use_header": {"type": "boolean"}, "header_name": {"type": "string"},
+                "use_query": {"type": "boolean"}, "query_name": {"type": "string"}}},
+            "proxy": {"type": "object", "properties": {
+                "target_url": {"type": "string"}, "port": {"type": "integer"}, "use_env": {"type": "boolean"}}},
+            "version_data": {"type": "object", "properties": {"default": {"type": "object", "properties": {
+                "endpoints": {"type": "array", "items": {"$ref": "#/components/schemas/ApiEndpoint"}}}}}},
+        },
+    },
+    "ApiEndpoint": {
+        "type": "object",
+        "required": ["method"],
+        "additionalProperties": True,
+        "properties": {
+            "id": {"type": "string"},
+            "method": {"type": "string"},
+            "path_regex": {"type": "string"},
+            "path": {"type": "string", "description": "RIG's older form with {param} placeholders"},
+            "secured": {"type": "boolean"},
+            "target": {"type": "string", "enum": ["http", "kafka"]},
+            "topic": {"type": "string"},
+            "response_from": {"type": "string", "enum": ["http", "kafka", "http_async"]},
+            "transform_request_headers": {"type": "object", "properties": {
+                "add_headers": {"type": "object", "additionalProperties": {"type": "string"}}}},
+        },
+    },
     "BlacklistRequest": {
         "type": "object",
         "required": ["sessionId", "validityInSeconds"],

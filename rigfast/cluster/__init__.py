@@ -16,7 +16,10 @@ when there is more than one worker on the node or Kafka is configured. It
   owner answers with a reply addressed back to the asking worker;
 - replicates blacklist entries: to the node's workers over the bus, to
   other nodes (and to future restarts) through the compacted blacklist topic;
-- answers ``/metrics`` with every worker's series, labelled ``worker``.
+- answers ``/metrics`` with every worker's series, labelled ``worker``;
+- replicates reverse-proxy APIs changed at runtime (``/v3/apis``; versioned,
+  last writer wins) like blacklist entries, and forwards a ``/v3/responses``
+  answer to the worker whose correlation id it carries.
 """
 
 from __future__ import annotations
@@ -221,6 +224,8 @@ class Cluster:
             self._handle_reply(orjson.loads(payload))
         elif kind == wire.BLACKLIST:
             self._apply_blacklist(orjson.loads(payload))
+        elif kind == wire.APIS:
+            self.gw.proxy.apply_remote(orjson.loads(payload))
 
     def _on_records(self, records: list) -> None:
         bl_topic = self.cfg.blacklist_topic
@@ -236,6 +241,9 @@ class Cluster:
                 if kind == b"ev":
                     if sender.partition(".")[0] != self.node:
                         self._deliver(value, "kafka")
+                elif kind == b"apis":
+                    if sender.partition(".")[0] != self.node:
+                        self.gw.proxy.apply_remote(orjson.loads(value))
                 elif headers.get("rf-to") == self.me.encode():
                     if kind == b"req":
                         self._handle_request(orjson.loads(value))
@@ -251,6 +259,9 @@ class Cluster:
         entries = [[sid, now + left] for sid, left in self.blacklist.entries()]
         if entries:
             link.send(wire.encode_json_frame(wire.BLACKLIST, entries))
+        apis = self.gw.proxy.snapshot() if self.gw.proxy is not None else []
+        if apis:
+            link.send(wire.encode_json_frame(wire.APIS, apis))
 
     # -- requests to the owner of a connection ------------------------------------------
     def _send_request(self, node: str, worker: int, msg: dict) -> asyncio.Future | None:
@@ -314,6 +325,11 @@ class Cluster:
             session.poll(RemoteWaiter(self, sender, rid), None, [])
         elif op == "metrics":
             self.reply(sender, {"rid": rid, "status": 200, "text": metrics.REGISTRY.render().decode()})
+        elif op == "proxy_response":
+            ctype = msg.get("ctype")
+            ok = self.gw.proxy.deliver(msg.get("corr"), int(msg.get("code", 200)), ctype.encode("latin-1") if ctype else None,
+                                       (msg.get("body") or "").encode("latin-1"))
+            self.reply(sender, {"rid": rid, "status": 202 if ok else 404})
         else:
             self.reply(sender, {"rid": rid, "status": 400, "message": f"unknown cluster request {op!r}"})
 
@@ -392,6 +408,29 @@ class Cluster:
             proto.respond(req, rep["status"], rep.get("body", "").encode(), ctype.encode() if ctype else None, headers)
 
         return run()
+
+    def forward_proxy_response(self, corr: str, code: int, ctype: bytes | None, body: bytes) -> Any:
+        """A /v3/responses answer whose correlation id names another worker: an awaitable of
+        whether it was delivered there, or None when the id routes nowhere."""
+        route = self._route(corr)
+        if route is None:
+            return None
+        msg = {"op": "proxy_response", "corr": corr, "code": code, "body": body.decode("latin-1"),
+               "ctype": ctype.decode("latin-1") if ctype else None}
+
+        async def run() -> bool:
+            rep = await self.ask(route[0], route[1], msg, self.timeout)
+            return bool(rep) and rep.get("status") == 202
+
+        return run()
+
+    def publish_apis(self, entries: list) -> None:
+        """Reverse-proxy API changes made here: to the node's workers and to the other nodes."""
+        if self.bus is not None:
+            self.bus.broadcast(wire.encode_json_frame(wire.APIS, entries))
+        if self.kafka is not None:
+            self.kafka.produce(self.cfg.cluster_topic, orjson.dumps(entries), key=self.node.encode(),
+                               headers=[("rf-kind", b"apis"), ("rf-from", self.me.encode())])
 
     async def metrics_text(self) -> bytes:
         """Every worker's series of this node, each labelled with its worker index."""

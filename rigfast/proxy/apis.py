@@ -1,0 +1,291 @@
+"""The reverse proxy's API definitions (RIG's format): parsing, validation, matching. No I/O.
+
+An API is a JSON object::
+
+    {"id": "orders", "name": "orders", "auth_type": "jwt",
+     "auth": {"use_header": true, "header_name": "Authorization", "use_query": false, "query_name": "jwt"},
+     "proxy": {"target_url": "orders-svc", "port": 8080, "use_env": false},
+     "version_data": {"default": {"endpoints": [
+         {"id": "list", "method": "GET", "path_regex": "/orders(/.*)?", "secured": true},
+         {"id": "submit", "method": "POST", "path_regex": "/orders", "target": "kafka", "topic": "orders",
+          "response_from": "kafka"}]}}}
+
+Only the ``default`` version is routed (as in RIG). ``active: false`` keeps an
+API stored but unrouted. An endpoint's ``path`` (RIG's older form, with
+``{param}`` placeholders) is accepted when it has no ``path_regex``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+TARGETS = ("http", "kafka")
+RESPONSE_FROM = ("http", "kafka", "http_async")
+_PLACEHOLDER = re.compile(r"\{[^{}/]+\}")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class ApiError(ValueError):
+    """An API definition the proxy cannot use; the message names the API and endpoint."""
+
+
+@dataclass
+class Upstream:
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
+
+
+@dataclass
+class Endpoint:
+    id: str
+    method: str
+    regex: re.Pattern
+    secured: bool
+    target: str
+    topic: str | None
+    response_from: str | None
+    add_headers: list[tuple[bytes, bytes]]
+    api: "Api" = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+@dataclass
+class Api:
+    id: str
+    raw: dict
+    active: bool
+    auth_type: str
+    header_name: bytes | None  # lowercased; None: tokens are not taken from a header
+    query_name: str | None
+    upstream: Upstream | None
+    endpoints: list[Endpoint]
+
+    @property
+    def needs_kafka(self) -> bool:
+        return any(e.target == "kafka" or e.response_from == "kafka" for e in self.endpoints)
+
+
+def _where(api_id: Any, ep_id: Any = None) -> str:
+    s = f"api {api_id!r}"
+    return s if ep_id is None else f"{s} endpoint {ep_id!r}"
+
+
+def _bool(obj: dict, key: str, default: bool, where: str) -> bool:
+    v = obj.get(key, default)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise ApiError(f"{where}: {key} must be true or false, got {v!r}")
+    return v
+
+
+def _upstream(proxy: Any, where: str, env: Any) -> Upstream:
+    if not isinstance(proxy, dict):
+        raise ApiError(f"{where}: proxy must be an object with target_url and port")
+    url = proxy.get("target_url")
+    if not isinstance(url, str) or not url.strip():
+        raise ApiError(f"{where}: proxy.target_url must be a non-empty string")
+    url = url.strip()
+    if _bool(proxy, "use_env", False, where):
+        value = env.get(url)
+        if not value:
+            raise ApiError(f"{where}: proxy.use_env is true but the environment variable {url!r} is not set")
+        url = value.strip()
+    scheme = "http"
+    if "://" in url:
+        scheme, _, url = url.partition("://")
+        scheme = scheme.lower()
+        if scheme not in ("http", "https"):
+            raise ApiError(f"{where}: proxy.target_url scheme must be http or https, got {scheme!r}")
+    host = url.split("/", 1)[0]
+    port: Any = proxy.get("port")
+    if host.startswith("["):  # [v6]:port
+        end = host.find("]")
+        rest = host[end + 1:]
+        host = host[1:end]
+        if rest.startswith(":") and port is None:
+            port = rest[1:]
+    elif host.count(":") == 1:
+        host, _, p = host.partition(":")
+        if port is None:
+            port = p
+    if port is None or port == "":
+        port = 443 if scheme == "https" else 80
+    if isinstance(port, str) and port.strip().isdigit():
+        port = int(port)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise ApiError(f"{where}: proxy.port must be a port number, got {proxy.get('port')!r}")
+    if not host or _CTL.search(host) or " " in host:
+        raise ApiError(f"{where}: proxy.target_url has no usable host name")
+    return Upstream(scheme, host, port)
+
+
+def _path_regex(ep: dict, where: str) -> re.Pattern:
+    src = ep.get("path_regex")
+    if src is None and ep.get("path") is not None:
+        path = ep["path"]
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ApiError(f"{where}: path must be a string starting with /")
+        parts = _PLACEHOLDER.split(path)
+        src = "[^/]+".join(re.escape(p) for p in parts)
+    if not isinstance(src, str) or not src:
+        raise ApiError(f"{where}: path_regex must be a non-empty regular expression")
+    try:
+        return re.compile(src)
+    except re.error as exc:
+        raise ApiError(f"{where}: path_regex {src!r} is not a valid regular expression: {exc}") from None
+
+
+def _add_headers(ep: dict, where: str) -> list[tuple[bytes, bytes]]:
+    t = ep.get("transform_request_headers")
+    if t is None:
+        return []
+    if not isinstance(t, dict):
+        raise ApiError(f"{where}: transform_request_headers must be an object like {{\"add_headers\": {{...}}}}")
+    add = t.get("add_headers") or {}
+    if not isinstance(add, dict):
+        raise ApiError(f"{where}: transform_request_headers.add_headers must be an object of header: value")
+    out = []
+    for k, v in add.items():
+        if not isinstance(k, str) or not _HEADER_NAME.match(k):
+            raise ApiError(f"{where}: transform_request_headers: {k!r} is not a valid header name")
+        if not isinstance(v, str) or _CTL.search(v):
+            raise ApiError(f"{where}: transform_request_headers: the value of {k!r} must be a string without control characters")
+        out.append((k.lower().encode("latin-1"), v.encode("latin-1", "replace")))
+    return out
+
+
+def parse_api(obj: Any, env: Any = None, kafka: bool = True) -> Api:
+    """Validate one API definition; ``kafka``: whether Kafka is configured (KAFKA_BROKERS)."""
+    env = os.environ if env is None else env
+    if not isinstance(obj, dict):
+        raise ApiError(f"an API must be a JSON object, got {type(obj).__name__}")
+    api_id = obj.get("id")
+    if not isinstance(api_id, str) or not api_id or "/" in api_id or _CTL.search(api_id):
+        raise ApiError(f"every API needs an id (a non-empty string without '/'), got {api_id!r}")
+    where = _where(api_id)
+    active = _bool(obj, "active", True, where)
+    auth_type = obj.get("auth_type") or "none"
+    if auth_type not in ("jwt", "none"):
+        raise ApiError(f"{where}: auth_type must be \"jwt\" or \"none\", got {auth_type!r}")
+    auth = obj.get("auth") or {}
+    if not isinstance(auth, dict):
+        raise ApiError(f"{where}: auth must be an object")
+    header_name: bytes | None = None
+    if _bool(auth, "use_header", True, where):
+        hn = auth.get("header_name") or "Authorization"
+        if not isinstance(hn, str) or not _HEADER_NAME.match(hn):
+            raise ApiError(f"{where}: auth.header_name {hn!r} is not a valid header name")
+        header_name = hn.lower().encode()
+    query_name = None
+    if _bool(auth, "use_query", False, where):
+        qn = auth.get("query_name") or "jwt"
+        if not isinstance(qn, str):
+            raise ApiError(f"{where}: auth.query_name must be a string")
+        query_name = qn
+    vd = obj.get("version_data")
+    if not isinstance(vd, dict) or not isinstance(vd.get("default"), dict):
+        raise ApiError(f"{where}: version_data.default.endpoints is required")
+    eps = vd["default"].get("endpoints")
+    if not isinstance(eps, list):
+        raise ApiError(f"{where}: version_data.default.endpoints must be a list")
+    endpoints: list[Endpoint] = []
+    seen: set[str] = set()
+    needs_upstream = False
+    for i, ep in enumerate(eps):
+        if not isinstance(ep, dict):
+            raise ApiError(f"{where}: endpoint #{i} must be an object")
+        ep_id = ep.get("id")
+        if ep_id is None:
+            ep_id = str(i)
+        if not isinstance(ep_id, str):
+            raise ApiError(f"{where}: endpoint #{i}: id must be a string")
+        ew = _where(api_id, ep_id)
+        if ep_id in seen:
+            raise ApiError(f"{ew}: duplicate endpoint id")
+        seen.add(ep_id)
+        method = ep.get("method")
+        if not isinstance(method, str) or method.upper() not in METHODS:
+            raise ApiError(f"{ew}: method must be one of {', '.join(METHODS)}, got {method!r}")
+        target = ep.get("target") or "http"
+        if target not in TARGETS:
+            raise ApiError(f"{ew}: target must be \"http\" or \"kafka\", got {target!r}")
+        topic = ep.get("topic")
+        if target == "kafka" and (not isinstance(topic, str) or not topic):
+            raise ApiError(f"{ew}: target \"kafka\" needs a topic")
+        rf = ep.get("response_from")
+        if rf is not None and rf not in RESPONSE_FROM:
+            raise ApiError(f"{ew}: response_from must be \"kafka\" or \"http_async\", got {rf!r}")
+        if rf == "http":
+            rf = None
+        if rf == "http_async" and target != "http":
+            raise ApiError(f"{ew}: response_from \"http_async\" needs target \"http\"")
+        if (target == "kafka" or rf == "kafka") and not kafka:
+            raise ApiError(f"{ew}: target/response_from \"kafka\" needs KAFKA_BROKERS")
+        needs_upstream |= target == "http"
+        endpoints.append(Endpoint(
+            id=ep_id,
+            method=method.upper(),
+            regex=_path_regex(ep, ew),
+            secured=_bool(ep, "secured", False, ew),
+            target=target,
+            topic=topic if target == "kafka" else None,
+            response_from=rf,
+            add_headers=_add_headers(ep, ew),
+        ))
+    upstream = None
+    if needs_upstream or obj.get("proxy") is not None:
+        upstream = _upstream(obj.get("proxy"), where, env)
+    api = Api(api_id, obj, active, auth_type, header_name, query_name, upstream, endpoints)
+    for e in endpoints:
+        e.api = api
+    return api
+
+
+def parse_apis(data: Any, env: Any = None, kafka: bool = True) -> list[Api]:
+    """A list of API definitions (PROXY_CONFIG_FILE); None is an empty list."""
+    if data is None:
+        return []
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise ApiError("expected a list of APIs")
+    out: list[Api] = []
+    ids: set[str] = set()
+    for obj in data:
+        api = parse_api(obj, env, kafka)
+        if api.id in ids:
+            raise ApiError(f"{_where(api.id)}: duplicate API id")
+        ids.add(api.id)
+        out.append(api)
+    return out
+
+
+class RouteTable:
+    """Endpoints of the active APIs, by method, in configuration order: the first full match wins."""
+
+    __slots__ = ("by_method",)
+
+    def __init__(self, apis: list[Api]):
+        by_method: dict[str, list[tuple[Any, Endpoint]]] = {}
+        for api in apis:
+            if not api.active:
+                continue
+            for ep in api.endpoints:
+                by_method.setdefault(ep.method, []).append((ep.regex.fullmatch, ep))
+        self.by_method = by_method
+
+    def match(self, method: str, path: str) -> Endpoint | None:
+        for fullmatch, ep in self.by_method.get(method, ()):
+            if fullmatch(path) is not None:
+                return ep
+        return None
