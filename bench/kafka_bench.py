@@ -4,9 +4,13 @@ Starts its own Tansu on loopback, fills a topic with ~1 kB CloudEvents from a
 child process (so producing costs nothing here), then reads the same records
 from the beginning in several variants, each measured on its own:
 
-  raw        confluent-kafka consume() only, no decode (the ceiling here)
-  nodecode   KafkaSource, decode replaced by a trivial wrapper (thread + hand-off cost)
-  source     KafkaSource with the real decode path (msgspec partial decode, lazy obj)
+  rawdefault confluent-kafka poll()+consume() only, librdkafka defaults, no decode
+  raw        the same with the gateway's librdkafka settings (the ceiling here)
+  nodecode   KafkaSource handing over m.value() only (thread + hand-off cost)
+  source     KafkaSource with the real decode path (msgspec strict decode, lazy obj),
+             publish_batch a counter
+  hub        as source, into a real Hub with nobody subscribed (history on): T6 as
+             the gateway runs it
   fullparse  KafkaSource decoding with cloudevents.parse_structured (orjson full parse)
 
 CPU is this process's (all threads: consumer thread and event loop); Tansu's
@@ -30,7 +34,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import orjson  # noqa: E402
 
 from rigfast import config  # noqa: E402
-from rigfast.cloudevents import Event, parse_structured  # noqa: E402
+from rigfast.cloudevents import parse_structured  # noqa: E402
+from rigfast.hub.hub import Hub  # noqa: E402
+from rigfast.subscriptions import Extractors  # noqa: E402
 from rigfast.sources import kafka  # noqa: E402
 from tests.tansu import TansuBroker  # noqa: E402
 
@@ -67,20 +73,27 @@ def proc_cpu_s(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_raw(bootstrap: str, n: int) -> tuple[float, float]:
+def run_raw(bootstrap: str, n: int, gateway_conf: bool = True) -> tuple[float, float]:
+    """poll() + consume(BATCH, 0) like the source's thread, nothing else; all partitions from the start."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{os.getpid()}", "enable.auto.commit": False,
-                  "log_level": 0})
-    c.assign([TopicPartition(TOPIC, 0, -2)])
-    got = 0
+    if gateway_conf:
+        conf = kafka.librdkafka_config(config.load({"KAFKA_BROKERS": bootstrap, "KAFKA_SOURCE_TOPICS": TOPIC}))
+    else:
+        conf = {"bootstrap.servers": bootstrap, "group.id": f"bench-{os.getpid()}", "enable.auto.commit": False}
+    conf["log_level"] = 0
+    c = Consumer(conf)
+    parts = c.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
+    c.assign([TopicPartition(TOPIC, p, -2) for p in parts])
     first = c.poll(10)
     assert first is not None, "no records"
     got = 1
+    rest = kafka.BATCH_MAX_MESSAGES - 1
     t0, c0 = time.perf_counter(), time.process_time()
     deadline = time.monotonic() + TIME_LIMIT_S
     while got < n and time.monotonic() < deadline:
-        got += len(c.consume(kafka.BATCH_MAX_MESSAGES, 0.2))
+        if c.poll(0.2) is not None:
+            got += 1 + len(c.consume(rest, 0))
     t1, c1 = time.perf_counter(), time.process_time()
     c.close()
     return (got - 1) / (t1 - t0), (got - 1) / (c1 - c0)
@@ -89,21 +102,25 @@ def run_raw(bootstrap: str, n: int) -> tuple[float, float]:
 def run_source(bootstrap: str, n: int, variant: str) -> tuple[float, float]:
     import uvloop
 
-    saved = kafka.decode_message
+    saved = kafka.KafkaSource._decode_batch
     if variant == "nodecode":
-        kafka.decode_message = lambda value, headers: Event("t", "i", None, value)  # type: ignore[assignment]
+        kafka.KafkaSource._decode_batch = lambda self, msgs: ([m.value() for m in msgs], 0)  # type: ignore[method-assign]
     elif variant == "fullparse":
-        kafka.decode_message = lambda value, headers: parse_structured(value)  # type: ignore[assignment]
+        kafka.KafkaSource._decode_batch = lambda self, msgs: ([parse_structured(m.value()) for m in msgs], 0)  # type: ignore
 
     async def main() -> tuple[float, float]:
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
         state = {"got": 0, "t0": 0.0, "c0": 0.0}
 
+        hub = Hub(Extractors({}), loop) if variant == "hub" else None
+
         def publish_batch(events: list) -> None:
             if state["got"] == 0:
                 state["t0"], state["c0"] = time.perf_counter(), time.process_time()
             state["got"] += len(events)
+            if hub is not None:
+                hub.publish_batch(events)
             if state["got"] >= n:
                 done.set()
 
@@ -122,7 +139,7 @@ def run_source(bootstrap: str, n: int, variant: str) -> tuple[float, float]:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
             return r.run(main())
     finally:
-        kafka.decode_message = saved
+        kafka.KafkaSource._decode_batch = saved  # type: ignore[method-assign]
 
 
 def main(argv: list[str]) -> int:
@@ -130,12 +147,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--size", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--variants", default="raw,nodecode,source,fullparse")
+    ap.add_argument("--variants", default="rawdefault,raw,nodecode,source,hub,fullparse")
+    ap.add_argument("--partitions", type=int, default=1)
     args = ap.parse_args(argv)
     variants = args.variants.split(",")
 
     with TansuBroker() as broker:
-        broker.create_topics([TOPIC])
+        broker.create_topics([TOPIC], partitions=args.partitions)
         t0 = time.perf_counter()
         child = mp.get_context("spawn").Process(target=produce, args=(broker.bootstrap, args.events, args.size))
         child.start()
@@ -146,7 +164,10 @@ def main(argv: list[str]) -> int:
             for v in variants:
                 b0 = proc_cpu_s(broker.proc.pid)
                 w0 = time.perf_counter()
-                rate, per_cpu = run_raw(broker.bootstrap, args.events) if v == "raw" else run_source(broker.bootstrap, args.events, v)
+                if v in ("raw", "rawdefault"):
+                    rate, per_cpu = run_raw(broker.bootstrap, args.events, v == "raw")
+                else:
+                    rate, per_cpu = run_source(broker.bootstrap, args.events, v)
                 tansu_share = (proc_cpu_s(broker.proc.pid) - b0) / (time.perf_counter() - w0)
                 results[v].append((rate, per_cpu, tansu_share))
                 print(f"rep {rep} {v:9s} {rate / 1e3:8.0f}k ev/s  {per_cpu / 1e3:8.0f}k ev/CPU-s  tansu CPU {tansu_share:.2f} cores", flush=True)
