@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import T, free_port
+from tests.helpers import T, free_port, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,14 +76,7 @@ class Gateway:
         """SIGTERM, wait; SIGKILL if it does not exit in time. Returns the exit code."""
         if self in _RUNNING:
             _RUNNING.remove(self)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
     def __repr__(self) -> str:
         return f"Gateway(inbound={self.inbound}, api={self.api}, pid={self.proc.pid})"
@@ -144,6 +136,19 @@ def gateway():
     gw = start_gateway()
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="session")
+def tansu():
+    """A Tansu (Kafka-protocol) broker on a free loopback port, shared by the Kafka and cluster tests."""
+    from tests.tansu import TansuBroker
+
+    broker = TansuBroker()
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture

@@ -12,12 +12,10 @@ keep-alive connection is served by worker ``w``.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -25,7 +23,7 @@ import jwt as pyjwt
 import pytest
 
 from tests.conftest import DEFAULT_ENV, JWT_SECRET, REPO_ROOT
-from tests.helpers import T, free_port
+from tests.helpers import T, free_port, stop_process
 
 pytestmark = pytest.mark.kafka
 
@@ -110,36 +108,13 @@ class Node:
     def stop(self, timeout: float = 3 * T) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
-        code = self.proc.returncode
+        code = stop_process(self.proc, timeout)
         self.proc = None
         return code
 
 
 def jwt_for(session_id: str, **claims) -> str:
     return pyjwt.encode({"jti": session_id, "exp": int(time.time()) + 600, **claims}, JWT_SECRET, "HS256")
-
-
-def uid(prefix: str = "t") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(scope="session")
-def tansu():
-    from tests.tansu import TansuBroker
-
-    broker = TansuBroker()
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from tests.cluster.conftest import Node, jwt_for, uid
-from tests.helpers import T, LongPoll, SseStream, make_event, open_sse, wait_until
+from tests.cluster.conftest import Node, jwt_for
+from tests.helpers import T, LongPoll, SseStream, make_event, open_sse, uid, wait_until
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_.~-]{8,256}$")
 

@@ -11,21 +11,10 @@ import orjson
 import pytest
 
 from rigfast import config
-from tests.tansu import TansuBroker
 
 pytestmark = pytest.mark.kafka
 
 _topic_ids = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def tansu():
-    broker = TansuBroker()
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture
