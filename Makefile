@@ -8,7 +8,7 @@ STAMP := $(VENV)/.rigfast-installed
 EXT_SOURCES := $(wildcard rigfast/_ext/*.pyx rigfast/_ext/*.pxd)
 PYTEST_ARGS ?=
 
-.PHONY: run run-kafka test test-pure bench install annotate clean
+.PHONY: run run-kafka test test-pure bench bench-peers install annotate clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test-pure: install
 
 bench: install
 	$(PY) -m pytest -q bench -p no:cacheprovider --benchmark-enable --benchmark-columns=median,ops
+
+# rigfast vs nginx+nchan and Pushpin (installs them with apt; takes ~15 minutes for everything).
+bench-peers: install
+	bench/peerbench.sh
 
 annotate: install
 	$(VENV)/bin/cython -a rigfast/_ext/*.pyx
