@@ -11,7 +11,7 @@ import orjson
 
 from rigfast import cloudevents
 from rigfast.cloudevents import Event, make_event
-from rigfast.errors import BadRequest, CloudEventError, Gone, NotFound, RigError, SubscriptionError, TooManyRequests
+from rigfast.errors import BadRequest, CloudEventError, Gone, NotFound, RigError, TooManyRequests
 from rigfast.hub.hub import LONGPOLL
 from rigfast.net.sessions import LongPollSession, SseSession, WsSession
 from rigfast.subscriptions import Subscription, merge, parse_subscriptions, parse_subscriptions_json
@@ -330,4 +330,4 @@ def parse_http_event(req: "Request") -> Event:
     return cloudevents.parse_structured(req.body)
 
 
-__all__ = ["InboundApi", "parse_http_event", "new_connection_token", "SubscriptionError"]
+__all__ = ["InboundApi", "parse_http_event", "new_connection_token"]

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import ssl
 from collections import deque
-from typing import Any, Callable
+from typing import Callable
 
 import httptools
 

@@ -166,7 +166,7 @@ class _KafkaEvent(Event):
 
     __slots__ = ()
 
-    def __init__(self, etype: str, eid: str, json: bytes):  # noqa: super().__init__ would parse/serialize
+    def __init__(self, etype: str, eid: str, json: bytes):  # no super().__init__(): it would parse and re-serialize
         self.type = etype
         self.id = eid
         self.json = json
