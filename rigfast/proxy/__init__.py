@@ -60,6 +60,7 @@ HOP_BY_HOP = frozenset((
 _REQ_SKIP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 _RESP_SKIP = HOP_BY_HOP | {b"content-length"}
 _CONN_TOKENS_IGNORED = frozenset((b"close", b"keep-alive", b"upgrade", b""))
+_PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
 _STATUS_STR = {s: str(s) for s in range(100, 600)}
 _NO_BODY_METHODS = frozenset(("GET", "HEAD", "DELETE", "OPTIONS", "TRACE"))
 
@@ -231,7 +232,7 @@ class Proxy:
                     conn_named = v
                 continue
             app(b"%s: %s\r\n" % (k, v))
-        if conn_named is not None:
+        if conn_named is not None and conn_named not in _PLAIN_CONNECTION:
             named = {t.strip().lower() for t in conn_named.split(b",")} - _CONN_TOKENS_IGNORED
             if named:
                 out = [line for line in out if line.split(b":", 1)[0] not in named]

@@ -1,0 +1,209 @@
+"""T10: reverse-proxy requests/s versus the origin served directly, with wrk, on loopback.
+
+Run: python bench/proxy_bench.py [--duration 5] [--connections 32] [--reps 3] [--workers 1]
+
+What it does: starts nginx (one worker process, access log off) serving a
+small static file on a free loopback port, and a rigfast gateway whose
+PROXY_CONFIG_FILE routes ``GET /file.txt`` to it. Then it runs wrk against
+the origin directly and through the gateway, alternating, ``--reps`` times,
+and prints the medians and their ratio. Layout (TARGETS.md): wrk pinned to
+core 0, every server process (nginx and the gateway) pinned to core 1, so the
+proxied run pays for the origin's work and the gateway's on the same core.
+``--spread`` leaves nginx unpinned instead (it then competes with wrk).
+For calibration it also measures nginx itself as the reverse proxy (a second
+nginx, ``proxy_pass`` with a keep-alive upstream pool, on core 1 too): the
+same layout's ceiling for a proxy written in C.
+Everything it starts is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BODY = b"x" * 64 + b"\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as r:
+                if r.status == 200:
+                    return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} not answering after {timeout}s")
+        time.sleep(0.05)
+
+
+def start_nginx(tmp: str, port: int, pin: str | None) -> subprocess.Popen:
+    root = os.path.join(tmp, "www")
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "file.txt"), "wb") as fh:
+        fh.write(BODY)
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as fh:
+        fh.write(f"""
+daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}
+}}
+""")
+    cmd = ["nginx", "-c", conf, "-p", tmp]
+    if pin:
+        cmd = ["taskset", "-c", pin] + cmd
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_nginx_proxy(tmp: str, port: int, origin_port: int) -> subprocess.Popen:
+    conf = os.path.join(tmp, "nginx-proxy.conf")
+    with open(conf, "w") as fh:
+        fh.write(f"""
+daemon off;
+worker_processes 1;
+pid {tmp}/nginx-proxy.pid;
+error_log {tmp}/nginx-proxy-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+    }}
+}}
+""")
+    return subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", conf, "-p", tmp],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_gateway(tmp: str, origin_port: int, workers: int, pin: str) -> tuple[subprocess.Popen, int]:
+    port, api_port = free_port(), free_port()
+    apis = [{"id": "bench", "proxy": {"target_url": "127.0.0.1", "port": origin_port},
+             "version_data": {"default": {"endpoints": [{"id": "file", "method": "GET", "path_regex": "/file\\.txt"}]}}}]
+    env = dict(os.environ, INBOUND_PORT=str(port), API_HTTP_PORT=str(api_port), RIGFAST_HOST="127.0.0.1",
+               RIGFAST_API_HOST="127.0.0.1", RIGFAST_WORKERS=str(workers), PROXY_CONFIG_FILE=json.dumps(apis),
+               LOG_LEVEL="warning", MAX_CONNECTIONS_PER_MINUTE="0", RIGFAST_NODE_ID="bench",
+               RIGFAST_CLUSTER_DIR=os.path.join(tmp, "cluster"))
+    log = open(os.path.join(tmp, "gateway.log"), "wb")
+    proc = subprocess.Popen(["taskset", "-c", pin, sys.executable, "-m", "rigfast"], cwd=REPO, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, port
+
+
+def wrk(url: str, duration: int, connections: int) -> float:
+    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", url],
+                         capture_output=True, text=True, timeout=duration + 30).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m or "Non-2xx" in out or "Socket errors" in out and "timeout 0" not in out:
+        print(out, file=sys.stderr)
+    if not m:
+        raise RuntimeError("wrk printed no Requests/sec")
+    return float(m.group(1))
+
+
+def stop(proc: subprocess.Popen | None, group: bool = False) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    if group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    ap.add_argument("--spread", action="store_true", help="do not pin nginx (by default it shares core 1 with the gateway)")
+    args = ap.parse_args()
+    for tool in ("wrk", "nginx", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed (apt-get install wrk nginx util-linux)", file=sys.stderr)
+            return 2
+    tmp = tempfile.mkdtemp(prefix="rigfast-proxybench-")
+    os.chmod(tmp, 0o755)  # nginx started as root serves files as an unprivileged user
+    nginx = gw = nproxy = None
+    try:
+        origin_port = free_port()
+        nginx = start_nginx(tmp, origin_port, None if args.spread else "1")
+        direct = f"http://127.0.0.1:{origin_port}/file.txt"
+        wait_http(direct)
+        gw, port = start_gateway(tmp, origin_port, args.workers, "1")
+        proxied = f"http://127.0.0.1:{port}/file.txt"
+        wait_http(proxied)
+        nproxy_port = free_port()
+        nproxy = start_nginx_proxy(tmp, nproxy_port, origin_port)
+        via_nginx = f"http://127.0.0.1:{nproxy_port}/file.txt"
+        wait_http(via_nginx)
+        for url in (direct, proxied, via_nginx):
+            wrk(url, 1, args.connections)  # warm-up
+        d, p, n = [], [], []
+        for i in range(args.reps):
+            d.append(wrk(direct, args.duration, args.connections))
+            p.append(wrk(proxied, args.duration, args.connections))
+            n.append(wrk(via_nginx, args.duration, args.connections))
+            print(f"rep {i + 1}: direct {d[-1]:,.0f} req/s, rigfast proxy {p[-1]:,.0f} ({p[-1] / d[-1]:.2f}x), "
+                  f"nginx proxy {n[-1]:,.0f} ({n[-1] / d[-1]:.2f}x)")
+        md, mp, mn = statistics.median(d), statistics.median(p), statistics.median(n)
+        print(f"median over {args.reps} x {args.duration}s, {args.connections} connections, {args.workers} gateway worker(s), "
+              f"origin {'unpinned' if args.spread else 'on core 1'}: direct {md:,.0f} req/s, rigfast proxy {mp:,.0f} req/s "
+              f"= {mp / md:.2f}x (T10 target >= 0.70), nginx proxy {mn:,.0f} req/s = {mn / md:.2f}x; "
+              f"rigfast / nginx proxy = {mp / mn:.2f}")
+    finally:
+        stop(nproxy)
+        stop(gw, group=True)
+        stop(nginx)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
