@@ -7,8 +7,9 @@ by every recipient.
 
 from __future__ import annotations
 
-from random import getrandbits as _getrandbits
 from datetime import datetime, timezone
+from random import getrandbits as _getrandbits
+from time import time as _time
 from typing import Any, Mapping
 
 import orjson
@@ -124,8 +125,15 @@ def parse_binary(attrs: Mapping[str, str], data: bytes, content_type: str | None
     return validate(obj)
 
 
+_now_cache: list = [0, ""]  # [epoch ms, its RFC 3339 text]: gateway events made in one ms share it
+
+
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    ms = int(_time() * 1000)
+    if ms != _now_cache[0]:
+        _now_cache[0] = ms
+        _now_cache[1] = datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _now_cache[1]
 
 
 def random_uuid4() -> str:

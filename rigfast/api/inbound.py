@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import secrets
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import orjson
@@ -13,6 +12,7 @@ from rigfast import cloudevents
 from rigfast.cloudevents import Event, make_event
 from rigfast.errors import BadRequest, CloudEventError, Gone, NotFound, RigError, TooManyRequests
 from rigfast.hub.hub import LONGPOLL
+from rigfast.ids import random_token
 from rigfast.net.sessions import LongPollSession, SseSession, WsSession
 from rigfast.subscriptions import Subscription, merge, parse_subscriptions, parse_subscriptions_json
 from rigfast.wire.http1 import encode_stream_head, encode_ws_accept, header_has_token
@@ -24,13 +24,18 @@ if TYPE_CHECKING:
 
 CONNECTION_PREFIX = "/_rig/v1/connection/"
 JSON_UTF8 = b"application/json; charset=utf-8"
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_.~-]{8,256}$")
 PREFLIGHT_MAX_AGE = b"86400"
 
 
 def new_connection_token(prefix: str = "") -> str:
     """Opaque and unguessable: 144 random bits (plus a routing prefix when clustered)."""
-    return prefix + secrets.token_urlsafe(18)
+    return prefix + random_token()
 
 
 class InboundApi:
@@ -162,17 +167,8 @@ class InboundApi:
     def _start_sse(self, proto, req, claims, subs) -> None:
         session = SseSession(self.hub, new_connection_token(self.gw.token_prefix), proto, claims=claims, session_ids=self.auth.session_ids(claims))
         proto.become_stream(session)
-        proto.write(
-            encode_stream_head(
-                200,
-                [
-                    (b"content-type", b"text/event-stream; charset=utf-8"),
-                    (b"cache-control", b"no-cache"),
-                    (b"x-accel-buffering", b"no"),
-                ]
-                + self.cors(req),
-            )
-        )
+        # the head waits in the outbox: it leaves with the greeting events in one write
+        session.outbox.append(encode_stream_head(200, SSE_HEADERS + self.cors(req)))
         self.greet(session, subs)
         self.resume(session, req)
 
@@ -207,13 +203,14 @@ class InboundApi:
     def _start_ws(self, proto, req, key: bytes, claims, subs, refuse: str | None = None) -> None:
         session = WsSession(self.hub, new_connection_token(self.gw.token_prefix), proto, claims=claims, session_ids=self.auth.session_ids(claims))
         proto.become_stream(session)
-        proto.write(encode_ws_accept(key))
+        session.outbox.append(encode_ws_accept(key))  # leaves with the greeting in one write
         if refuse is not None:
             session.close_with(1008, refuse[:120])
             return
         self.greet(session, subs)
         self.resume(session, req)
-        if proto.leftover:
+        if proto.leftover:  # frames sent along with the handshake: answer them after the 101
+            session.flush()
             data, proto.leftover = proto.leftover, b""
             session.data_received(data)
 

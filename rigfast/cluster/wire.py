@@ -10,13 +10,13 @@ and the receiver reuses each event's bytes as they are. Control payloads
 
 from __future__ import annotations
 
-import secrets
 import struct
 from typing import Any
 
 import orjson
 
 from rigfast.cloudevents import Event
+from rigfast.ids import random_token
 
 EVENTS, REQUEST, REPLY, BLACKLIST, HELLO, APIS = 1, 2, 3, 4, 5, 6
 KIND_NAMES = {EVENTS: "events", REQUEST: "request", REPLY: "reply", BLACKLIST: "blacklist", HELLO: "hello", APIS: "apis"}
@@ -92,7 +92,7 @@ def token_prefix(node: str, worker: int) -> str:
 
 def new_token(node: str, worker: int) -> str:
     """``<node>.w<worker>.<144 random bits>``: the route to the owner, and unguessable."""
-    return token_prefix(node, worker) + secrets.token_urlsafe(18)
+    return token_prefix(node, worker) + random_token()
 
 
 def route_of(token: str) -> tuple[str, int] | None:

@@ -37,6 +37,7 @@ class ServerState:
         self.cfg = cfg
         self.router = router
         self.name = name
+        self.loop = asyncio.get_event_loop()  # once per port: get_event_loop() per connection costs a getpid()
         self.http_conns: set[HttpProtocol] = set()
         self.all_conns: set[HttpProtocol] = set()
         self.max_head = cfg.max_header_bytes
@@ -56,12 +57,12 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         "server", "loop", "transport", "parser", "req", "body_parts", "body_size", "head_size", "nheaders",
         "in_head", "url_parts", "queue", "busy", "stream", "closing", "deadline", "error", "leftover",
-        "peer", "write_paused", "nbytes", "eof",
+        "write_paused", "nbytes", "eof",
     )
 
     def __init__(self, server: ServerState):
         self.server = server
-        self.loop = asyncio.get_event_loop()
+        self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.req: Request | None = None
@@ -79,14 +80,12 @@ class HttpProtocol(asyncio.Protocol):
         self.deadline = _INF
         self.error: tuple[int, str] | None = None
         self.leftover = b""
-        self.peer = None
         self.write_paused = False
         self.eof = False
 
     # -- asyncio callbacks --------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.peer = transport.get_extra_info("peername")
         transport.set_write_buffer_limits(high=self.server.send_buffer)  # type: ignore[attr-defined]
         self.server.all_conns.add(self)
         self.server.http_conns.add(self)
@@ -101,6 +100,11 @@ class HttpProtocol(asyncio.Protocol):
         if self.busy is not None:
             self.busy.cancel()
         self.queue.clear()
+
+    @property
+    def peer(self):
+        """The client's address (looked up when needed: logging, X-Forwarded-For)."""
+        return self.transport.get_extra_info("peername") if self.transport is not None else None
 
     def pause_writing(self) -> None:
         self.write_paused = True

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,7 @@ import orjson
 from rigfast import metrics
 from rigfast.cloudevents import now_rfc3339, random_uuid4
 from rigfast.errors import BadRequest, NotFound, RigError
+from rigfast.ids import random_token
 from rigfast.proxy.apis import Api, ApiError, Endpoint, RouteTable, parse_api
 from rigfast.proxy.client import HttpClient
 from rigfast.wire.http1 import STATUS_LINES
@@ -281,7 +281,7 @@ class Proxy:
 
     # -- correlated responses ------------------------------------------------------------
     def new_correlation(self) -> str:
-        return self.gw.token_prefix + secrets.token_urlsafe(18)
+        return self.gw.token_prefix + random_token()
 
     def _respond_correlated(self, proto, req, result: tuple[int, bytes | None, bytes]) -> None:
         status, ctype, body = result

@@ -1,0 +1,33 @@
+"""Unguessable tokens, cheaply: connection tokens, correlation ids.
+
+Random bytes come from ``os.urandom`` (the kernel CSPRNG) 4 KiB at a time
+instead of one system call per token; a forked child starts a fresh pool so
+no two processes ever hand out the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+_POOL_BYTES = 4096
+_pool = b""
+_pos = 0
+
+
+def _reset_pool() -> None:
+    global _pool, _pos
+    _pool, _pos = b"", 0
+
+
+os.register_at_fork(after_in_child=_reset_pool)
+
+
+def random_token(nbytes: int = 18) -> str:
+    """``nbytes`` random bytes (default 144 bits) as unpadded URL-safe base64."""
+    global _pool, _pos
+    if _pos + nbytes > len(_pool):
+        _pool, _pos = os.urandom(max(_POOL_BYTES, nbytes)), 0
+    chunk = _pool[_pos:_pos + nbytes]
+    _pos += nbytes
+    return base64.urlsafe_b64encode(chunk).rstrip(b"=").decode("ascii")
