@@ -63,9 +63,9 @@ class Hub:
         self._scheduled = False
         self._touched: deque[Any] = deque()
         # Resume ids (the SSE id:). An event submitted over HTTP gets "<boot>-<n>" where
-        # it enters and keeps it when relayed, so every worker and node knows it by the
-        # same id and a client resumes on whichever worker it reconnects to. Events read
-        # from Kafka (every worker reads them itself) get this worker's "<boot>~<seq>".
+        # it enters and keeps it when relayed; one read from Kafka is "k:<topic>:<partition>:
+        # <offset>". So every worker and node knows an event by the same id and a client
+        # resumes on whichever worker it reconnects to. Anything else gets "<boot>~<seq>".
         self.boot = format(int(time.time() * 1000), "x") + format(getrandbits(16), "04x")
         self.rid_prefix = self.boot + "-"
         self._rids = 0

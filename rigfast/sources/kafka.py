@@ -568,10 +568,14 @@ class KafkaSource:
                     pass  # the general path below says why (or accepts a 0.1 event)
                 else:
                     ev.json = value
+                    # resume id: the record's position, the same for every worker and node reading it
+                    ev.rid = f"k:{m.topic()}:{m.partition()}:{m.offset()}"
                     append(ev)
                     continue
             try:
-                append(decode_message(value, headers))
+                ev = decode_message(value, headers)
+                ev.rid = f"k:{m.topic()}:{m.partition()}:{m.offset()}"
+                append(ev)
             except CloudEventError as exc:
                 self._invalid_pending += 1
                 self._invalid_log.warning(

@@ -323,3 +323,38 @@ def test_sse_resume_on_another_worker(solo):
         assert [e.data["id"] for e in got] == [e["id"] for e in missed]
     finally:
         s1.close()
+
+
+def test_kafka_event_resume_on_another_worker(two_nodes, tansu):
+    """Kafka-read events carry their record position as id, so a resume on another worker finds it: no gap."""
+    from confluent_kafka import Producer
+
+    na = two_nodes[0]
+    etype = uid("kresume")
+    subs = [{"eventType": etype}]
+    producer = Producer({"bootstrap.servers": tansu.bootstrap})
+
+    def produce(ev: dict) -> None:
+        producer.produce("rig-src-na", json.dumps(ev).encode())
+        assert producer.flush(T) == 0
+
+    s0, _ = streams_on(na, {0}, subs)[0]
+    try:
+        first = make_event(etype, {"n": 0})
+        produce(first)
+        seen = s0.next_event(timeout=2 * T)
+        assert seen.data["id"] == first["id"]
+        last_id = seen.id
+        assert last_id.startswith("k:rig-src-na:"), last_id
+    finally:
+        s0.close()
+    missed = [make_event(etype, {"n": i}) for i in (1, 2)]
+    for ev in missed:
+        produce(ev)
+    s1, _ = streams_on(na, {1}, subs, headers={"last-event-id": last_id})[1]
+    try:
+        got = [s1.next_event(timeout=2 * T) for _ in missed]
+        assert [e.event for e in got] == [etype, etype], [e.event for e in got]  # no rig.history_gap
+        assert [e.data["id"] for e in got] == [e["id"] for e in missed]
+    finally:
+        s1.close()
