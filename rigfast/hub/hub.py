@@ -134,7 +134,7 @@ class Hub:
 
     def deliver_local(self, events: Iterable[Event], source: str) -> None:
         """Events relayed from another worker/node: fan out here, do not relay again."""
-        self._pending.extend((e, source) for e in events)
+        self._pending.extend(zip(events, repeat(source)))
         if not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self._flush)
@@ -166,7 +166,7 @@ class Hub:
         now = time.monotonic()
         keep = self.history_size > 0
         history_append, times_append = self.history.append, self._history_times.append
-        wanted, match = self.index.wanted, self.index.match
+        wanted, match, extract = self.index.wanted, self.index.match, self.extractors.extract
         dropped: dict[str, int] = {}
         seq = self._seq
         try:
@@ -177,12 +177,13 @@ class Hub:
                     history_append(event)
                     times_append(now)
                 etype = event.type
-                if not wanted(etype) and not match(etype, _NO_FIELDS):
-                    # cheap drop: nobody subscribes to this type (no field to extract, no match to redo)
-                    dropped[source] = dropped.get(source, 0) + 1
-                    continue
                 try:
-                    self._fan_out(event, source)
+                    fields = wanted(etype)  # the fields some subscription constrains: extract only those
+                    slots = match(etype, extract(etype, event.obj, fields) if fields else _NO_FIELDS)
+                    if not slots:  # nobody wants it: counted, nothing encoded
+                        dropped[source] = dropped.get(source, 0) + 1
+                        continue
+                    self._fan_out(event, source, slots)
                 except Exception:  # noqa: BLE001 - one bad event never stops the batch
                     log.exception("fan-out failed for %r; event skipped", event)
         finally:
@@ -195,14 +196,8 @@ class Hub:
             self._scheduled = True
             self.loop.call_soon(self._flush)
 
-    def _fan_out(self, event: Event, source: str) -> None:
-        etype = event.type
-        wanted = self.index.wanted(etype)
-        fields = self.extractors.extract(etype, event.obj, wanted) if wanted else {}
-        slots = self.index.match(etype, fields)
-        if not slots:
-            metrics.EVENTS_DROPPED.inc(1, source)
-            return
+    def _fan_out(self, event: Event, source: str, slots: list[int]) -> None:
+        """Queue the event's frames on the sessions in ``slots`` (one encoding per wire kind)."""
         delivered = deliver(slots, self.sessions, lambda kind: self.encode(kind, event), self._touched)
         for kind in (SSE, WS, LONGPOLL):
             if delivered[kind]:
