@@ -310,17 +310,22 @@ class Proxy:
                 if not 200 <= status < 300:
                     self._pass_back(proto, req, status, headers, body)  # the upstream refused: its answer
                     return
-                try:
-                    result = await asyncio.wait_for(fut, self.async_timeout_s)
-                except asyncio.TimeoutError:
-                    self._error(proto, req, 504, f"no response for correlation id {corr} within "
-                                f"PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT ({self.cfg.proxy_http_async_response_timeout} ms)")
-                    return
-                self._respond_correlated(proto, req, result)
+                await self._answer_correlated(proto, req, corr, fut, self.async_timeout_s,
+                                              "PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT",
+                                              self.cfg.proxy_http_async_response_timeout)
             finally:
                 self.waiting.pop(corr, None)
 
         return run()
+
+    async def _answer_correlated(self, proto, req, corr: str, fut, timeout_s: float, setting: str, setting_ms: int) -> None:
+        """Answer the client with the correlated response, or 504 naming the timeout setting."""
+        try:
+            result = await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            self._error(proto, req, 504, f"no response for correlation id {corr} within {setting} ({setting_ms} ms)")
+            return
+        self._respond_correlated(proto, req, result)
 
     def deliver(self, corr: str, status: int, ctype: bytes | None, body: bytes) -> bool:
         """A correlated response for a request waiting here; False when none waits for ``corr``."""
@@ -452,13 +457,8 @@ class Proxy:
                     _count(202)
                     proto.respond(req, 202, value, JSON)
                     return
-                try:
-                    result = await asyncio.wait_for(fut, self.kafka_timeout_s)
-                except asyncio.TimeoutError:
-                    self._error(proto, req, 504, f"no response for correlation id {corr} within "
-                                f"PROXY_KAFKA_RESPONSE_TIMEOUT ({self.cfg.proxy_kafka_response_timeout} ms)")
-                    return
-                self._respond_correlated(proto, req, result)
+                await self._answer_correlated(proto, req, corr, fut, self.kafka_timeout_s,
+                                              "PROXY_KAFKA_RESPONSE_TIMEOUT", self.cfg.proxy_kafka_response_timeout)
             finally:
                 self.waiting.pop(corr, None)
 

@@ -227,7 +227,6 @@ if msgspec is not None:
         json: bytes = msgspec.field(default=b"", name="@rigfast json")
         seq: int = msgspec.field(default=0, name="@rigfast seq")
         rid: str = msgspec.field(default="", name="@rigfast rid")
-        rid: str = msgspec.field(default="", name="@rigfast rid")
         _o: None = msgspec.field(default=None, name="@rigfast obj")
 
         @property
