@@ -11,7 +11,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.conftest import DEFAULT_ENV, REPO_ROOT, start_gateway
+from tests.conftest import DEFAULT_ENV, REPO_ROOT
 from tests.helpers import T, free_port, open_sse, uid
 
 

@@ -8,7 +8,6 @@ import socket
 import threading
 
 import httpx
-import pytest
 import websockets
 
 from tests.helpers import T, health, make_event, open_sse, publish_ok, uid, wait_until
