@@ -56,18 +56,15 @@ def wait_http(url: str, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def start_nginx(tmp: str, port: int, pin: str | None) -> subprocess.Popen:
-    root = os.path.join(tmp, "www")
-    os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, "file.txt"), "wb") as fh:
-        fh.write(BODY)
-    conf = os.path.join(tmp, "nginx.conf")
+def run_nginx(tmp: str, name: str, pin: str | None, http_body: str) -> subprocess.Popen:
+    """nginx with one worker in the foreground; ``http_body`` goes inside its http block."""
+    conf = os.path.join(tmp, f"{name}.conf")
     with open(conf, "w") as fh:
         fh.write(f"""
 daemon off;
 worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
@@ -77,10 +74,7 @@ http {{
     fastcgi_temp_path {tmp}/fcgi;
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {root};
-    }}
+{http_body}
 }}
 """)
     cmd = ["nginx", "-c", conf, "-p", tmp]
@@ -89,32 +83,25 @@ http {{
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def start_nginx(tmp: str, port: int, pin: str | None) -> subprocess.Popen:
+    """The origin: a small static file."""
+    root = os.path.join(tmp, "www")
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "file.txt"), "wb") as fh:
+        fh.write(BODY)
+    return run_nginx(tmp, "nginx", pin, f"""    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}""")
+
+
 def start_nginx_proxy(tmp: str, port: int, origin_port: int) -> subprocess.Popen:
-    conf = os.path.join(tmp, "nginx-proxy.conf")
-    with open(conf, "w") as fh:
-        fh.write(f"""
-daemon off;
-worker_processes 1;
-pid {tmp}/nginx-proxy.pid;
-error_log {tmp}/nginx-proxy-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 64; }}
+    """nginx as the proxy, for comparison, on core 1 like rigfast."""
+    return run_nginx(tmp, "nginx-proxy", "1", f"""    upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 64; }}
     server {{
         listen 127.0.0.1:{port};
         location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }}
-    }}
-}}
-""")
-    return subprocess.Popen(["taskset", "-c", "1", "nginx", "-c", conf, "-p", tmp],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    }}""")
 
 
 def start_gateway(tmp: str, origin_port: int, workers: int, pin: str) -> tuple[subprocess.Popen, int]:

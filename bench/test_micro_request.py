@@ -68,7 +68,7 @@ def gateway():
 def connect(gw, loop, path: str) -> tuple[HttpProtocol, FakeTransport]:
     from rigfast.net.protocol import ServerState
 
-    state = ServerState(gw.cfg, gw.inbound, "inbound")
+    state = ServerState(gw.cfg, gw.inbound)
     proto = HttpProtocol(state)
     tr = FakeTransport()
     proto.connection_made(tr)

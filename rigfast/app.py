@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import ssl
 from typing import Any
 
@@ -28,12 +27,11 @@ SWEEP_INTERVAL_S = 1.0
 
 
 class Gateway:
-    def __init__(self, cfg, worker_id: int = 0, sockets: dict[str, socket.socket] | None = None):
+    def __init__(self, cfg):
         self.cfg = cfg
-        self.worker_id = worker_id
+        self.worker_id = cfg.worker_index
         self.pid = os.getpid()
         self.token_prefix = ""
-        self.sockets = sockets or {}
         self.loop = asyncio.get_event_loop()
         self.hub = Hub(cfg.extractors, self.loop, cfg.history_size, cfg.history_age_s)
         self.auth = Authorizer(cfg)
@@ -45,10 +43,10 @@ class Gateway:
         self.inbound = InboundApi(self)
         self.internal = InternalApi(self)
         self.cluster: Any = None  # other workers / nodes (rigfast.cluster): on with several workers or Kafka
-        if cfg.worker_count > 1 or (cfg.kafka_brokers and cfg.cluster_topic):
-            from rigfast.cluster import Cluster
+        from rigfast import cluster
 
-            self.cluster = Cluster(self)
+        if cluster.enabled(cfg):
+            self.cluster = cluster.Cluster(self)
         self.servers: list[asyncio.AbstractServer] = []
         self.states: list[ServerState] = []
         self._tasks: list[asyncio.Task] = []
@@ -69,26 +67,24 @@ class Gateway:
         if self.cluster is not None:
             await self.cluster.start()
         await self.proxy.start()
+        # the public port answers errors with the CORS header too, so browsers can read them
+        inbound_errors = [(b"access-control-allow-origin", cfg.cors.encode())]
         plan = [
-            ("inbound", self.inbound, cfg.host, cfg.inbound_port, None),
-            ("internal", self.internal, cfg.api_host, cfg.api_http_port, None),
+            (self.inbound, inbound_errors, cfg.host, cfg.inbound_port, None),
+            (self.internal, (), cfg.api_host, cfg.api_http_port, None),
         ]
         if tls is not None:
             plan += [
-                ("inbound", self.inbound, cfg.host, cfg.inbound_https_port, tls),
-                ("internal", self.internal, cfg.api_host, cfg.api_https_port, tls),
+                (self.inbound, inbound_errors, cfg.host, cfg.inbound_https_port, tls),
+                (self.internal, (), cfg.api_host, cfg.api_https_port, tls),
             ]
-        for name, router, host, port, ctx in plan:
-            state = ServerState(cfg, router, name)
+        for router, error_headers, host, port, ctx in plan:
+            state = ServerState(cfg, router, error_headers)
             self.states.append(state)
-            sock = self.sockets.get(f"{host}:{port}")
             factory = lambda state=state: HttpProtocol(state)  # noqa: E731
-            if sock is not None:
-                server = await self.loop.create_server(factory, sock=sock, ssl=ctx, backlog=4096)
-            else:
-                server = await self.loop.create_server(
-                    factory, host, port, ssl=ctx, backlog=4096, reuse_address=True, reuse_port=cfg.worker_count > 1 or None
-                )
+            server = await self.loop.create_server(
+                factory, host, port, ssl=ctx, backlog=4096, reuse_address=True, reuse_port=cfg.worker_count > 1 or None
+            )
             self.servers.append(server)
         if cfg.kafka_brokers:
             from rigfast.sources.kafka import KafkaSource
@@ -199,9 +195,9 @@ class Gateway:
         raise Gone("the connection no longer exists")
 
 
-async def serve(cfg, worker_id: int = 0, sockets=None) -> int:
+async def serve(cfg) -> int:
     """Run one gateway process until SIGTERM/SIGINT."""
-    gw = Gateway(cfg, worker_id, sockets)
+    gw = Gateway(cfg)
     try:
         await gw.start()
     except ConfigError as exc:
@@ -212,16 +208,16 @@ async def serve(cfg, worker_id: int = 0, sockets=None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("rigfast worker %s stopping", worker_id)
+    log.info("rigfast worker %s stopping", gw.worker_id)
     await gw.stop()
     return 0
 
 
-def run(cfg, worker_id: int = 0, sockets=None) -> int:
+def run(cfg) -> int:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio still works
         log.warning("uvloop not available; using the default asyncio loop")
-    return asyncio.run(serve(cfg, worker_id, sockets))
+    return asyncio.run(serve(cfg))

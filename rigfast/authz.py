@@ -6,6 +6,7 @@ never touches pyjwt or the checker's HTTP client directly.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Awaitable
 
 import orjson
@@ -27,7 +28,11 @@ class Authorizer:
         self.submission_check = make_check(
             cfg.submission_check, self.verifier, self.blacklist, cfg.check_timeout_s, "SUBMISSION_CHECK"
         )
-        self.rate_limiter = ConnectionRateLimiter(cfg.max_connections_per_minute)
+        # MAX_CONNECTIONS_PER_MINUTE is per node: each worker takes its share (the kernel spreads accepts evenly)
+        per_minute = cfg.max_connections_per_minute
+        if per_minute > 0:
+            per_minute = math.ceil(per_minute / max(cfg.worker_count, 1))
+        self.rate_limiter = ConnectionRateLimiter(per_minute)
 
     def tokens(self, req) -> list[str]:
         return tokens_from_request(req.headers, req.query.get("jwt", ()) if req.query_string else ())

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("rigfast").info("open-file limit %d: up to %d connections", nofile, capacity(nofile))
     from rigfast.app import run
 
-    return run(cfg, worker_id=cfg.worker_index)
+    return run(cfg)
 
 
 if __name__ == "__main__":

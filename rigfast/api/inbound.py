@@ -155,7 +155,7 @@ class InboundApi:
         if gap:
             self.hub.send_gateway_event(session, make_event("rig.history_gap", {"last_event_id": last}))
         for e in events:
-            session.enqueue(self.hub.encode(session.kind, e), e)
+            session.enqueue(self.hub.encode(session.kind, e))
 
     # -- SSE ------------------------------------------------------------------
     def open_sse(self, proto, req) -> Any:
@@ -289,16 +289,12 @@ class InboundApi:
         check = self.auth.check_submission(self.auth.tokens(req), event.json) if checked else None
         cors = self.cors(req) if checked else ()
         if check is None:  # the hot path: no closure, no task
-            self.hub.publish(event, source)
-            proto.respond(req, 202, event.json, JSON_UTF8, cors)
-            return None
+            return self._accept(proto, req, event, source, cors)
+        return self.then(check, lambda: self._accept(proto, req, event, source, cors))
 
-        async def accept():
-            await check
-            self.hub.publish(event, source)
-            proto.respond(req, 202, event.json, JSON_UTF8, cors)
-
-        return accept()
+    def _accept(self, proto, req, event: Event, source: str, cors) -> None:
+        self.hub.publish(event, source)
+        proto.respond(req, 202, event.json, JSON_UTF8, cors)
 
 
 def parse_http_event(req: "Request") -> Event:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import os
 import secrets
 import tempfile
@@ -37,7 +36,6 @@ from typing import Any, Callable
 import orjson
 
 from rigfast import metrics
-from rigfast.auth.ratelimit import ConnectionRateLimiter
 from rigfast.cloudevents import Event
 from rigfast.cluster import wire
 from rigfast.errors import Gone, RigError
@@ -145,9 +143,6 @@ class Cluster:
         self.blacklist = gw.auth.blacklist
         gw.hub.publish_listeners.append(self._on_publish)
         self.blacklist.on_add(self._on_blacklist_add)
-        if self.count > 1 and cfg.max_connections_per_minute > 0:
-            # MAX_CONNECTIONS_PER_MINUTE is per node: each worker takes its share (the kernel spreads accepts evenly)
-            gw.auth.rate_limiter = ConnectionRateLimiter(math.ceil(cfg.max_connections_per_minute / self.count))
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:

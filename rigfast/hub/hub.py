@@ -44,6 +44,13 @@ FLUSH_SLICE = 256
 _NO_FIELDS: dict = {}  # match() arguments for types without constrained subscriptions (never mutated)
 
 
+def recipients(index, extractors: Extractors, event: Event) -> list[int]:
+    """The slots of ``index`` that want ``event``: extract only the fields some subscription constrains."""
+    etype = event.type
+    fields = index.wanted(etype)
+    return index.match(etype, extractors.extract(etype, event.obj, fields) if fields else _NO_FIELDS)
+
+
 class Hub:
     def __init__(
         self,
@@ -106,7 +113,7 @@ class Hub:
 
     def send_gateway_event(self, session, event: Event) -> None:
         """A gateway-made event for one session (no id: it does not move Last-Event-ID)."""
-        session.enqueue(self.encode(session.kind, event, with_id=False), event)
+        session.enqueue(self.encode(session.kind, event, with_id=False))
         self._touch(session)
 
     # -- events -----------------------------------------------------------
@@ -115,9 +122,7 @@ class Hub:
         self._rids += 1
         event.rid = f"{self.rid_prefix}{self._rids}"
         self._pending.append((event, source))
-        if not self._scheduled:
-            self._scheduled = True
-            self.loop.call_soon(self._flush)
+        self._schedule()
         for fn in self.publish_listeners:
             fn([event], source)
 
@@ -126,18 +131,14 @@ class Hub:
             return
         metrics.EVENTS_RECEIVED.inc(len(events), source)
         self._pending.extend(zip(events, repeat(source)))  # the pairs made in C
-        if not self._scheduled:
-            self._scheduled = True
-            self.loop.call_soon(self._flush)
+        self._schedule()
         for fn in self.publish_listeners:
             fn(events, source)
 
     def deliver_local(self, events: Iterable[Event], source: str) -> None:
         """Events relayed from another worker/node: fan out here, do not relay again."""
         self._pending.extend(zip(events, repeat(source)))
-        if not self._scheduled:
-            self._scheduled = True
-            self.loop.call_soon(self._flush)
+        self._schedule()
 
     def encode(self, kind: int, event: Event, with_id: bool = True) -> Any:
         if kind == SSE:
@@ -152,13 +153,17 @@ class Hub:
             return ""
         return event.rid or f"{self.boot}~{event.seq}"
 
+    def _schedule(self) -> None:
+        """One fan-out after the current batch of I/O callbacks, however many events come first."""
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._flush)
+
     def _touch(self, session) -> None:
         if not session.dirty:
             session.dirty = True
             self._touched.append(session)
-            if not self._scheduled:
-                self._scheduled = True
-                self.loop.call_soon(self._flush)
+            self._schedule()
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -166,7 +171,7 @@ class Hub:
         now = time.monotonic()
         keep = self.history_size > 0
         history_append, times_append = self.history.append, self._history_times.append
-        wanted, match, extract = self.index.wanted, self.index.match, self.extractors.extract
+        index, extractors = self.index, self.extractors
         dropped: dict[str, int] = {}
         seq = self._seq
         try:
@@ -176,10 +181,8 @@ class Hub:
                 if keep:  # every event, matched or not: a client resuming later may want it
                     history_append(event)
                     times_append(now)
-                etype = event.type
                 try:
-                    fields = wanted(etype)  # the fields some subscription constrains: extract only those
-                    slots = match(etype, extract(etype, event.obj, fields) if fields else _NO_FIELDS)
+                    slots = recipients(index, extractors, event)
                     if not slots:  # nobody wants it: counted, nothing encoded
                         dropped[source] = dropped.get(source, 0) + 1
                         continue
@@ -192,9 +195,8 @@ class Hub:
                 metrics.EVENTS_DROPPED.inc(n, source)
         touched = self._touched
         flush_slice(touched, FLUSH_SLICE)
-        if touched and not self._scheduled:
-            self._scheduled = True
-            self.loop.call_soon(self._flush)
+        if touched:
+            self._schedule()
 
     def _fan_out(self, event: Event, source: str, slots: list[int]) -> None:
         """Queue the event's frames on the sessions in ``slots`` (one encoding per wire kind)."""
@@ -224,13 +226,7 @@ class Hub:
             return []
         tmp = SubscriptionIndex()
         tmp.set(0, [(s.event_type, s.conjunctions) for s in subs])
-        out = []
-        for e in events:
-            wanted = tmp.wanted(e.type)
-            fields = self.extractors.extract(e.type, e.obj, wanted) if wanted else {}
-            if tmp.match(e.type, fields):
-                out.append(e)
-        return out
+        return [e for e in events if recipients(tmp, self.extractors, e)]
 
     def _expire_history(self) -> None:
         cutoff = time.monotonic() - self.history_age_s

@@ -33,10 +33,10 @@ class _Stop(Exception):
 class ServerState:
     """What every protocol of one listening port shares."""
 
-    def __init__(self, cfg, router: Callable[["HttpProtocol", Request], Any], name: str):
+    def __init__(self, cfg, router: Callable[["HttpProtocol", Request], Any], error_headers=()):
         self.cfg = cfg
         self.router = router
-        self.name = name
+        self.error_headers = list(error_headers)  # added to every error answer (e.g. CORS on the public port)
         self.loop = asyncio.get_event_loop()  # once per port: get_event_loop() per connection costs a getpid()
         self.http_conns: set[HttpProtocol] = set()
         self.all_conns: set[HttpProtocol] = set()
@@ -57,7 +57,7 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         "server", "loop", "transport", "parser", "req", "body_parts", "body_size", "head_size", "nheaders",
         "in_head", "url_parts", "queue", "busy", "stream", "closing", "deadline", "error", "leftover",
-        "write_paused", "nbytes", "eof",
+        "reading_paused", "nbytes", "eof",
     )
 
     def __init__(self, server: ServerState):
@@ -80,7 +80,7 @@ class HttpProtocol(asyncio.Protocol):
         self.deadline = _INF
         self.error: tuple[int, str] | None = None
         self.leftover = b""
-        self.write_paused = False
+        self.reading_paused = False
         self.eof = False
 
     # -- asyncio callbacks --------------------------------------------------
@@ -107,13 +107,9 @@ class HttpProtocol(asyncio.Protocol):
         return self.transport.get_extra_info("peername") if self.transport is not None else None
 
     def pause_writing(self) -> None:
-        self.write_paused = True
         if self.stream is not None:
             # The client does not read: its send buffer is full. Slow-consumer policy.
             self.stream.handle_slow_consumer()
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
 
     def data_received(self, data: bytes) -> None:
         if self.stream is not None:
@@ -138,7 +134,8 @@ class HttpProtocol(asyncio.Protocol):
         if self.in_head and self.head_size > self.server.max_head:
             self.fail(431, "request header fields too large")
             return
-        if len(self.queue) > 64:
+        if len(self.queue) > 64 and not self.reading_paused:
+            self.reading_paused = True
             self.transport.pause_reading()  # a pipelining client far ahead of us waits
         self.run_queue()
 
@@ -191,15 +188,17 @@ class HttpProtocol(asyncio.Protocol):
             except ValueError:
                 n = -1
             if n > self.server.max_body:
-                self.error = (413, f"request body too large (limit {self.server.max_body} bytes)")
-                raise _Stop
+                self._body_too_large()
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
         if self.body_size > self.server.max_body:
-            self.error = (413, f"request body too large (limit {self.server.max_body} bytes)")
-            raise _Stop
+            self._body_too_large()
         self.body_parts.append(body)
+
+    def _body_too_large(self) -> None:
+        self.error = (413, f"request body too large (limit {self.server.max_body} bytes)")
+        raise _Stop
 
     def on_message_complete(self) -> None:
         self._finish_request()
@@ -239,11 +238,9 @@ class HttpProtocol(asyncio.Protocol):
                 return
             if self.req is None:
                 self.deadline = self.loop.time() + self.server.keepalive_timeout
-            if self.transport is not None and len(self.queue) <= 64:
-                try:
-                    self.transport.resume_reading()
-                except (RuntimeError, AttributeError):
-                    pass
+            if self.reading_paused:
+                self.reading_paused = False
+                self.transport.resume_reading()
 
     async def _run_async(self, req: Request, coro) -> None:
         try:
@@ -283,7 +280,7 @@ class HttpProtocol(asyncio.Protocol):
     ) -> None:
         if self.closing:
             return
-        keep = req.keep_alive and not self.closing
+        keep = req.keep_alive
         self.transport.write(encode_response(status, body, content_type, headers, keep))  # type: ignore[union-attr]
         if status >= 400:
             metrics.REQUESTS_REJECTED.inc(1, str(status))
@@ -291,10 +288,7 @@ class HttpProtocol(asyncio.Protocol):
             self.close()
 
     def respond_error(self, req: Request, status: int, message: str, headers=()) -> None:
-        self.respond(req, status, message.encode() + b"\n", headers=list(headers) + self.server_cors())
-
-    def server_cors(self) -> list[tuple[bytes, bytes]]:
-        return [(b"access-control-allow-origin", self.server.cfg.cors.encode())] if self.server.name == "inbound" else []
+        self.respond(req, status, message.encode() + b"\n", headers=list(headers) + self.server.error_headers)
 
     def fail(self, status: int, message: str) -> None:
         """A protocol-level error: answer it and close the connection."""

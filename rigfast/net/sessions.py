@@ -58,7 +58,7 @@ class Session(Outbox):
         self.session_ids = session_ids
         self.closed = False
 
-    def enqueue(self, frame: Any, event: Any = None) -> None:
+    def enqueue(self, frame: Any) -> None:
         self.outbox.append(frame)
 
     def end(self) -> None:
@@ -186,20 +186,24 @@ class LongPollSession(Session):
         if self.waiter is not None:  # a second concurrent poll replaces the first
             self.answer()
         self.cors = cors_headers
+        self.waiter, self.waiter_req = proto, req
         if self.buffer:
-            self.waiter, self.waiter_req = proto, req
             self.answer()
             return
-        self.waiter, self.waiter_req = proto, req
         proto.park()
         self.timer = proto.loop.call_later(self.poll_timeout, self.answer)
 
-    def answer(self) -> None:
-        proto, req = self.waiter, self.waiter_req
+    def _take_waiter(self) -> tuple:
+        """(connection, request) of the waiting poll, which no longer waits; its timer is cancelled."""
+        waiting = self.waiter, self.waiter_req
         self.waiter = self.waiter_req = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        return waiting
+
+    def answer(self) -> None:
+        proto, req = self._take_waiter()
         if proto is None or proto.closing:
             return
         events = list(self.buffer)
@@ -220,24 +224,12 @@ class LongPollSession(Session):
         proto.respond(req, 200, body, b"application/json; charset=utf-8", headers)
         proto.unpark()
 
-    def detach(self, proto: "HttpProtocol") -> None:
-        """The waiting request's connection went away."""
-        if self.waiter is proto:
-            self.waiter = self.waiter_req = None
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
-
     def heartbeat(self) -> None:
         if self.waiter is None and time.monotonic() - self.last_poll > self.ttl:
             self.end()
 
     def abort(self) -> None:
-        proto = self.waiter
-        self.detach(proto) if proto is not None else None
+        proto, _ = self._take_waiter()
         self.end()
         if proto is not None:
             proto.close()
-
-    def handle_slow_consumer(self) -> None:  # pragma: no cover - long-poll answers are bounded
-        pass

@@ -80,6 +80,7 @@ from rigfast import metrics
 from rigfast.cloudevents import Event, parse_binary, parse_structured
 from rigfast.config import ConfigError, read_json_setting
 from rigfast.errors import CloudEventError
+from rigfast.logs import RateLimitedLogger
 
 try:  # msgspec decodes only the attributes we need; optional, orjson full parse otherwise
     import msgspec
@@ -158,35 +159,6 @@ def librdkafka_config(cfg: Any) -> dict[str, Any]:
 
 # --- decoding -------------------------------------------------------------------------------
 
-_OBJ_SLOT = Event.obj  # the slot descriptor of Event.obj, used by _KafkaEvent
-
-
-class _KafkaEvent(Event):
-    """An Event whose ``obj`` is parsed from ``json`` on first access (most events never need it)."""
-
-    __slots__ = ()
-
-    def __init__(self, etype: str, eid: str, json: bytes):  # no super().__init__(): it would parse and re-serialize
-        self.type = etype
-        self.id = eid
-        self.json = json
-        self.seq = 0
-        self.rid = ""
-
-    @property  # type: ignore[override]
-    def obj(self) -> dict:
-        try:
-            return _OBJ_SLOT.__get__(self, Event)
-        except AttributeError:  # slot not set yet: first access
-            o = orjson.loads(self.json)
-            _OBJ_SLOT.__set__(self, o)
-            return o
-
-    @obj.setter
-    def obj(self, value: dict | None) -> None:
-        _OBJ_SLOT.__set__(self, value)
-
-
 if msgspec is not None:
     from typing import Annotated, Literal
 
@@ -204,8 +176,8 @@ if msgspec is not None:
         is built. Instances are not GC-tracked (``gc=False``: they hold strings,
         bytes, an int and at most a JSON-decoded dict, so no cycles), which
         keeps a busy consumer from triggering collections. Anything the strict
-        type rejects (0.1 events, wrong types, ...) takes ``_decode_head``'s
-        path, which produces the precise message.
+        type rejects (0.1 events, wrong types, ...) goes through
+        ``cloudevents.parse_structured``, which produces the precise message.
 
         ``json``/``seq``/``rid``/``_o`` get JSON names no CloudEvent attribute can
         have; should a record carry them anyway, ``json`` is overwritten right
@@ -243,49 +215,8 @@ if msgspec is not None:
         def __repr__(self) -> str:
             return f"Event({self.type!r}, id={self.id!r})"
 
-    class _Head(msgspec.Struct, gc=False):
-        """The attributes validation looks at; every other field is skipped by the decoder."""
-
-        specversion: Any = _UNSET
-        type: Any = _UNSET
-        id: Any = _UNSET
-        source: Any = _UNSET
-        time: str | _U = _UNSET
-        subject: str | _U = _UNSET
-        datacontenttype: str | _U = _UNSET
-        dataschema: str | _U = _UNSET
-        contenttype: str | _U = _UNSET
-        schemaurl: str | _U = _UNSET
-        data_base64: str | _U = _UNSET
-        cloudEventsVersion: Any = _UNSET
-        eventType: Any = _UNSET
-        eventID: Any = _UNSET
-
     _event_decode: Callable[[bytes], Any] | None = msgspec.json.Decoder(_StructEvent).decode
-    _head_decode = msgspec.json.Decoder(_Head).decode
     _MsgspecError = msgspec.MsgspecError
-
-    def _decode_head(value: bytes) -> Event:
-        """The slower path: partial decode, validation in Python (0.1 events, precise errors)."""
-        try:
-            h = _head_decode(value)
-        except _MsgspecError as exc:
-            raise CloudEventError(f"not a CloudEvent JSON object: {exc}") from None
-        sv = h.specversion
-        if sv is not _UNSET:
-            if sv not in ("0.2", "0.3", "1.0"):
-                raise CloudEventError(f"unsupported specversion {sv!r} (supported: 0.1, 0.2, 0.3, 1.0)")
-            etype, eid, src = h.type, h.id, h.source
-        elif h.cloudEventsVersion is not _UNSET:
-            if not isinstance(h.cloudEventsVersion, str) or not h.cloudEventsVersion:
-                raise CloudEventError("attribute 'cloudEventsVersion' must be a non-empty string")
-            etype, eid, src = h.eventType, h.eventID, h.source
-        else:
-            raise CloudEventError("missing required attribute 'specversion'")
-        if not (etype.__class__ is str and etype and eid.__class__ is str and eid and src.__class__ is str and src):
-            # the slow path produces the precise message
-            return parse_structured(value)
-        return _KafkaEvent(etype, eid, value)
 
     def decode_structured(value: bytes) -> Event:
         """Structured mode: validate from a partial decode, keep ``value`` as the event JSON."""
@@ -293,8 +224,8 @@ if msgspec is not None:
             return parse_structured(value)  # re-serialized compactly: one line for SSE
         try:
             ev = _event_decode(value)
-        except _MsgspecError:
-            return _decode_head(value)
+        except _MsgspecError:  # 0.1 events and invalid ones: the full validator, with its precise message
+            return parse_structured(value)
         ev.json = value
         return ev  # type: ignore[return-value]
 
@@ -342,28 +273,6 @@ def decode_message(value: bytes | None, headers: list[tuple[str, bytes]] | None)
 # --- the source -----------------------------------------------------------------------------
 
 
-class _RateLimitedLog:
-    """At most one line per interval; the next line says how many were suppressed."""
-
-    def __init__(self, logger: logging.Logger, interval_s: float):
-        self.logger = logger
-        self.interval_s = interval_s
-        self.next_at = 0.0
-        self.suppressed = 0
-
-    def warning(self, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now < self.next_at:
-            self.suppressed += 1
-            return
-        if self.suppressed:
-            msg += " (%d similar suppressed)"
-            args = (*args, self.suppressed)
-        self.suppressed = 0
-        self.next_at = now + self.interval_s
-        self.logger.warning(msg, *args)
-
-
 class KafkaSource:
     """Consumes the source topics on a thread; see the module docstring."""
 
@@ -397,8 +306,7 @@ class KafkaSource:
         self._verify_pending = False
         self._missing_topics: list[str] = []
         self._invalid_pending = 0
-        self._invalid_log = _RateLimitedLog(log, INVALID_LOG_INTERVAL_S)
-        self._error_log = _RateLimitedLog(log, INVALID_LOG_INTERVAL_S)
+        self._log = RateLimitedLogger(log, INVALID_LOG_INTERVAL_S)
         self._batches = 0
         metrics.REGISTRY.gauge(
             "rig_kafka_connected", "1 when the Kafka consumer is connected to the brokers", self._gauge_connected
@@ -482,9 +390,9 @@ class KafkaSource:
         elif code == KafkaError._TRANSPORT:
             self._verify_pending = self._ever_connected
         if err.fatal():
-            self._error_log.warning("Kafka fatal error: %s", err.str())
+            self._log.warning("fatal", "Kafka fatal error: %s", err.str())
         else:
-            self._error_log.warning("Kafka: %s", err.str())
+            self._log.warning("error", "Kafka: %s", err.str())
 
     def _run(self) -> None:
         from confluent_kafka import Consumer
@@ -577,7 +485,8 @@ class KafkaSource:
                 append(ev)
             except CloudEventError as exc:
                 self._invalid_pending += 1
-                self._invalid_log.warning(
+                self._log.warning(
+                    "invalid",
                     "invalid CloudEvent skipped (topic %s partition %d offset %d): %s",
                     m.topic(), m.partition(), m.offset(), exc.message,
                 )
@@ -586,7 +495,7 @@ class KafkaSource:
     def _on_consume_error(self, m: Any) -> None:
         err = m.error()
         self._last_error = err.str()
-        self._error_log.warning("Kafka consume error on %s[%s]: %s", m.topic(), m.partition(), err.str())
+        self._log.warning("consume", "Kafka consume error on %s[%s]: %s", m.topic(), m.partition(), err.str())
 
     def _set_connected(self) -> None:
         self._state = "connected"
