@@ -33,11 +33,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import orjson  # noqa: E402
 
+from bench.procstat import proc_cpu_s  # noqa: E402
 from rigfast import config  # noqa: E402
 from rigfast.cloudevents import parse_structured  # noqa: E402
 from rigfast.hub.hub import Hub  # noqa: E402
-from rigfast.subscriptions import Extractors  # noqa: E402
 from rigfast.sources import kafka  # noqa: E402
+from rigfast.subscriptions import Extractors  # noqa: E402
 from tests.tansu import TansuBroker  # noqa: E402
 
 TOPIC = "bench"
@@ -65,12 +66,6 @@ def produce(bootstrap: str, n: int, size: int) -> None:
             except BufferError:
                 p.poll(0.05)
     p.flush(120)
-
-
-def proc_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        f = fh.read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_raw(bootstrap: str, n: int, gateway_conf: bool = True) -> tuple[float, float]:

@@ -49,18 +49,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import orjson  # noqa: E402
 
+from bench.procstat import proc_cpu_s  # noqa: E402
 from tests.tansu import TansuBroker, free_port  # noqa: E402
 
 TOPIC = "rigbench"
 HIT = "com.example.bench.hit"
 MISS = "com.example.bench.miss"
 PHASE_TIMEOUT_S = 120.0
-
-
-def proc_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        f = fh.read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def hit_type(k: int, fanout: str) -> str:

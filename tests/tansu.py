@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from typing import Iterable
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import free_port
 
 
 def broker_bin() -> str:
@@ -83,8 +78,8 @@ class TansuBroker:
 
     def create_topics(self, topics: Iterable[str], partitions: int = 1, timeout_s: float = 15.0) -> None:
         """Create topics (existing ones are fine) and wait until metadata shows them."""
-        from confluent_kafka.admin import AdminClient, NewTopic
         from confluent_kafka import KafkaError
+        from confluent_kafka.admin import AdminClient, NewTopic
 
         topics = list(topics)
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})

@@ -259,20 +259,25 @@ class Cluster:
             link.send(wire.encode_json_frame(wire.APIS, apis))
 
     # -- requests to the owner of a connection ------------------------------------------
+    def _send(self, node: str, worker: int, frame_kind: int, record_kind: bytes, msg: dict) -> str | None:
+        """``msg`` to one worker: over the bus on this node, the cluster topic to another; the way, or None."""
+        if node == self.node:
+            if self.bus is None or not self.bus.send(worker, wire.encode_json_frame(frame_kind, msg)):
+                return None
+            return "bus"
+        if self.kafka is None:
+            return None
+        self.kafka.produce(self.cfg.cluster_topic, orjson.dumps(msg), key=node.encode(), headers=[
+            ("rf-kind", record_kind), ("rf-from", self.me.encode()), ("rf-to", f"{node}.w{worker}".encode())])
+        return "kafka"
+
     def _send_request(self, node: str, worker: int, msg: dict) -> asyncio.Future | None:
         rid = next(self._rids)
         msg["rid"] = rid
         msg["from"] = self.me
-        if node == self.node:
-            if self.bus is None or not self.bus.send(worker, wire.encode_json_frame(wire.REQUEST, msg)):
-                return None
-            via = "bus"
-        else:
-            if self.kafka is None:
-                return None
-            self.kafka.produce(self.cfg.cluster_topic, orjson.dumps(msg), key=node.encode(), headers=[
-                ("rf-kind", b"req"), ("rf-from", self.me.encode()), ("rf-to", f"{node}.w{worker}".encode())])
-            via = "kafka"
+        via = self._send(node, worker, wire.REQUEST, b"req", msg)
+        if via is None:
+            return None
         FORWARDED.inc(1, msg["op"], via)
         fut = self.loop.create_future()
         self._waiting[rid] = fut
@@ -293,13 +298,7 @@ class Cluster:
 
     def reply(self, to: str, msg: dict) -> None:
         node, _, w = to.partition(".")
-        worker = int(w[1:])
-        if node == self.node:
-            if self.bus is not None:
-                self.bus.send(worker, wire.encode_json_frame(wire.REPLY, msg))
-        elif self.kafka is not None:
-            self.kafka.produce(self.cfg.cluster_topic, orjson.dumps(msg), key=node.encode(), headers=[
-                ("rf-kind", b"rep"), ("rf-from", self.me.encode()), ("rf-to", to.encode())])
+        self._send(node, int(w[1:]), wire.REPLY, b"rep", msg)
 
     def _handle_reply(self, msg: dict) -> None:
         fut = self._waiting.get(msg.get("rid"))

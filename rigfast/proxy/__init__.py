@@ -69,6 +69,14 @@ def _count(status: int) -> None:
     metrics.PROXY_REQUESTS.inc(1, _STATUS_STR.get(status) or str(status))
 
 
+
+def _without_connection_named(lines: list[bytes], connection: bytes) -> list[bytes]:
+    """Header lines minus those the Connection header names (hop-by-hop for this hop only)."""
+    named = {t.strip().lower() for t in connection.split(b",")} - _CONN_TOKENS_IGNORED
+    if not named:
+        return lines
+    return [line for line in lines if line.split(b":", 1)[0] not in named]
+
 class Proxy:
     def __init__(self, gw: "Gateway"):
         cfg = gw.cfg
@@ -181,10 +189,8 @@ class Proxy:
                 fwd_host = False
             app(b"%s: %s\r\n" % (k, v))
         if conn_tokens is not None:
-            named = {t.strip().lower() for t in conn_tokens.split(b",")} - _CONN_TOKENS_IGNORED
-            if named:
-                out = [line for line in out if line.split(b":", 1)[0] not in named]
-                app = out.append
+            out = _without_connection_named(out, conn_tokens)
+            app = out.append
         for k, v in add:
             app(b"%s: %s\r\n" % (k, v))
         app(b"x-forwarded-for: %s\r\n" % xff)
@@ -233,10 +239,8 @@ class Proxy:
                 continue
             app(b"%s: %s\r\n" % (k, v))
         if conn_named is not None and conn_named not in _PLAIN_CONNECTION:
-            named = {t.strip().lower() for t in conn_named.split(b",")} - _CONN_TOKENS_IGNORED
-            if named:
-                out = [line for line in out if line.split(b":", 1)[0] not in named]
-                app = out.append
+            out = _without_connection_named(out, conn_named)
+            app = out.append
         if not keep_length and status >= 200 and status != 204:
             app(b"content-length: %d\r\n" % len(body))
         keep = req.keep_alive
