@@ -14,7 +14,7 @@ import orjson
 from rigfast import metrics
 from rigfast.api.inbound import InboundApi
 from rigfast.api.internal import InternalApi
-from rigfast.authz import Authorizer
+from rigfast.auth.authorizer import Authorizer
 from rigfast.cloudevents import make_event
 from rigfast.config import ConfigError
 from rigfast.errors import BadRequest, Gone, NotFound, RigError
@@ -37,16 +37,18 @@ class Gateway:
         self.auth = Authorizer(cfg)
         self.auth.blacklist.on_add(self.kill_session)
         self.kafka: Any = None
-        from rigfast.proxy import Proxy
+        from rigfast.proxy.gateway import Proxy
 
         self.proxy: Any = Proxy(self)  # reverse proxy: PROXY_CONFIG_FILE and /v3/apis
         self.inbound = InboundApi(self)
         self.internal = InternalApi(self)
         self.cluster: Any = None  # other workers / nodes (rigfast.cluster): on with several workers or Kafka
-        from rigfast import cluster
+        from rigfast.cluster.naming import enabled
 
-        if cluster.enabled(cfg):
-            self.cluster = cluster.Cluster(self)
+        if enabled(cfg):
+            from rigfast.cluster.node import Cluster
+
+            self.cluster = Cluster(self)
         self.servers: list[asyncio.AbstractServer] = []
         self.states: list[ServerState] = []
         self._tasks: list[asyncio.Task] = []

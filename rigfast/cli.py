@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"rigfast: configuration error: {exc}", file=sys.stderr)
         return 2
-    from rigfast.cluster.limits import capacity, raise_nofile
+    from rigfast.fdlimit import capacity, raise_nofile
 
     if cfg.workers > 1:
         from rigfast.cluster.supervisor import run_workers

@@ -30,8 +30,8 @@ import sys
 import time
 from typing import Any
 
-from rigfast.cluster import default_node_id, runtime_dir
-from rigfast.cluster.limits import capacity, raise_nofile
+from rigfast.cluster.naming import default_node_id, runtime_dir
+from rigfast.fdlimit import capacity, raise_nofile
 
 log = logging.getLogger("rigfast.supervisor")
 

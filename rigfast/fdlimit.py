@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-log = logging.getLogger("rigfast.cluster")
+log = logging.getLogger("rigfast")
 
 # descriptors a worker needs besides frontend connections: listeners, bus, Kafka, logs, imports
 RESERVED_FDS = 128

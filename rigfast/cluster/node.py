@@ -1,0 +1,482 @@
+"""One gateway across worker processes and nodes: see docs/cluster.md.
+
+How this works: a :class:`Cluster` is attached to each worker's Gateway
+when there is more than one worker on the node or Kafka is configured. It
+
+- prefixes every connection token with its route, ``<node>.w<worker>.``;
+- relays every event submitted over HTTP (sources ``http`` and ``api``) to
+  the other workers of the node over the bus and to the other nodes over the
+  cluster topic, one frame / one record per loop iteration, however many
+  events that holds. Receivers call ``hub.deliver_local``, which fans out
+  without relaying again, so every connection gets an event exactly once.
+  Kafka-sourced events are read by every worker itself and never relayed;
+- forwards what must be done where a connection lives (``PUT
+  .../subscriptions``, a long-poll) to the worker named by the token: over
+  the bus on the same node, over the cluster topic to another node; the
+  owner answers with a reply addressed back to the asking worker;
+- replicates blacklist entries: to the node's workers over the bus, to
+  other nodes (and to future restarts) through the compacted blacklist topic;
+- answers ``/metrics`` with every worker's series, labelled ``worker``;
+- replicates reverse-proxy APIs changed at runtime (``/v3/apis``; versioned,
+  last writer wins) like blacklist entries, and forwards a ``/v3/responses``
+  answer to the worker whose correlation id it carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import Any, Callable
+
+import orjson
+
+from rigfast import metrics
+from rigfast.cloudevents import Event
+from rigfast.cluster import wire
+from rigfast.cluster.naming import runtime_dir
+from rigfast.errors import Gone, RigError
+from rigfast.hub.hub import LONGPOLL
+from rigfast.subscriptions import merge, parse_subscriptions
+
+log = logging.getLogger("rigfast.cluster")
+
+RELAYED_SOURCES = ("http", "api")
+METRICS_TIMEOUT_S = 1.0
+# a replicated ban this close to the one we hold is the same ban: no re-add, no session scan
+BLACKLIST_SAME_S = 1.0
+
+FORWARDED = metrics.REGISTRY.counter(
+    "rig_cluster_forwarded_total", "Requests forwarded to the worker or node owning the connection", ("kind", "via")
+)
+RELAYED_IN = metrics.REGISTRY.counter(
+    "rig_cluster_events_in_total", "Events received from other workers (bus) or nodes (kafka)", ("via",)
+)
+RELAYED_OUT = metrics.REGISTRY.counter(
+    "rig_cluster_events_out_total", "Submitted events relayed to other workers (bus) or nodes (kafka)", ("via",)
+)
+
+
+class RemoteWaiter:
+    """Stands in for the HTTP connection of a long-poll that arrived on another worker or node."""
+
+    __slots__ = ("cluster", "to", "rid", "loop", "closing")
+
+    def __init__(self, cluster: "Cluster", to: str, rid: int):
+        self.cluster = cluster
+        self.to = to
+        self.rid = rid
+        self.loop = cluster.loop
+        self.closing = False
+
+    def park(self) -> None:
+        pass
+
+    def unpark(self) -> None:
+        pass
+
+    def respond(self, req, status: int, body: bytes = b"", content_type: bytes | None = None, headers=()) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.cluster.reply(self.to, {
+            "rid": self.rid, "status": status, "body": body.decode(),
+            "ctype": content_type.decode() if content_type else None,
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in headers],
+        })
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self.cluster.reply(self.to, {"rid": self.rid, "status": 0, "close": True})
+
+    abort = close
+
+
+class Cluster:
+    def __init__(self, gw: Any):
+        cfg = gw.cfg
+        self.gw = gw
+        self.cfg = cfg
+        self.hub = gw.hub
+        self.loop: asyncio.AbstractEventLoop = gw.loop
+        self.node = cfg.node_id or default_node_id()
+        self.worker = cfg.worker_index
+        self.count = max(cfg.worker_count, 1)
+        self.me = f"{self.node}.w{self.worker}"
+        self.timeout = cfg.cluster_timeout_s
+        self.directory = runtime_dir(cfg, self.node)
+        gw.token_prefix = wire.token_prefix(self.node, self.worker)
+        self.bus = None
+        if self.count > 1:
+            from rigfast.cluster.bus import Bus
+
+            self.bus = Bus(self.directory, self.worker, self.count, self._on_frame, self._on_link_up)
+        self.kafka = None
+        if cfg.kafka_brokers and cfg.cluster_topic:
+            from rigfast.cluster.kafka_link import KafkaLink
+
+            self.kafka = KafkaLink(cfg, self.loop, self._on_records)
+        self._rids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._out: list[tuple[list[Event], str]] = []
+        self._relay_scheduled = False
+        self._applying = False
+        self.blacklist = gw.auth.blacklist
+        gw.hub.publish_listeners.append(self._on_publish)
+        self.blacklist.on_add(self._on_blacklist_add)
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.bus is not None:
+            await self.bus.start()
+        if self.kafka is not None:
+            self.kafka.start()
+        log.info("cluster: node %s worker %d of %d%s%s", self.node, self.worker, self.count,
+                 f", bus in {self.directory}" if self.bus else "",
+                 f", Kafka topics {self.cfg.cluster_topic} / {self.cfg.blacklist_topic}" if self.kafka else "")
+
+    async def stop(self) -> None:
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.cancel()
+        if self.bus is not None:
+            await self.bus.stop()
+        if self.kafka is not None:
+            await self.kafka.stop()
+
+    @property
+    def ready(self) -> bool:
+        bus_ok = self.bus is None or len(self.bus.connected()) == self.count - 1
+        return bus_ok and (self.kafka is None or self.kafka.ready)
+
+    def health(self) -> dict:
+        return {
+            "node": self.node,
+            "worker": self.worker,
+            "workers": self.count,
+            "ready": self.ready,
+            "peers_linked": self.bus.connected() if self.bus else [],
+            "kafka": self.kafka.health() if self.kafka else {"state": "disabled"},
+        }
+
+    # -- events ---------------------------------------------------------------------
+    def _on_publish(self, events: list[Event], source: str) -> None:
+        if source not in RELAYED_SOURCES:
+            return
+        self._out.append((events, source))
+        if not self._relay_scheduled:
+            self._relay_scheduled = True
+            self.loop.call_soon(self._relay)
+
+    def _relay(self) -> None:
+        self._relay_scheduled = False
+        out, self._out = self._out, []
+        by_source: dict[str, list[Event]] = {}
+        for events, source in out:
+            by_source.setdefault(source, []).extend(events)
+        for source, events in by_source.items():
+            payload = wire.encode_events(events, source)
+            if self.bus is not None:
+                self.bus.broadcast(wire.encode_frame(wire.EVENTS, payload))
+                RELAYED_OUT.inc(len(events), "bus")
+            if self.kafka is not None:
+                self.kafka.produce(self.cfg.cluster_topic, payload, key=self.node.encode(),
+                                   headers=[("rf-kind", b"ev"), ("rf-from", self.me.encode())])
+                RELAYED_OUT.inc(len(events), "kafka")
+
+    def _deliver(self, payload: bytes, via: str) -> None:
+        source, events = wire.decode_events(payload)
+        if events:
+            RELAYED_IN.inc(len(events), via)
+            self.hub.deliver_local(events, source)
+
+    # -- incoming -------------------------------------------------------------------
+    def _on_frame(self, kind: int, payload: bytes) -> None:
+        if kind == wire.EVENTS:
+            self._deliver(payload, "bus")
+        elif kind == wire.REQUEST:
+            self._handle_request(orjson.loads(payload))
+        elif kind == wire.REPLY:
+            self._handle_reply(orjson.loads(payload))
+        elif kind == wire.BLACKLIST:
+            self._apply_blacklist(orjson.loads(payload))
+        elif kind == wire.APIS:
+            self.gw.proxy.apply_remote(orjson.loads(payload))
+
+    def _on_records(self, records: list) -> None:
+        bl_topic = self.cfg.blacklist_topic
+        entries = []
+        for topic, key, value, headers, _ts in records:
+            try:
+                if topic == bl_topic:
+                    if key and value:
+                        entries.append([key.decode(), orjson.loads(value)["expires_at"]])
+                    continue
+                kind = headers.get("rf-kind")
+                sender = (headers.get("rf-from") or b"").decode()
+                if kind == b"ev":
+                    if sender.partition(".")[0] != self.node:
+                        self._deliver(value, "kafka")
+                elif kind == b"apis":
+                    if sender.partition(".")[0] != self.node:
+                        self.gw.proxy.apply_remote(orjson.loads(value))
+                elif headers.get("rf-to") == self.me.encode():
+                    if kind == b"req":
+                        self._handle_request(orjson.loads(value))
+                    elif kind == b"rep":
+                        self._handle_reply(orjson.loads(value))
+            except Exception:  # noqa: BLE001 - one bad record never stops the link
+                log.exception("cluster: bad record on %s skipped", topic)
+        if entries:
+            self._apply_blacklist(entries)
+
+    def _on_link_up(self, link) -> None:
+        now = time.time()
+        entries = [[sid, now + left] for sid, left in self.blacklist.entries()]
+        if entries:
+            link.send(wire.encode_json_frame(wire.BLACKLIST, entries))
+        apis = self.gw.proxy.snapshot() if self.gw.proxy is not None else []
+        if apis:
+            link.send(wire.encode_json_frame(wire.APIS, apis))
+
+    # -- requests to the owner of a connection ------------------------------------------
+    def _send(self, node: str, worker: int, frame_kind: int, record_kind: bytes, msg: dict) -> str | None:
+        """``msg`` to one worker: over the bus on this node, the cluster topic to another; the way, or None."""
+        if node == self.node:
+            if self.bus is None or not self.bus.send(worker, wire.encode_json_frame(frame_kind, msg)):
+                return None
+            return "bus"
+        if self.kafka is None:
+            return None
+        self.kafka.produce(self.cfg.cluster_topic, orjson.dumps(msg), key=node.encode(), headers=[
+            ("rf-kind", record_kind), ("rf-from", self.me.encode()), ("rf-to", f"{node}.w{worker}".encode())])
+        return "kafka"
+
+    def _send_request(self, node: str, worker: int, msg: dict) -> asyncio.Future | None:
+        rid = next(self._rids)
+        msg["rid"] = rid
+        msg["from"] = self.me
+        via = self._send(node, worker, wire.REQUEST, b"req", msg)
+        if via is None:
+            return None
+        FORWARDED.inc(1, msg["op"], via)
+        fut = self.loop.create_future()
+        self._waiting[rid] = fut
+        return fut
+
+    async def ask(self, node: str, worker: int, msg: dict, timeout: float) -> dict | None:
+        """Send a request to worker ``worker`` of ``node``; its reply, or None (unreachable, no answer in time)."""
+        fut = self._send_request(node, worker, msg)
+        if fut is None:
+            return None
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            log.warning("cluster: no answer from %s.w%d to %s within %.1fs", node, worker, msg["op"], timeout)
+            return None
+        finally:
+            self._waiting.pop(msg["rid"], None)
+
+    def reply(self, to: str, msg: dict) -> None:
+        node, _, w = to.partition(".")
+        self._send(node, int(w[1:]), wire.REPLY, b"rep", msg)
+
+    def _handle_reply(self, msg: dict) -> None:
+        fut = self._waiting.get(msg.get("rid"))
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    def _handle_request(self, msg: dict) -> None:
+        op, rid, sender = msg.get("op"), msg.get("rid"), msg.get("from")
+        if not isinstance(sender, str) or rid is None:
+            return
+        if op == "subs":
+            self.reply(sender, {"rid": rid, **self._apply_subscriptions(msg)})
+        elif op == "poll":
+            session = self.hub.by_token.get(msg.get("token"))
+            if session is None or session.closed or session.kind != LONGPOLL:
+                self.reply(sender, {"rid": rid, "status": 410})
+                return
+            session.poll(RemoteWaiter(self, sender, rid), None, [])
+        elif op == "metrics":
+            self.reply(sender, {"rid": rid, "status": 200, "text": metrics.REGISTRY.render().decode()})
+        elif op == "proxy_response":
+            ctype = msg.get("ctype")
+            ok = self.gw.proxy.deliver(msg.get("corr"), int(msg.get("code", 200)), ctype.encode("latin-1") if ctype else None,
+                                       (msg.get("body") or "").encode("latin-1"))
+            self.reply(sender, {"rid": rid, "status": 202 if ok else 404})
+        else:
+            self.reply(sender, {"rid": rid, "status": 400, "message": f"unknown cluster request {op!r}"})
+
+    def _apply_subscriptions(self, msg: dict) -> dict:
+        session = self.hub.by_token.get(msg.get("token"))
+        if session is None or session.closed:
+            return {"status": 410}
+        try:
+            extractors = self.cfg.extractors
+            manual = parse_subscriptions(msg.get("manual"), extractors)
+            subs = parse_subscriptions(msg.get("subs"), extractors)
+        except RigError as exc:
+            return {"status": exc.status, "message": exc.message}
+        session.manual = manual
+        self.hub.set_subscriptions(session, subs)
+        return {"status": 204}
+
+    def _route(self, token: str) -> tuple[str, int] | None:
+        route = wire.route_of(token)
+        if route is None or route == (self.node, self.worker):
+            return None  # no route, or it names us and we do not have it: gone
+        if route[0] == self.node and not 0 <= route[1] < self.count:
+            return None
+        if route[0] != self.node and self.kafka is None:
+            return None
+        return route
+
+    # -- hooks called by the gateway ----------------------------------------------------
+    def forward_subscriptions(self, proto, req, token: str, manual) -> Any:
+        """PUT .../subscriptions for a connection held elsewhere: check here, apply there."""
+        route = self._route(token)
+        if route is None:
+            raise Gone("the connection no longer exists")
+        auth = self.gw.auth
+        tokens = auth.tokens(req)
+        subs = merge(manual, self.cfg.extractors.automatic(auth.valid_claims(tokens)))
+        cors = self.gw.inbound.cors(req)
+        check = auth.check_subscription(tokens, subs)
+        msg = {"op": "subs", "token": token, "manual": [s.to_json() for s in manual], "subs": [s.to_json() for s in subs]}
+
+        async def run() -> None:
+            if check is not None:
+                await check
+            rep = await self.ask(route[0], route[1], msg, self.timeout)
+            status = rep.get("status") if rep else 410
+            if status == 204:
+                proto.respond(req, 204, b"", None, cors)
+            elif status == 410:
+                raise Gone("the connection no longer exists")
+            else:
+                raise RigError(rep.get("message") or "refused by the connection's worker", status)
+
+        return run()
+
+    def forward_poll(self, proto, req, token: str, cors: list, fallback: Callable[[], Any]) -> Any:
+        """A long-poll whose session lives elsewhere: the owner answers, we pass the answer on.
+
+        None when the token routes nowhere (the caller opens a new session)."""
+        route = self._route(token)
+        if route is None:
+            return None
+        wait = self.cfg.longpoll_timeout_s + self.timeout
+
+        async def run() -> None:
+            rep = await self.ask(route[0], route[1], {"op": "poll", "token": token}, wait)
+            if rep is None or rep.get("status") == 410:
+                result = fallback()  # the session is gone: a new one, as for an unknown cookie
+                if asyncio.iscoroutine(result):
+                    await result
+                return
+            if rep.get("close"):
+                proto.close()
+                return
+            headers = cors + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in rep.get("headers", ())]
+            ctype = rep.get("ctype")
+            proto.respond(req, rep["status"], rep.get("body", "").encode(), ctype.encode() if ctype else None, headers)
+
+        return run()
+
+    def forward_proxy_response(self, corr: str, code: int, ctype: bytes | None, body: bytes) -> Any:
+        """A /v3/responses answer whose correlation id names another worker: an awaitable of
+        whether it was delivered there, or None when the id routes nowhere."""
+        route = self._route(corr)
+        if route is None:
+            return None
+        msg = {"op": "proxy_response", "corr": corr, "code": code, "body": body.decode("latin-1"),
+               "ctype": ctype.decode("latin-1") if ctype else None}
+
+        async def run() -> bool:
+            rep = await self.ask(route[0], route[1], msg, self.timeout)
+            return bool(rep) and rep.get("status") == 202
+
+        return run()
+
+    def publish_apis(self, entries: list) -> None:
+        """Reverse-proxy API changes made here: to the node's workers and to the other nodes."""
+        if self.bus is not None:
+            self.bus.broadcast(wire.encode_json_frame(wire.APIS, entries))
+        if self.kafka is not None:
+            self.kafka.produce(self.cfg.cluster_topic, orjson.dumps(entries), key=self.node.encode(),
+                               headers=[("rf-kind", b"apis"), ("rf-from", self.me.encode())])
+
+    async def metrics_text(self) -> bytes:
+        """Every worker's series of this node, each labelled with its worker index."""
+        texts = {self.worker: metrics.REGISTRY.render().decode()}
+        if self.bus is not None:
+            peers = [j for j in range(self.count) if j != self.worker]
+            replies = await asyncio.gather(*(self.ask(self.node, j, {"op": "metrics"}, METRICS_TIMEOUT_S) for j in peers))
+            for j, rep in zip(peers, replies):
+                if rep is not None and "text" in rep:
+                    texts[j] = rep["text"]
+        return merge_metrics(texts).encode()
+
+    # -- blacklist ------------------------------------------------------------------
+    def _on_blacklist_add(self, session_id: str) -> None:
+        if self._applying:
+            return
+        left = self.blacklist.expires_in(session_id)
+        if left is None:
+            return
+        expires_at = time.time() + left
+        if self.bus is not None:
+            self.bus.broadcast(wire.encode_json_frame(wire.BLACKLIST, [[session_id, expires_at]]))
+        if self.kafka is not None:
+            self.kafka.produce(self.cfg.blacklist_topic, orjson.dumps({"expires_at": expires_at, "node": self.me}),
+                               key=session_id.encode())
+
+    def _apply_blacklist(self, entries: list) -> None:
+        now = time.time()
+        self._applying = True
+        try:
+            for sid, expires_at in entries:
+                left = float(expires_at) - now
+                if left <= 0:
+                    continue
+                held = self.blacklist.expires_in(sid)
+                if held is not None and held >= left - BLACKLIST_SAME_S:
+                    continue
+                self.blacklist.add(sid, left)
+        finally:
+            self._applying = False
+
+
+def merge_metrics(texts: dict[int, str]) -> str:
+    """Prometheus text of several workers as one exposition, each sample labelled ``worker``."""
+    families: dict[str, list[str]] = {}
+    meta: dict[str, list[str]] = {}
+    for worker, text in sorted(texts.items()):
+        family = ""
+        for line in text.splitlines():
+            if not line:
+                continue
+            if line.startswith("#"):
+                parts = line.split(" ", 3)
+                if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                    family = parts[2]
+                    m = meta.setdefault(family, [])
+                    if len(m) < 2 and not any(x.split(" ", 2)[1] == parts[1] for x in m):
+                        m.append(line)
+                    families.setdefault(family, [])
+                continue
+            brace = line.find("{")
+            space = line.find(" ")
+            if 0 <= brace < space:
+                labelled = f'{line[:brace]}{{worker="{worker}",{line[brace + 1:]}'
+            else:
+                labelled = f'{line[:space]}{{worker="{worker}"}}{line[space:]}'
+            families.setdefault(family or line[:space], []).append(labelled)
+    out = []
+    for family, samples in families.items():
+        out.extend(meta.get(family, ()))
+        out.extend(samples)
+    return "\n".join(out) + "\n"

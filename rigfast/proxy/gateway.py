@@ -1,0 +1,558 @@
+"""The reverse proxy (API gateway): routing inbound requests to upstream HTTP services or Kafka.
+
+How this works: :meth:`Proxy.handle` is called by the inbound router for
+every request no ``/_rig`` route takes. It matches the request against the
+endpoints of the active APIs (method + ``path_regex`` fully matching the
+path; first match in configuration order), checks the JWT of a ``secured``
+endpoint of a ``jwt`` API, and then
+
+- target ``http``: forwards the request with the pooled client
+  (:mod:`rigfast.proxy.client`). The inbound connection is parked (its
+  pipelined requests wait) and answered from the client's callback: no
+  Task, no Future on this hot path;
+- ``response_from: http_async``: forwards it with a ``rig-correlation``
+  header and waits for ``POST /v3/responses`` carrying the same id;
+- target ``kafka``: produces a CloudEvent to the endpoint's topic; with
+  ``response_from: kafka`` it waits for a record with that id on
+  ``PROXY_KAFKA_RESPONSE_TOPICS``.
+
+Correlation ids are ``<connection-token prefix><random>``: when clustered
+they name the worker that waits (like connection tokens), so a
+``/v3/responses`` call reaching another worker or node is forwarded there
+(:meth:`rigfast.cluster.node.Cluster.forward_proxy_response`).
+
+APIs changed at runtime (``/v3/apis``) are versioned (last writer wins, by
+wall-clock time then origin) and replicated by the cluster: to the node's
+workers over the bus (and to a restarted worker when its links come up) and
+to other nodes over the cluster topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from rigfast import metrics
+from rigfast.cloudevents import now_rfc3339, random_uuid4
+from rigfast.errors import BadRequest, NotFound, RigError
+from rigfast.ids import random_token
+from rigfast.proxy.apis import Api, ApiError, Endpoint, RouteTable, parse_api
+from rigfast.proxy.client import HttpClient
+from rigfast.wire.http1 import STATUS_LINES
+
+if TYPE_CHECKING:
+    from rigfast.app import Gateway
+    from rigfast.net.protocol import HttpProtocol
+    from rigfast.wire.http1 import Request
+
+log = logging.getLogger("rigfast.proxy")
+
+JSON = b"application/json; charset=utf-8"
+# Never forwarded, either way (RFC 9110 7.6.1), plus what the proxy sets itself.
+HOP_BY_HOP = frozenset((
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+    b"proxy-authenticate", b"proxy-authorization",
+))
+_REQ_SKIP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
+_RESP_SKIP = HOP_BY_HOP | {b"content-length"}
+_CONN_TOKENS_IGNORED = frozenset((b"close", b"keep-alive", b"upgrade", b""))
+_PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
+_STATUS_STR = {s: str(s) for s in range(100, 600)}
+_NO_BODY_METHODS = frozenset(("GET", "HEAD", "DELETE", "OPTIONS", "TRACE"))
+
+
+def _count(status: int) -> None:
+    metrics.PROXY_REQUESTS.inc(1, _STATUS_STR.get(status) or str(status))
+
+
+
+def _without_connection_named(lines: list[bytes], connection: bytes) -> list[bytes]:
+    """Header lines minus those the Connection header names (hop-by-hop for this hop only)."""
+    named = {t.strip().lower() for t in connection.split(b",")} - _CONN_TOKENS_IGNORED
+    if not named:
+        return lines
+    return [line for line in lines if line.split(b":", 1)[0] not in named]
+
+class Proxy:
+    def __init__(self, gw: "Gateway"):
+        cfg = gw.cfg
+        self.gw = gw
+        self.cfg = cfg
+        self.loop = gw.loop
+        self.auth = gw.auth
+        self.client = HttpClient(self.loop, cfg.proxy_recv_timeout / 1000.0, max_conns=cfg.proxy_max_conns)
+        self.kafka_timeout_s = cfg.proxy_kafka_response_timeout / 1000.0
+        self.async_timeout_s = cfg.proxy_http_async_response_timeout / 1000.0
+        self.apis: dict[str, Api] = {a.id: a for a in (cfg.proxy_apis or ())}
+        # version of every id ever seen: (wall-clock seconds, origin); configuration-file APIs are (0, "")
+        self.versions: dict[str, tuple[float, str]] = {i: (0.0, "") for i in self.apis}
+        self.table = RouteTable(list(self.apis.values()))
+        self.waiting: dict[str, asyncio.Future] = {}
+        self.kafka: Any = None
+        self._tls_of: dict[int, bytes] = {}
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        for api in self.apis.values():
+            self._kafka_for(api)
+
+    async def stop(self) -> None:
+        for fut in self.waiting.values():
+            if not fut.done():
+                fut.cancel()
+        self.client.close()
+        if self.kafka is not None:
+            await self.kafka.stop()
+
+    def _kafka_for(self, api: Api) -> None:
+        if not api.needs_kafka or not self.cfg.kafka_brokers:
+            return
+        if self.kafka is None:
+            from rigfast.proxy.kafka import ProxyKafka
+
+            self.kafka = ProxyKafka(self.cfg, self.loop, self.on_kafka_response)
+        if any(e.target == "kafka" for e in api.endpoints):
+            self.kafka.start_producer()
+        if any(e.response_from == "kafka" for e in api.endpoints):
+            self.kafka.start_consumer()
+
+    def health(self) -> dict:
+        return {
+            "apis": len(self.apis),
+            "waiting": len(self.waiting),
+            "upstreams": {p.name: {"open": len(p.conns), "idle": len(p.idle), "queued": len(p.waiting), "opened": p.opened}
+                          for p in self.client.pools.values()},
+            "kafka": self.kafka.health() if self.kafka is not None else {"state": "disabled"},
+        }
+
+    # -- the hot path -----------------------------------------------------------------
+    def handle(self, proto: "HttpProtocol", req: "Request") -> Any:
+        ep = self.table.match(req.method, req.path)
+        if ep is None and req.method == "HEAD":
+            ep = self.table.match("GET", req.path)
+        if ep is None:
+            self._error(proto, req, 404, f"Route is not available: no API endpoint matches {req.method} {req.path}")
+            return None
+        api = ep.api
+        if ep.secured and api.auth_type == "jwt" and not self._authorized(api, req):
+            self._error(proto, req, 401, self._why_unauthorized)
+            return None
+        if ep.target == "kafka":
+            return self._to_kafka(proto, req, ep)
+        if ep.response_from is not None:
+            return self._http_async(proto, req, ep)
+        data = self._encode(proto, req, ep, None)
+        proto.park()
+
+        def answer(status: int, headers: list, body: bytes, error: str | None) -> None:
+            if error is not None:
+                self._error(proto, req, status, error)
+            else:
+                self._pass_back(proto, req, status, headers, body)
+            proto.unpark()
+
+        self.client.request(api.upstream.key, data, req.method, answer)  # type: ignore[union-attr]
+        return None
+
+    def _encode(self, proto: "HttpProtocol", req: "Request", ep: Endpoint, correlation: bytes | None) -> bytes:
+        """The upstream request: method, original URL, headers minus hop-by-hop, X-Forwarded-*, body."""
+        up = ep.api.upstream
+        assert up is not None
+        add = ep.add_headers
+        added = {k for k, _ in add} if add else ()
+        peer = proto.peer[0].encode() if proto.peer else b"unknown"
+        xff = peer
+        fwd_proto = fwd_host = True
+        conn_tokens = None
+        out = []
+        app = out.append
+        host = None
+        for k, v in req.headers:
+            if k in _REQ_SKIP:
+                if k == b"host":
+                    host = v
+                elif k == b"connection":
+                    conn_tokens = v
+                continue
+            if added and k in added:
+                continue
+            if k == b"x-forwarded-for":
+                xff = v + b", " + peer
+                continue
+            if k == b"x-forwarded-proto":
+                fwd_proto = False
+            elif k == b"x-forwarded-host":
+                fwd_host = False
+            app(b"%s: %s\r\n" % (k, v))
+        if conn_tokens is not None:
+            out = _without_connection_named(out, conn_tokens)
+            app = out.append
+        for k, v in add:
+            app(b"%s: %s\r\n" % (k, v))
+        app(b"x-forwarded-for: %s\r\n" % xff)
+        if fwd_proto:
+            app(b"x-forwarded-proto: %s\r\n" % self._scheme(proto))
+        if fwd_host and host is not None:
+            app(b"x-forwarded-host: %s\r\n" % host)
+        if correlation is not None:
+            app(b"rig-correlation: %s\r\n" % correlation)
+        body = req.body
+        if body or req.method not in _NO_BODY_METHODS:
+            app(b"content-length: %d\r\n" % len(body))
+        if b"host" not in added:
+            app(self._host_line(up))
+        return b"%s %s HTTP/1.1\r\n%s\r\n%s" % (req.method.encode(), req.url, b"".join(out), body)
+
+    @staticmethod
+    def _host_line(up) -> bytes:
+        default = 443 if up.scheme == "https" else 80
+        host = up.host if ":" not in up.host else f"[{up.host}]"
+        return (f"host: {host}\r\n" if up.port == default else f"host: {host}:{up.port}\r\n").encode()
+
+    def _scheme(self, proto: "HttpProtocol") -> bytes:
+        key = id(proto.server)
+        s = self._tls_of.get(key)
+        if s is None:
+            tls = proto.transport.get_extra_info("sslcontext") is not None if proto.transport else False
+            s = self._tls_of[key] = b"https" if tls else b"http"
+        return s
+
+    def _pass_back(self, proto: "HttpProtocol", req: "Request", status: int, headers: list, body: bytes) -> None:
+        """The upstream's answer to the client: its status and headers (minus hop-by-hop), its body."""
+        _count(status)
+        if proto.closing:
+            return
+        out = [STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
+        app = out.append
+        keep_length = req.method == "HEAD" or status == 304
+        conn_named = None
+        for k, v in headers:
+            if k in _RESP_SKIP:
+                if k == b"content-length" and keep_length:
+                    app(b"content-length: %s\r\n" % v)
+                elif k == b"connection":
+                    conn_named = v
+                continue
+            app(b"%s: %s\r\n" % (k, v))
+        if conn_named is not None and conn_named not in _PLAIN_CONNECTION:
+            out = _without_connection_named(out, conn_named)
+            app = out.append
+        if not keep_length and status >= 200 and status != 204:
+            app(b"content-length: %d\r\n" % len(body))
+        keep = req.keep_alive
+        if not keep:
+            app(b"connection: close\r\n")
+        app(b"\r\n")
+        if body and req.method != "HEAD":
+            app(body)
+        proto.transport.write(b"".join(out))  # type: ignore[union-attr]
+        if not keep:
+            proto.close()
+
+    def _error(self, proto: "HttpProtocol", req: "Request", status: int, message: str) -> bool:
+        _count(status)
+        proto.respond_error(req, status, message)
+        return True
+
+    # -- authorization -----------------------------------------------------------------
+    _why_unauthorized = "Unauthorized: this endpoint needs a valid JWT"
+
+    def _authorized(self, api: Api, req: "Request") -> bool:
+        tokens: list[str] = []
+        if api.header_name is not None:
+            for k, v in req.headers:
+                if k == api.header_name:
+                    for part in v.decode("latin-1").split(","):
+                        part = part.strip()
+                        if part[:7].lower() == "bearer ":
+                            part = part[7:].strip()
+                        if part:
+                            tokens.append(part)
+        if api.query_name is not None and req.query_string:
+            for raw in req.query.get(api.query_name, ()):
+                raw = raw.strip()
+                if raw[:7].lower() == "bearer ":
+                    raw = raw[7:].strip()
+                if raw:
+                    tokens.append(raw)
+        if not tokens:
+            return False
+        return bool(self.auth.valid_claims(tokens))
+
+    # -- correlated responses ------------------------------------------------------------
+    def new_correlation(self) -> str:
+        return self.gw.token_prefix + random_token()
+
+    def _respond_correlated(self, proto, req, result: tuple[int, bytes | None, bytes]) -> None:
+        status, ctype, body = result
+        _count(status)
+        proto.respond(req, status, body, ctype)
+
+    def _http_async(self, proto, req, ep: Endpoint) -> Any:
+        corr = self.new_correlation()
+        data = self._encode(proto, req, ep, corr.encode())
+        fut = self.loop.create_future()
+        self.waiting[corr] = fut
+
+        async def run() -> None:
+            try:
+                sent = self.loop.create_future()
+
+                def forwarded(status, headers, body, error) -> None:
+                    if not sent.done():
+                        sent.set_result((status, headers, body, error))
+
+                self.client.request(ep.api.upstream.key, data, req.method, forwarded)  # type: ignore[union-attr]
+                status, headers, body, error = await sent
+                if error is not None:
+                    self._error(proto, req, status, error)
+                    return
+                if not 200 <= status < 300:
+                    self._pass_back(proto, req, status, headers, body)  # the upstream refused: its answer
+                    return
+                await self._answer_correlated(proto, req, corr, fut, self.async_timeout_s,
+                                              "PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT",
+                                              self.cfg.proxy_http_async_response_timeout)
+            finally:
+                self.waiting.pop(corr, None)
+
+        return run()
+
+    async def _answer_correlated(self, proto, req, corr: str, fut, timeout_s: float, setting: str, setting_ms: int) -> None:
+        """Answer the client with the correlated response, or 504 naming the timeout setting."""
+        try:
+            result = await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            self._error(proto, req, 504, f"no response for correlation id {corr} within {setting} ({setting_ms} ms)")
+            return
+        self._respond_correlated(proto, req, result)
+
+    def deliver(self, corr: str, status: int, ctype: bytes | None, body: bytes) -> bool:
+        """A correlated response for a request waiting here; False when none waits for ``corr``."""
+        fut = self.waiting.get(corr)
+        if fut is None or fut.done():
+            return False
+        fut.set_result((status, ctype, body))
+        return True
+
+    def on_kafka_response(self, corr: str | None, status: int | None, value: bytes, headers: dict) -> None:
+        obj = None
+        if corr is None or status is None:
+            try:
+                obj = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                obj = None
+            if corr is None and isinstance(obj, dict) and isinstance(obj.get("rig"), dict):
+                c = obj["rig"].get("correlation")
+                corr = c if isinstance(c, str) else None
+        if corr is None or corr not in self.waiting:
+            return
+        ctype = headers.get("content-type")
+        if ctype is None and value[:1] in (b"{", b"["):
+            ctype = JSON
+        self.deliver(corr, status or 200, ctype, value)
+
+    def responses_api(self, proto, req) -> Any:
+        """POST /v3/responses: the answer to a request waiting under ``rig-correlation``."""
+        if req.method != "POST":
+            raise RigError("method not allowed: use POST", 405)
+        corr = req.header_str(b"rig-correlation")
+        if not corr:
+            try:
+                obj = orjson.loads(req.body) if req.body else None
+            except orjson.JSONDecodeError:
+                obj = None
+            rig = obj.get("rig") if isinstance(obj, dict) else None
+            corr = rig.get("correlation") if isinstance(rig, dict) else None
+            if not isinstance(corr, str) or not corr:
+                raise BadRequest("missing rig-correlation header: the correlation id of the request to answer")
+        code = req.header(b"rig-response-code")
+        status = 200
+        if code is not None:
+            try:
+                status = int(code)
+            except ValueError:
+                raise BadRequest("rig-response-code must be an HTTP status code") from None
+            if not 100 <= status <= 599:
+                raise BadRequest("rig-response-code must be an HTTP status code")
+        ctype = req.header(b"content-type")
+        corr = corr.strip()
+        if self.deliver(corr, status, ctype, req.body):
+            proto.respond(req, 202, b"", None)
+            return None
+        cluster = self.gw.cluster
+        if cluster is not None:
+            forwarded = cluster.forward_proxy_response(corr, status, ctype, req.body)
+            if forwarded is not None:
+                async def run() -> None:
+                    if await forwarded:
+                        proto.respond(req, 202, b"", None)
+                    else:
+                        proto.respond_error(req, 404, f"no request waits for correlation id {corr} (answered, timed out or unknown)")
+                return run()
+        raise NotFound(f"no request waits for correlation id {corr} (answered, timed out or unknown)")
+
+    # -- target kafka ----------------------------------------------------------------------
+    def _kafka_value(self, req, corr: str, ep: Endpoint) -> bytes:
+        """The request as a CloudEvent (as it is when it is one, else wrapped), with rig.correlation."""
+        from rigfast.api.inbound import parse_http_event
+        from rigfast.errors import CloudEventError
+
+        obj = None
+        ctype = req.header_str(b"content-type") or ""
+        looks_ce = req.header(b"ce-specversion") is not None or "cloudevents" in ctype or b'"specversion"' in req.body[:4096]
+        if looks_ce:
+            try:
+                obj = dict(parse_http_event(req).obj)
+            except (CloudEventError, RigError):
+                obj = None
+        if obj is None:
+            data: Any = None
+            if req.body:
+                try:
+                    data = orjson.loads(req.body)
+                except orjson.JSONDecodeError:
+                    data = req.body.decode("utf-8", "replace")
+            obj = {
+                "specversion": "1.0",
+                "type": "rig.proxy.request",
+                "source": f"/rig/proxy/{ep.api.id}/{ep.id}",
+                "id": random_uuid4(),
+                "time": now_rfc3339(),
+                "datacontenttype": "application/json",
+                "data": {"method": req.method, "path": req.path, "query": req.query_string, "body": data},
+            }
+        rig = obj.get("rig")
+        obj["rig"] = dict(rig, correlation=corr) if isinstance(rig, dict) else {"correlation": corr}
+        return orjson.dumps(obj)
+
+    def _to_kafka(self, proto, req, ep: Endpoint) -> Any:
+        kafka = self.kafka
+        if kafka is None or kafka.producer is None:
+            self._error(proto, req, 502, "Kafka is not available for this endpoint (KAFKA_BROKERS)")
+            return None
+        corr = self.new_correlation()
+        value = self._kafka_value(req, corr, ep)
+        wait = ep.response_from == "kafka"
+
+        async def run() -> None:
+            fut = None
+            if wait:
+                if kafka.ready is not None and not kafka.ready.done():
+                    try:
+                        await asyncio.wait_for(asyncio.shield(kafka.ready), self.kafka_timeout_s)
+                    except asyncio.TimeoutError:
+                        self._error(proto, req, 504, "the Kafka response consumer is not ready (PROXY_KAFKA_RESPONSE_TOPICS)")
+                        return
+                fut = self.waiting[corr] = self.loop.create_future()
+            try:
+                try:
+                    await asyncio.wait_for(kafka.produce(ep.topic, value, [("rig-correlation", corr.encode()),
+                                                                              ("content-type", b"application/cloudevents+json")]),
+                                           self.cfg.proxy_recv_timeout / 1000.0)
+                except (asyncio.TimeoutError, RuntimeError) as exc:
+                    self._error(proto, req, 502, f"could not produce to Kafka topic {ep.topic}: {exc or 'timeout'}")
+                    return
+                if fut is None:
+                    _count(202)
+                    proto.respond(req, 202, value, JSON)
+                    return
+                await self._answer_correlated(proto, req, corr, fut, self.kafka_timeout_s,
+                                              "PROXY_KAFKA_RESPONSE_TIMEOUT", self.cfg.proxy_kafka_response_timeout)
+            finally:
+                self.waiting.pop(corr, None)
+
+        return run()
+
+    # -- /v3/apis ----------------------------------------------------------------------------
+    def apis_api(self, proto, req, api_id: str) -> Any:
+        m = req.method
+        if not api_id:
+            if m == "GET":
+                proto.respond(req, 200, orjson.dumps([a.raw for a in self.apis.values()]), JSON)
+                return None
+            if m == "POST":
+                api = self._parse_body(req, None)
+                if api.id in self.apis:
+                    raise RigError(f"an API with id {api.id!r} exists already: PUT /v3/apis/{api.id} replaces it", 409)
+                self._change(api.id, api)
+                proto.respond(req, 201, orjson.dumps(api.raw), JSON, [(b"location", f"/v3/apis/{api.id}".encode())])
+                return None
+            raise RigError("method not allowed: GET or POST /v3/apis", 405)
+        if m == "GET":
+            api = self.apis.get(api_id)
+            if api is None:
+                raise NotFound(f"no API with id {api_id!r}")
+            proto.respond(req, 200, orjson.dumps(api.raw), JSON)
+            return None
+        if m == "PUT":
+            if api_id not in self.apis:
+                raise NotFound(f"no API with id {api_id!r}: POST /v3/apis adds one")
+            api = self._parse_body(req, api_id)
+            self._change(api_id, api)
+            proto.respond(req, 200, orjson.dumps(api.raw), JSON)
+            return None
+        if m == "DELETE":
+            if api_id not in self.apis:
+                raise NotFound(f"no API with id {api_id!r}")
+            self._change(api_id, None)
+            proto.respond(req, 204, b"", None)
+            return None
+        raise RigError("method not allowed: GET, PUT or DELETE /v3/apis/{id}", 405)
+
+    def _parse_body(self, req, api_id: str | None) -> Api:
+        try:
+            obj = orjson.loads(req.body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"body is not valid JSON: {exc}") from None
+        if api_id is not None and isinstance(obj, dict):
+            if obj.get("id") not in (None, api_id):
+                raise BadRequest(f"the body's id {obj.get('id')!r} differs from the path's {api_id!r}")
+            obj["id"] = api_id
+        try:
+            return parse_api(obj, kafka=bool(self.cfg.kafka_brokers))
+        except ApiError as exc:
+            raise BadRequest(f"invalid API: {exc}") from None
+
+    def _change(self, api_id: str, api: Api | None) -> None:
+        held = self.versions.get(api_id, (0.0, ""))
+        cluster = self.gw.cluster
+        origin = cluster.me if cluster is not None else str(self.gw.pid)
+        version = (max(time.time(), held[0] + 1e-6), origin)
+        self._apply(api_id, version, api)
+        if cluster is not None:
+            cluster.publish_apis([[api_id, version[0], version[1], api.raw if api is not None else None]])
+
+    def _apply(self, api_id: str, version: tuple[float, str], api: Api | None) -> None:
+        self.versions[api_id] = version
+        if api is None:
+            self.apis.pop(api_id, None)
+        else:
+            self.apis[api_id] = api
+            self._kafka_for(api)
+        self.table = RouteTable(list(self.apis.values()))
+
+    # -- replication (called by the cluster) ---------------------------------------------------
+    def snapshot(self) -> list:
+        """Every runtime change still in force (deletions included), for a peer that (re)joins."""
+        return [[i, ts, origin, self.apis[i].raw if i in self.apis else None]
+                for i, (ts, origin) in self.versions.items() if ts > 0]
+
+    def apply_remote(self, entries: list) -> None:
+        for api_id, ts, origin, raw in entries:
+            version = (float(ts), str(origin))
+            if version <= self.versions.get(api_id, (0.0, "")):
+                continue
+            api = None
+            if raw is not None:
+                try:
+                    api = parse_api(raw, kafka=bool(self.cfg.kafka_brokers))
+                except ApiError as exc:
+                    log.error("proxy: replicated API %r refused: %s", api_id, exc)
+                    continue
+            self._apply(api_id, version, api)
+            log.info("proxy: API %r %s (replicated from %s)", api_id, "deleted" if api is None else "updated", origin)
