@@ -35,10 +35,6 @@ class TooManyRequests(RigError):
     status = 429
 
 
-class Unauthorized(RigError):
-    status = 401
-
-
 class CloudEventError(BadRequest):
     """The submitted or consumed message is not a valid CloudEvent."""
 

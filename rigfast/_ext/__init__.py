@@ -35,7 +35,7 @@ encode_sse = _frames.encode_sse
 encode_ws_text = _frames.encode_ws_text
 deliver = _fanout.deliver
 flush_slice = _fanout.flush_slice
-Outbox = _fanout.Outbox
+Recipient = _fanout.Recipient
 
 _builds = {MATCH_BUILD, FRAMES_BUILD, FANOUT_BUILD}
 BUILD = _builds.pop() if len(_builds) == 1 else "mixed"
@@ -43,5 +43,5 @@ del _builds
 
 __all__ = [
     "BUILD", "FANOUT_BUILD", "FRAMES_BUILD", "MATCH_BUILD",
-    "Outbox", "SubscriptionIndex", "deliver", "encode_sse", "encode_ws_text", "flush_slice",
+    "Recipient", "SubscriptionIndex", "deliver", "encode_sse", "encode_ws_text", "flush_slice",
 ]

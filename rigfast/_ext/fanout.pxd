@@ -1,5 +1,5 @@
-# The contract of the compiled delivery loop: what it reads of a session.
-cdef class Outbox:
+# The contract of the compiled delivery loop: what it reads of a recipient (every session is one).
+cdef class Recipient:
     cdef public long kind          # 0 SSE, 1 WS, 2 long-polling
     cdef public list outbox        # encoded frames waiting for the next write
     cdef public bint dirty         # queued for writing already

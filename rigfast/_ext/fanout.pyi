@@ -1,7 +1,7 @@
 from collections import deque
 from typing import Any, Callable
 
-class Outbox:
+class Recipient:
     kind: int
     outbox: list
     dirty: bool

@@ -13,8 +13,8 @@ import logging
 log = logging.getLogger("rigfast.hub")
 
 
-cdef class Outbox:
-    """Base of every session: the fields the delivery loop touches, as C fields."""
+cdef class Recipient:
+    """What the delivery loop touches of a session, as C fields (sessions derive from it)."""
 
     def __cinit__(self, *args, **kwargs):
         self.outbox = []
@@ -23,7 +23,7 @@ cdef class Outbox:
 
 cpdef tuple deliver(list slots, dict sessions, object encode, object touched):
     cdef Py_ssize_t i, n = len(slots)
-    cdef Outbox s
+    cdef Recipient s
     cdef object frame
     cdef object f0 = None, f1 = None, f2 = None
     cdef long c0 = 0, c1 = 0, c2 = 0
@@ -34,7 +34,7 @@ cpdef tuple deliver(list slots, dict sessions, object encode, object touched):
         p = PyDict_GetItem(sessions, slots[i])
         if p is NULL:
             raise KeyError(slots[i])
-        s = <Outbox>p
+        s = <Recipient>p
         kind = s.kind
         if kind == 0:
             if f0 is None:
@@ -60,14 +60,14 @@ cpdef tuple deliver(list slots, dict sessions, object encode, object touched):
 
 cpdef flush_slice(object touched, Py_ssize_t n):
     cdef Py_ssize_t i, m = len(touched)
-    cdef Outbox s
+    cdef Recipient s
     cdef list out
     cdef object data
     if n < m:
         m = n
     popleft = touched.popleft
     for i in range(m):
-        s = <Outbox>popleft()
+        s = <Recipient>popleft()
         s.dirty = False
         try:
             if s.transport is None:

@@ -7,7 +7,7 @@ the same object is shared by all recipients of that kind.
 ``flush_slice`` writes up to ``n`` queued sessions; a session whose write
 fails is aborted and the others go on.
 
-Sessions derive from :class:`Outbox` (the fields the loop touches) and
+Sessions derive from :class:`Recipient` (the fields the loop touches) and
 have ``flush()`` and ``abort()``; ``flush()`` writes ``outbox`` to
 ``transport`` (SSE, WS) or does the session's own thing (long-polling).
 """
@@ -20,8 +20,8 @@ from typing import Any, Callable
 log = logging.getLogger("rigfast.hub")
 
 
-class Outbox:
-    """Base of every session: the fields the delivery loop touches."""
+class Recipient:
+    """What the delivery loop touches of a session (sessions derive from it)."""
 
     __slots__ = ("kind", "outbox", "dirty", "closed", "transport")
 

@@ -10,7 +10,7 @@ import orjson
 
 from rigfast import cloudevents
 from rigfast.cloudevents import Event, make_event
-from rigfast.errors import BadRequest, CloudEventError, Gone, NotFound, RigError, TooManyRequests
+from rigfast.errors import BadRequest, CloudEventError, Gone, RigError, TooManyRequests
 from rigfast.hub.hub import LONGPOLL
 from rigfast.ids import random_token
 from rigfast.net.sessions import LongPollSession, SseSession, WsSession
@@ -75,9 +75,7 @@ class InboundApi:
         if path == "/_rig/health" and method in ("GET", "HEAD"):
             proto.respond(req, 200, b"OK")
             return None
-        if self.gw.proxy is not None:
-            return self.gw.proxy.handle(proto, req)
-        raise NotFound(f"no route for {method} {path}")
+        return self.gw.proxy.handle(proto, req)
 
     # -- CORS ---------------------------------------------------------------
     def cors(self, req: "Request", credentials: bool = False) -> list[tuple[bytes, bytes]]:

@@ -321,8 +321,5 @@ class TokenVerifier:
             return str(value)
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
-    def clear_cache(self) -> None:
-        self._cache.clear()
-
     def cache_len(self) -> int:
         return len(self._cache)

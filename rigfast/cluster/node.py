@@ -61,12 +61,12 @@ RELAYED_OUT = metrics.REGISTRY.counter(
 class RemoteWaiter:
     """Stands in for the HTTP connection of a long-poll that arrived on another worker or node."""
 
-    __slots__ = ("cluster", "to", "rid", "loop", "closing")
+    __slots__ = ("cluster", "to", "request_id", "loop", "closing")
 
-    def __init__(self, cluster: "Cluster", to: str, rid: int):
+    def __init__(self, cluster: "Cluster", to: str, request_id: int):
         self.cluster = cluster
         self.to = to
-        self.rid = rid
+        self.request_id = request_id
         self.loop = cluster.loop
         self.closing = False
 
@@ -81,7 +81,7 @@ class RemoteWaiter:
             return
         self.closing = True
         self.cluster.reply(self.to, {
-            "rid": self.rid, "status": status, "body": body.decode(),
+            "request_id": self.request_id, "status": status, "body": body.decode(),
             "ctype": content_type.decode() if content_type else None,
             "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in headers],
         })
@@ -89,7 +89,7 @@ class RemoteWaiter:
     def close(self) -> None:
         if not self.closing:
             self.closing = True
-            self.cluster.reply(self.to, {"rid": self.rid, "status": 0, "close": True})
+            self.cluster.reply(self.to, {"request_id": self.request_id, "status": 0, "close": True})
 
     abort = close
 
@@ -118,7 +118,7 @@ class Cluster:
             from rigfast.cluster.kafka_link import KafkaLink
 
             self.kafka = KafkaLink(cfg, self.loop, self._on_records)
-        self._rids = itertools.count(1)
+        self._request_ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future] = {}
         self._out: list[tuple[list[Event], str]] = []
         self._relay_scheduled = False
@@ -237,7 +237,7 @@ class Cluster:
         entries = [[sid, now + left] for sid, left in self.blacklist.entries()]
         if entries:
             link.send(wire.encode_json_frame(wire.BLACKLIST, entries))
-        apis = self.gw.proxy.snapshot() if self.gw.proxy is not None else []
+        apis = self.gw.proxy.snapshot()
         if apis:
             link.send(wire.encode_json_frame(wire.APIS, apis))
 
@@ -255,15 +255,15 @@ class Cluster:
         return "kafka"
 
     def _send_request(self, node: str, worker: int, msg: dict) -> asyncio.Future | None:
-        rid = next(self._rids)
-        msg["rid"] = rid
+        request_id = next(self._request_ids)
+        msg["request_id"] = request_id
         msg["from"] = self.me
         via = self._send(node, worker, wire.REQUEST, b"req", msg)
         if via is None:
             return None
         FORWARDED.inc(1, msg["op"], via)
         fut = self.loop.create_future()
-        self._waiting[rid] = fut
+        self._waiting[request_id] = fut
         return fut
 
     async def ask(self, node: str, worker: int, msg: dict, timeout: float) -> dict | None:
@@ -277,38 +277,38 @@ class Cluster:
             log.warning("cluster: no answer from %s.w%d to %s within %.1fs", node, worker, msg["op"], timeout)
             return None
         finally:
-            self._waiting.pop(msg["rid"], None)
+            self._waiting.pop(msg["request_id"], None)
 
     def reply(self, to: str, msg: dict) -> None:
         node, _, w = to.partition(".")
         self._send(node, int(w[1:]), wire.REPLY, b"rep", msg)
 
     def _handle_reply(self, msg: dict) -> None:
-        fut = self._waiting.get(msg.get("rid"))
+        fut = self._waiting.get(msg.get("request_id"))
         if fut is not None and not fut.done():
             fut.set_result(msg)
 
     def _handle_request(self, msg: dict) -> None:
-        op, rid, sender = msg.get("op"), msg.get("rid"), msg.get("from")
-        if not isinstance(sender, str) or rid is None:
+        op, request_id, sender = msg.get("op"), msg.get("request_id"), msg.get("from")
+        if not isinstance(sender, str) or request_id is None:
             return
         if op == "subs":
-            self.reply(sender, {"rid": rid, **self._apply_subscriptions(msg)})
+            self.reply(sender, {"request_id": request_id, **self._apply_subscriptions(msg)})
         elif op == "poll":
             session = self.hub.by_token.get(msg.get("token"))
             if session is None or session.closed or session.kind != LONGPOLL:
-                self.reply(sender, {"rid": rid, "status": 410})
+                self.reply(sender, {"request_id": request_id, "status": 410})
                 return
-            session.poll(RemoteWaiter(self, sender, rid), None, [])
+            session.poll(RemoteWaiter(self, sender, request_id), None, [])
         elif op == "metrics":
-            self.reply(sender, {"rid": rid, "status": 200, "text": metrics.REGISTRY.render().decode()})
+            self.reply(sender, {"request_id": request_id, "status": 200, "text": metrics.REGISTRY.render().decode()})
         elif op == "proxy_response":
             ctype = msg.get("ctype")
             ok = self.gw.proxy.deliver(msg.get("corr"), int(msg.get("code", 200)), ctype.encode("latin-1") if ctype else None,
                                        (msg.get("body") or "").encode("latin-1"))
-            self.reply(sender, {"rid": rid, "status": 202 if ok else 404})
+            self.reply(sender, {"request_id": request_id, "status": 202 if ok else 404})
         else:
-            self.reply(sender, {"rid": rid, "status": 400, "message": f"unknown cluster request {op!r}"})
+            self.reply(sender, {"request_id": request_id, "status": 400, "message": f"unknown cluster request {op!r}"})
 
     def _apply_subscriptions(self, msg: dict) -> dict:
         session = self.hub.by_token.get(msg.get("token"))

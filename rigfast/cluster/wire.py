@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 
 from rigfast.cloudevents import Event
-from rigfast.ids import random_token
 
 EVENTS, REQUEST, REPLY, BLACKLIST, HELLO, APIS = 1, 2, 3, 4, 5, 6
 KIND_NAMES = {EVENTS: "events", REQUEST: "request", REPLY: "reply", BLACKLIST: "blacklist", HELLO: "hello", APIS: "apis"}
@@ -73,13 +72,13 @@ def decode_events(payload: bytes) -> tuple[str, list[Event]]:
     for line in rest.split(b"\n"):
         if not line:
             continue
-        rid, _, raw = line.partition(b" ")
+        resume_id, _, raw = line.partition(b" ")
         obj = orjson.loads(raw)
         if "specversion" in obj:
             ev = Event(obj["type"], obj["id"], obj, raw)
         else:  # CloudEvents 0.1
             ev = Event(obj["eventType"], obj["eventID"], obj, raw)
-        ev.rid = rid.decode()
+        ev.rid = resume_id.decode()
         out.append(ev)
     return source.decode(), out
 
@@ -87,12 +86,8 @@ def decode_events(payload: bytes) -> tuple[str, list[Event]]:
 # -- connection tokens ------------------------------------------------------------
 
 def token_prefix(node: str, worker: int) -> str:
+    """Tokens are ``<node>.w<worker>.<144 random bits>``: the route to the owner, and unguessable."""
     return f"{node}.w{worker}."
-
-
-def new_token(node: str, worker: int) -> str:
-    """``<node>.w<worker>.<144 random bits>``: the route to the owner, and unguessable."""
-    return token_prefix(node, worker) + random_token()
 
 
 def route_of(token: str) -> tuple[str, int] | None:

@@ -1,10 +1,12 @@
 """Frontend sessions: what the hub delivers to.
 
-Every session has ``slot``, ``kind``, ``token``, ``subscriptions``, an
-``outbox`` list the hub appends encoded frames to, a ``dirty`` flag, and
-``flush``/``heartbeat``/``abort``. SSE and WebSocket sessions own a
-connection; a long-polling session outlives its requests and holds a bounded
-buffer between polls.
+Every session is a :class:`Recipient` of the delivery loop (``kind``, an
+``outbox`` list the hub appends encoded frames to, ``dirty``, ``closed``,
+``transport``) and has ``slot``, ``token``, ``subscriptions`` and
+``flush``/``heartbeat``/``abort``. :class:`StreamSession` is the common base
+of the two that own a connection (:class:`SseSession`, :class:`WsSession`);
+a :class:`LongPollSession` outlives its requests and holds a bounded buffer
+between polls.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from rigfast import metrics
-from rigfast._ext import Outbox
+from rigfast._ext import Recipient
 from rigfast.hub.hub import KIND_NAMES, LONGPOLL, SSE, WS
 
 if TYPE_CHECKING:
@@ -36,8 +38,8 @@ _NONE: tuple = ()  # shared empty value for sessions without claims or subscript
 ONE_WAY_REASON = "This WebSocket endpoint cannot be used for two-way communication."
 
 
-class Session(Outbox):
-    """``kind``, ``outbox``, ``dirty``, ``closed`` and ``transport`` live in :class:`Outbox`
+class Session(Recipient):
+    """``kind``, ``outbox``, ``dirty``, ``closed`` and ``transport`` live in :class:`Recipient`
     (C fields in the compiled build), the rest here."""
 
     __slots__ = ("hub", "slot", "token", "subscriptions", "manual", "claims", "session_ids")
@@ -68,9 +70,10 @@ class Session(Outbox):
             self.outbox.clear()
 
 
-class SseSession(Session):
+class StreamSession(Session):
+    """A session that owns its connection (``proto``): frames go straight to the transport."""
+
     __slots__ = ("proto",)
-    KIND = SSE
 
     def __init__(self, hub, token, proto: "HttpProtocol", **kw):
         super().__init__(hub, token, **kw)
@@ -85,13 +88,6 @@ class SseSession(Session):
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         self.transport.write(data)
-
-    def heartbeat(self) -> None:
-        if not self.outbox:
-            self.transport.write(SSE_HEARTBEAT)
-
-    def data_received(self, data: bytes) -> None:
-        pass  # an SSE client has nothing to say; ignore anything it sends
 
     def connection_lost(self) -> None:
         self.end()
@@ -114,7 +110,19 @@ class SseSession(Session):
         self.proto.close()
 
 
-class WsSession(SseSession):
+class SseSession(StreamSession):
+    __slots__ = ()
+    KIND = SSE
+
+    def heartbeat(self) -> None:
+        if not self.outbox:
+            self.transport.write(SSE_HEARTBEAT)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # an SSE client has nothing to say; ignore anything it sends
+
+
+class WsSession(StreamSession):
     __slots__ = ("ws",)
     KIND = WS
 

@@ -33,7 +33,7 @@ class Wire:
 
 
 def make_session(impl, kind: int, closed: bool = False, fail: bool = False):
-    class Session(impl.Outbox):
+    class Session(impl.Recipient):
         __slots__ = ("flushed", "aborted", "polled")
 
         def __init__(self):
