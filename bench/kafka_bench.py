@@ -1,4 +1,4 @@
-"""Kafka consume-and-drop benchmark (TARGETS.md T6): events/s and events per CPU-second.
+"""Kafka consume-and-drop benchmark (docs/targets.md T6): events/s and events per CPU-second.
 
 Starts its own Tansu on loopback, fills a topic with ~1 kB CloudEvents from a
 child process (so producing costs nothing here), then reads the same records

@@ -1,4 +1,4 @@
-"""Kafka consume-match-deliver benchmark (TARGETS.md T7) against a real gateway process.
+"""Kafka consume-match-deliver benchmark (docs/targets.md T7) against a real gateway process.
 
 Starts its own Tansu and one gateway (``python -m rigfast``, RIGFAST_WORKERS=1,
 reading the topic), opens ``--subs`` SSE connections from a client process

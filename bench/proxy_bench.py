@@ -6,7 +6,7 @@ What it does: starts nginx (one worker process, access log off) serving a
 small static file on a free loopback port, and a rigfast gateway whose
 PROXY_CONFIG_FILE routes ``GET /file.txt`` to it. Then it runs wrk against
 the origin directly and through the gateway, alternating, ``--reps`` times,
-and prints the medians and their ratio. Layout (TARGETS.md): wrk pinned to
+and prints the medians and their ratio. Layout (docs/targets.md): wrk pinned to
 core 0, every server process (nginx and the gateway) pinned to core 1, so the
 proxied run pays for the origin's work and the gateway's on the same core.
 ``--spread`` leaves nginx unpinned instead (it then competes with wrk).

@@ -308,7 +308,7 @@ class HttpProtocol(asyncio.Protocol):
         """Hand the connection to a streaming session (SSE/WS): no more HTTP parsing.
 
         The parser (~0.9 KiB) and request buffers are dropped: an idle stream
-        should cost as little memory as possible (TARGETS T3).
+        should cost as little memory as possible (docs/targets.md T3).
         """
         self.stream = stream
         self.deadline = _INF

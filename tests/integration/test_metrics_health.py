@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import T, LongPoll, make_event, open_sse, publish, uid
 
-# Every metric family PROTOCOL.md asks for (names as prometheus_client reports them: counters without _total).
+# Every metric family docs/protocol.md asks for (names as prometheus_client reports them: counters without _total).
 REQUIRED_FAMILIES = {
     "rig_connections": ("gauge", {"transport"}),
     "rig_subscriptions": ("gauge", set()),
@@ -83,7 +83,7 @@ def test_health_detailed(gw):
 
 
 def test_metrics_has_every_required_family(gw):
-    """The scrape parses with prometheus_client and holds every family PROTOCOL.md lists, with its labels."""
+    """The scrape parses with prometheus_client and holds every family docs/protocol.md lists, with its labels."""
     fams = scrape(gw)
     for name, (kind, labels) in REQUIRED_FAMILIES.items():
         assert name in fams, f"missing metric family {name}; have {sorted(fams)}"

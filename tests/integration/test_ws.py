@@ -191,7 +191,7 @@ def test_ws_bad_subscriptions_close_with_reason(gateway, subs):
                 close = await expect_close(ws)
                 assert close.reason.strip(), close
                 assert close.code != 1006
-        except InvalidStatus as exc:  # refused before the upgrade: not what PROTOCOL.md asks for
+        except InvalidStatus as exc:  # refused before the upgrade: not what docs/protocol.md asks for
             pytest.fail(f"upgrade refused with HTTP {exc.response.status_code}; expected 101 then a close frame")
 
     asyncio.run(main())
