@@ -465,32 +465,38 @@ class KafkaSource:
                 errors += 1
                 self._on_consume_error(m)
                 continue
-            value = m.value()
-            headers = m.headers()
-            if fast is not None and headers is None and value and not (10 in value or 13 in value):
-                # the common case, inlined: structured mode, one line, strictly valid
-                try:
-                    ev = fast(value)
-                except _MsgspecError:
-                    pass  # the general path below says why (or accepts a 0.1 event)
-                else:
-                    ev.json = value
-                    # resume id: the record's position, the same for every worker and node reading it
-                    ev.rid = f"k:{m.topic()}:{m.partition()}:{m.offset()}"
-                    append(ev)
-                    continue
             try:
+                value = m.value()
+                headers = m.headers()
+                if fast is not None and headers is None and value and not (10 in value or 13 in value):
+                    # the common case, inlined: structured mode, one line, strictly valid
+                    try:
+                        ev = fast(value)
+                    except _MsgspecError:
+                        ev = None  # the general path below says why (or accepts a 0.1 event)
+                    if ev is not None:
+                        ev.json = value
+                        # resume id: the record's position, the same for every worker and node reading it
+                        ev.rid = f"k:{m.topic()}:{m.partition()}:{m.offset()}"
+                        append(ev)
+                        continue
                 ev = decode_message(value, headers)
                 ev.rid = f"k:{m.topic()}:{m.partition()}:{m.offset()}"
                 append(ev)
             except CloudEventError as exc:
-                self._invalid_pending += 1
-                self._log.warning(
-                    "invalid",
-                    "invalid CloudEvent skipped (topic %s partition %d offset %d): %s",
-                    m.topic(), m.partition(), m.offset(), exc.message,
-                )
+                self._skip(m, exc.message)
+            except Exception as exc:  # noqa: BLE001 - a poison record (RecursionError, ...) is skipped too
+                self._skip(m, f"undecodable record ({type(exc).__name__}: {exc})")
         return events, errors
+
+    def _skip(self, m: Any, why: str) -> None:
+        """One record that is not a CloudEvent: counted, logged (rate-limited), never retried."""
+        self._invalid_pending += 1
+        self._log.warning(
+            "invalid",
+            "invalid CloudEvent skipped (topic %s partition %d offset %d): %s",
+            m.topic(), m.partition(), m.offset(), why[:200],
+        )
 
     def _on_consume_error(self, m: Any) -> None:
         err = m.error()

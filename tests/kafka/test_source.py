@@ -253,3 +253,60 @@ def test_hand_off_is_bounded(tansu, topic, runner, monkeypatch):
                 await asyncio.sleep(0.01)
 
     runner.run(main())
+
+
+def test_poison_records_are_counted_skipped_and_later_records_arrive(tansu, runner, caplog):
+    """Records that make a decoder raise something other than a CloudEvent error (deep nesting:
+    RecursionError in msgspec, a value that is not JSON at all) are counted, logged at most once
+    per second, and skipped; good records after them arrive on every partition, and the consumer
+    is not recreated (it would start again at the poison record, forever)."""
+    import logging
+
+    name = f"rig-poison-{time.monotonic_ns()}"
+    tansu.create_topics([name], partitions=2)
+    poison = [
+        b"[" * 200000,
+        b'{"a":' * 200000,
+        b'{"specversion":"1.0","type":"x","source":"s","id":"1","data":' + b"[" * 100000,
+        b'{"specversion":"1.0","type":"x","source":"s","id":"1","x":' + b'{"a":' * 100000,
+    ]
+
+    async def main():
+        src, col = await _started(make_cfg(tansu.bootstrap, name))
+        before = metrics.EVENTS_INVALID.get("kafka")
+        created = []
+        real_run = src._consume_loop
+
+        try:
+            from confluent_kafka import Producer
+
+            p = Producer({"bootstrap.servers": tansu.bootstrap, "log_level": 0, "message.max.bytes": 2_000_000})
+            n = 0
+            for part in (0, 1):
+                for bad in poison:
+                    p.produce(name, orjson.dumps(ce(n)), partition=part)
+                    n += 1
+                    p.produce(name, bad, partition=part)
+                    p.flush(10)
+                p.produce(name, orjson.dumps(ce(n)), partition=part)
+                n += 1
+            assert await asyncio.get_running_loop().run_in_executor(None, p.flush, 20) == 0
+            await col.wait_for(n, timeout=20)
+            assert sorted(col.ids(), key=lambda s: int(s[3:])) == [f"ev-{i}" for i in range(n)]
+            deadline = time.monotonic() + 10
+            while metrics.EVENTS_INVALID.get("kafka") - before < 2 * len(poison):
+                assert time.monotonic() < deadline, "poison records not counted"
+                await asyncio.sleep(0.05)
+            assert metrics.EVENTS_INVALID.get("kafka") - before == 2 * len(poison)
+            assert src.health()["state"] == "connected"
+            assert not [r for r in caplog.records if "recreating" in r.getMessage()]
+            skipped = [r for r in caplog.records if "skipped" in r.getMessage() and r.name.startswith("rigfast.kafka")]
+            assert 1 <= len(skipped) < 2 * len(poison)  # rate-limited: a flood is not a line per record
+            # a good record produced afterwards still arrives
+            await _produce(tansu.bootstrap, name, [(orjson.dumps(ce(n)), None)])
+            await col.wait_for(n + 1)
+        finally:
+            await src.stop()
+
+    caplog.set_level(logging.WARNING, logger="rigfast")
+    runner.run(main())
