@@ -284,6 +284,8 @@ class InboundApi:
     # -- event submission -------------------------------------------------------
     def submit(self, proto, req, source: str = "http", checked: bool = True) -> Any:
         event = parse_http_event(req)
+        if type(event) is list:
+            return self.submit_batch(proto, req, event, source, checked)
         check = self.auth.check_submission(self.auth.tokens(req), event.json) if checked else None
         cors = self.cors(req) if checked else ()
         if check is None:  # the hot path: no closure, no task
@@ -295,8 +297,21 @@ class InboundApi:
         proto.respond(req, 202, event.json, JSON_UTF8, cors)
 
 
-def parse_http_event(req: "Request") -> Event:
-    """HTTP binding: binary mode when ce-specversion (or 0.1's ce-cloudeventsversion) is set, else structured."""
+    def submit_batch(self, proto, req, events: list[Event], source: str, checked: bool) -> Any:
+        """Batched mode: every event checked, then all published or none (the error names the index)."""
+        check = self.auth.check_submissions(self.auth.tokens(req), [e.json for e in events]) if checked else None
+        cors = self.cors(req) if checked else ()
+
+        def accept():
+            self.hub.publish_all(events, source)
+            proto.respond(req, 202, b"[" + b",".join([e.json for e in events]) + b"]", JSON_UTF8, cors)
+
+        return self.then(check, accept)
+
+
+def parse_http_event(req: "Request") -> Event | list[Event]:
+    """HTTP binding: batched mode (a list) for application/cloudevents-batch+json, binary mode when
+    ce-specversion (or 0.1's ce-cloudeventsversion) is set, else structured."""
     ctype = None
     ce = None
     for k, v in req.headers:  # one pass: content-type and any ce- attributes
@@ -307,15 +322,19 @@ def parse_http_event(req: "Request") -> Event:
                 (ce := ce or {})[k[3:].decode("ascii")] = v.decode("utf-8")
             except UnicodeDecodeError:
                 raise CloudEventError(f"header {k.decode('latin-1')} is not valid UTF-8") from None
+    mt = ctype.split(";", 1)[0].strip().lower() if ctype else None
+    if mt == cloudevents.BATCH_MEDIA_TYPE:
+        if not req.body:
+            raise CloudEventError("empty body: expected a JSON array of CloudEvents")
+        return cloudevents.parse_batch(req.body)
     if ce and ("specversion" in ce or "cloudeventsversion" in ce):
         return cloudevents.parse_binary(ce, req.body, ctype)
-    if ctype:
-        mt = ctype.split(";", 1)[0].strip().lower()
-        if mt not in ("application/cloudevents+json", "application/json"):
-            raise RigError(
-                f"unsupported content-type {mt!r}: use application/cloudevents+json (structured) or ce- headers (binary)",
-                415,
-            )
+    if mt is not None and mt not in ("application/cloudevents+json", "application/json"):
+        raise RigError(
+            f"unsupported content-type {mt!r}: use application/cloudevents+json (structured), "
+            f"{cloudevents.BATCH_MEDIA_TYPE} (batched) or ce- headers (binary)",
+            415,
+        )
     if not req.body:
         raise CloudEventError("empty body: expected a CloudEvent as JSON")
     return cloudevents.parse_structured(req.body)

@@ -6,6 +6,7 @@ never touches pyjwt or the checker's HTTP client directly.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any, Awaitable
 
@@ -15,7 +16,7 @@ from rigfast.auth.blacklist import Blacklist
 from rigfast.auth.checks import make_check
 from rigfast.auth.ratelimit import ConnectionRateLimiter
 from rigfast.auth.tokens import TokenVerifier, tokens_from_request
-from rigfast.errors import Forbidden
+from rigfast.errors import Forbidden, RigError
 
 
 class Authorizer:
@@ -74,6 +75,23 @@ class Authorizer:
 
     def check_submission(self, tokens: list[str], event_json: bytes) -> Awaitable | None:
         return self._check(self.submission_check, tokens, event_json)
+
+    def check_submissions(self, tokens: list[str], events_json: list[bytes]) -> Awaitable | None:
+        """A batch: the token checks once, an external check per event; a refusal names the event's index."""
+        self.refuse_blacklisted(tokens)
+        check = self.submission_check
+        if not check.needs_io:
+            check.authorize_sync(tokens)
+            return None
+        return self._check_each(check, tokens, events_json)
+
+    async def _check_each(self, check, tokens: list[str], events_json: list[bytes]) -> None:
+        results = await asyncio.gather(*(check.authorize(tokens, j) for j in events_json), return_exceptions=True)
+        for i, r in enumerate(results):
+            if isinstance(r, BaseException):
+                if isinstance(r, RigError):
+                    raise type(r)(f"event {i} of the batch: {r.message}", r.status)
+                raise r
 
     async def close(self) -> None:
         for c in (self.subscription_check, self.submission_check):

@@ -126,6 +126,19 @@ class Hub:
         for fn in self.publish_listeners:
             fn([event], source)
 
+    def publish_all(self, events: list[Event], source: str = "http") -> None:
+        """A batch submitted over HTTP: resume ids like :meth:`publish`, listeners told once."""
+        metrics.EVENTS_RECEIVED.inc(len(events), source)
+        prefix, n = self.rid_prefix, self._rids
+        for e in events:
+            n += 1
+            e.rid = f"{prefix}{n}"
+        self._rids = n
+        self._pending.extend(zip(events, repeat(source)))
+        self._schedule()
+        for fn in self.publish_listeners:
+            fn(events, source)
+
     def publish_batch(self, events: list[Event], source: str = "kafka") -> None:
         if not events:
             return

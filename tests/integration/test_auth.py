@@ -284,7 +284,10 @@ class Checker:
                 )
                 if checker.mode == "slow":
                     checker.release.wait(3 * T)
-                status = 204 if checker.mode == "allow" else 403
+                allow = checker.mode == "allow" or (
+                    checker.mode == "deny_marked" and not (checker.requests[-1]["body"].get("data") or {}).get("deny")
+                )
+                status = 204 if allow else 403
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -378,6 +381,24 @@ def test_url_submission_check(url_gw, checker, mode):
     assert req["path"] == "/submit" and req["body"] == ev and req["auth"] == ["Bearer opaque-token"]
     mode("deny")
     assert publish(url_gw.inbound, make_event(uid("sub"))).status_code == 403
+
+
+def test_url_submission_check_batch_refuses_all_naming_the_index(url_gw, checker, mode):
+    """A batch: the checker sees every event; one refused event refuses the batch (403, its index), none is delivered."""
+    mode("deny_marked")
+    etype = uid("bchk")
+    with open_sse(url_gw.inbound, [{"eventType": etype}]) as s:
+        s.expect_handshake()
+        batch = [make_event(etype, {"i": 0}), make_event(etype, {"i": 1}), make_event(etype, {"i": 2, "deny": True})]
+        r = httpx.post(url_gw.inbound + "/_rig/v1/events", content=json.dumps(batch),
+                       headers={"content-type": "application/cloudevents-batch+json"}, timeout=T)
+        assert r.status_code == 403, r.text
+        assert "event 2" in r.text
+        assert sorted(q["body"]["data"]["i"] for q in checker.requests if q["path"] == "/submit") == [0, 1, 2]
+        mode("allow")
+        marker = make_event(etype, {"marker": True})
+        assert publish(url_gw.inbound, marker).status_code == 202
+        assert s.next_event().data == marker  # nothing of the refused batch came first
 
 
 def test_url_check_put_subscriptions(url_gw, mode):

@@ -262,3 +262,68 @@ def test_messages_path_not_on_inbound_port(gateway):
     ev = make_event(uid("x"), {})
     r = publish(gateway.inbound, ev, path="/v3/messages")
     assert r.status_code == 404, (r.status_code, r.text)
+
+
+# ------------------------------------------------------------------ batched mode
+
+BATCH = "application/cloudevents-batch+json"
+
+
+@pytest.mark.parametrize("where", ["inbound", "api"])
+def test_batch_accepted_in_order_and_delivered(gateway, where):
+    """A batch of mixed spec versions: 202 with the accepted events as an array, each delivered in order."""
+    etype = uid("batch")
+    batch = [make_event(etype, {"i": 0}), v02_event(etype, {"i": 1}), v10_event(etype, {"i": 2})]
+    with open_sse(gateway.inbound, [{"eventType": etype}]) as s:
+        s.expect_handshake()
+        r = post_raw(gateway, where, json.dumps(batch).encode(), BATCH + "; charset=utf-8")
+        assert r.status_code == 202, (r.status_code, r.text)
+        assert r.headers["content-type"].startswith("application/json")
+        assert r.json() == batch
+        got = [s.next_event() for _ in batch]
+        assert [g.data for g in got] == batch
+        assert len({g.id for g in got}) == 3  # each its own resume id
+
+
+@pytest.mark.parametrize("where", ["inbound", "api"])
+def test_batch_with_one_bad_event_refuses_all_naming_its_index(gateway, where):
+    """One invalid event (index 2) refuses the whole batch with 400 naming index 2; none is delivered."""
+    etype = uid("badbatch")
+    bad = make_event(etype, {"i": 2})
+    del bad["id"]
+    batch = [make_event(etype, {"i": 0}), make_event(etype, {"i": 1}), bad, make_event(etype, {"i": 3})]
+    with open_sse(gateway.inbound, [{"eventType": etype}]) as s:
+        s.expect_handshake()
+        r = post_raw(gateway, where, json.dumps(batch).encode(), BATCH)
+        assert r.status_code == 400, (r.status_code, r.text)
+        assert "event 2" in r.text and "'id'" in r.text
+        marker = make_event(etype, {"marker": True})
+        publish_ok(gateway.inbound, marker)
+        assert s.next_event().data == marker  # nothing of the refused batch came first
+
+
+@pytest.mark.parametrize(
+    "body, expect",
+    [(b"[]", "empty batch"), (b"", "empty body"), (b'{"specversion": "1.0"}', "JSON array"), (b"[1,", "not valid JSON"),
+     (b'[{"specversion":"1.0","type":"t","id":"1","source":"s"}, 7]', "event 1")],
+    ids=["empty-array", "no-body", "object", "bad-json", "not-an-object"],
+)
+def test_batch_malformed_is_400(gateway, body, expect):
+    """An empty array, an empty body, a non-array and broken JSON: 400 saying what is wrong."""
+    r = post_raw(gateway, "inbound", body, BATCH)
+    assert r.status_code == 400, (r.status_code, r.text)
+    assert expect in r.text
+
+
+def test_batch_body_limit_applies_to_whole_batch(gateway_factory):
+    """RIGFAST_MAX_BODY_BYTES bounds the whole batch: small events adding up beyond it are 413, a batch under it 202."""
+    gw = gateway_factory(RIGFAST_MAX_BODY_BYTES="2000")
+    etype = uid("big")
+    one = make_event(etype, {"pad": "x" * 100})
+    small = json.dumps([one] * 3).encode()
+    big = json.dumps([one] * 20).encode()
+    assert len(small) < 2000 < len(big)
+    assert post_raw(gw, "inbound", small, BATCH).status_code == 202
+    r = post_raw(gw, "inbound", big, BATCH)
+    assert r.status_code == 413, (r.status_code, r.text)
+    assert "2000" in r.text
