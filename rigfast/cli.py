@@ -16,6 +16,19 @@ from rigfast import config
 SUBCOMMANDS = ("dev-broker", "produce")
 
 
+def version() -> str:
+    """The installed distribution's version (pyproject.toml), and which engine this install runs."""
+    from importlib import metadata
+
+    try:
+        v = metadata.version("rigfast")
+    except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        v = "unknown"
+    from rigfast import _ext
+
+    return f"rigfast {v} (engine: {_ext.BUILD}, Python {sys.version.split()[0]})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rigfast",
@@ -24,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"Subcommands: {', '.join(SUBCOMMANDS)} (see 'rigfast SUBCOMMAND --help').",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=version(), help="print the version and exit")
     for s in config.SETTINGS:
         default = s.default
         if isinstance(default, tuple):
