@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import orjson
 
-from rigfast import cloudevents
-from rigfast.cloudevents import Event, make_event
-from rigfast.errors import BadRequest, CloudEventError, Gone, RigError, TooManyRequests
+from rigfast.cloudevents import Event, make_event, parse_http_event
+from rigfast.errors import BadRequest, Gone, RigError, TooManyRequests
 from rigfast.hub.hub import LONGPOLL
 from rigfast.ids import random_token
 from rigfast.net.sessions import LongPollSession, SseSession, WsSession
@@ -296,7 +295,6 @@ class InboundApi:
         self.hub.publish(event, source)
         proto.respond(req, 202, event.json, JSON_UTF8, cors)
 
-
     def submit_batch(self, proto, req, events: list[Event], source: str, checked: bool) -> Any:
         """Batched mode: every event checked, then all published or none (the error names the index)."""
         check = self.auth.check_submissions(self.auth.tokens(req), [e.json for e in events]) if checked else None
@@ -309,35 +307,4 @@ class InboundApi:
         return self.then(check, accept)
 
 
-def parse_http_event(req: "Request") -> Event | list[Event]:
-    """HTTP binding: batched mode (a list) for application/cloudevents-batch+json, binary mode when
-    ce-specversion (or 0.1's ce-cloudeventsversion) is set, else structured."""
-    ctype = None
-    ce = None
-    for k, v in req.headers:  # one pass: content-type and any ce- attributes
-        if k == b"content-type":
-            ctype = v.decode("latin-1")
-        elif k[:3] == b"ce-" and len(k) > 3:
-            try:
-                (ce := ce or {})[k[3:].decode("ascii")] = v.decode("utf-8")
-            except UnicodeDecodeError:
-                raise CloudEventError(f"header {k.decode('latin-1')} is not valid UTF-8") from None
-    mt = ctype.split(";", 1)[0].strip().lower() if ctype else None
-    if mt == cloudevents.BATCH_MEDIA_TYPE:
-        if not req.body:
-            raise CloudEventError("empty body: expected a JSON array of CloudEvents")
-        return cloudevents.parse_batch(req.body)
-    if ce and ("specversion" in ce or "cloudeventsversion" in ce):
-        return cloudevents.parse_binary(ce, req.body, ctype)
-    if mt is not None and mt not in ("application/cloudevents+json", "application/json"):
-        raise RigError(
-            f"unsupported content-type {mt!r}: use application/cloudevents+json (structured), "
-            f"{cloudevents.BATCH_MEDIA_TYPE} (batched) or ce- headers (binary)",
-            415,
-        )
-    if not req.body:
-        raise CloudEventError("empty body: expected a CloudEvent as JSON")
-    return cloudevents.parse_structured(req.body)
-
-
-__all__ = ["InboundApi", "parse_http_event", "new_connection_token"]
+__all__ = ["InboundApi", "new_connection_token"]

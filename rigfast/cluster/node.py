@@ -35,7 +35,7 @@ import orjson
 from rigfast import metrics
 from rigfast.cloudevents import Event
 from rigfast.cluster import wire
-from rigfast.cluster.naming import runtime_dir
+from rigfast.cluster.naming import default_node_id, runtime_dir
 from rigfast.errors import Gone, RigError
 from rigfast.hub.hub import LONGPOLL
 from rigfast.subscriptions import merge, parse_subscriptions

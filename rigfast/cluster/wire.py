@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from rigfast.cloudevents import Event
+from rigfast.cloudevents import Event, relayed
 
 EVENTS, REQUEST, REPLY, BLACKLIST, HELLO, APIS = 1, 2, 3, 4, 5, 6
 KIND_NAMES = {EVENTS: "events", REQUEST: "request", REPLY: "reply", BLACKLIST: "blacklist", HELLO: "hello", APIS: "apis"}
@@ -73,11 +73,7 @@ def decode_events(payload: bytes) -> tuple[str, list[Event]]:
         if not line:
             continue
         resume_id, _, raw = line.partition(b" ")
-        obj = orjson.loads(raw)
-        if "specversion" in obj:
-            ev = Event(obj["type"], obj["id"], obj, raw)
-        else:  # CloudEvents 0.1
-            ev = Event(obj["eventType"], obj["eventID"], obj, raw)
+        ev = relayed(orjson.loads(raw), raw)
         ev.rid = resume_id.decode()
         out.append(ev)
     return source.decode(), out

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from rigfast import metrics
-from rigfast.cloudevents import now_rfc3339, random_uuid4
+from rigfast.cloudevents import now_rfc3339, parse_http_event, random_uuid4
 from rigfast.errors import BadRequest, NotFound, RigError
 from rigfast.ids import random_token
 from rigfast.proxy.apis import Api, ApiError, Endpoint, RouteTable, parse_api
@@ -399,16 +399,14 @@ class Proxy:
     # -- target kafka ----------------------------------------------------------------------
     def _kafka_value(self, req, corr: str, ep: Endpoint) -> bytes:
         """The request as a CloudEvent (as it is when it is one, else wrapped), with rig.correlation."""
-        from rigfast.api.inbound import parse_http_event
-        from rigfast.errors import CloudEventError
-
         obj = None
         ctype = req.header_str(b"content-type") or ""
         looks_ce = req.header(b"ce-specversion") is not None or "cloudevents" in ctype or b'"specversion"' in req.body[:4096]
         if looks_ce:
             try:
-                obj = dict(parse_http_event(req).obj)
-            except (CloudEventError, RigError):
+                parsed = parse_http_event(req)
+                obj = None if type(parsed) is list else dict(parsed.obj)  # a batch is wrapped like any body
+            except RigError:  # not a valid CloudEvent after all: wrapped below
                 obj = None
         if obj is None:
             data: Any = None

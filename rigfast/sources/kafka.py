@@ -33,14 +33,11 @@ one is there), then ``consume(num_messages=BATCH-1, timeout=0)`` takes what
 is already queued. ``consume(N, timeout)`` alone would wait the whole timeout
 for N messages and add that much latency at low rates.
 
-Decoding: structured mode (no ``content-type`` header, or
-``application/cloudevents+json``) reads only the attributes that validation
-needs (msgspec, when installed) and keeps the record value as the event's
-JSON: the full object is parsed lazily, only if someone reads ``event.obj``
-(extractors for constrained subscriptions). Values containing a line break
-take the full orjson path, so ``event.json`` is always one line (SSE needs
-that). Binary mode (``ce_<name>`` headers + ``content-type``) goes through
-``cloudevents.parse_binary``. Invalid messages are counted
+Decoding is the Kafka binding of ``rigfast.cloudevents``: structured mode
+(no ``content-type`` header, or ``application/cloudevents+json``) reads only
+the attributes that validation needs (msgspec, ``StructEvent``) and keeps the
+record value as the event's JSON; the common case is inlined in
+``_decode_batch``, the rest goes through ``parse_kafka_message``. Invalid messages are counted
 (``rig_events_invalid_total{source="kafka"}``), logged at most once per
 second with the number suppressed, and skipped.
 
@@ -74,18 +71,12 @@ import threading
 import time
 from typing import Any, Callable
 
-import orjson
 
 from rigfast import metrics
-from rigfast.cloudevents import Event, parse_binary, parse_structured
+from rigfast.cloudevents import Event, StructDecodeError, decode_struct, parse_kafka_message
 from rigfast.config import ConfigError, read_json_setting
 from rigfast.errors import CloudEventError
 from rigfast.logs import RateLimitedLogger
-
-try:  # msgspec decodes only the attributes we need; optional, orjson full parse otherwise
-    import msgspec
-except ImportError:  # pragma: no cover - exercised only without msgspec
-    msgspec = None
 
 log = logging.getLogger("rigfast.kafka")
 
@@ -101,7 +92,6 @@ ERROR_BACKOFF_MAX_S = 1.0
 OFFSETS_TIMEOUT_S = 2.0
 
 _SASL_MECHANISMS = {"plain": "PLAIN", "scram_sha_256": "SCRAM-SHA-256", "scram_sha_512": "SCRAM-SHA-512"}
-_STRUCTURED_CT = "application/cloudevents+json"
 
 
 def unique_group_id(prefix: str) -> str:
@@ -155,119 +145,6 @@ def librdkafka_config(cfg: Any) -> dict[str, Any]:
             raise ConfigError("RIGFAST_KAFKA_CONFIG must be a JSON object of librdkafka properties")
         conf.update(extra)
     return conf
-
-
-# --- decoding -------------------------------------------------------------------------------
-
-if msgspec is not None:
-    from typing import Annotated, Literal
-
-    _U = msgspec.UnsetType
-    _UNSET = msgspec.UNSET
-    _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
-
-    class _StructEvent(msgspec.Struct, gc=False, eq=False):
-        """The common case (0.2/0.3/1.0, valid attributes) decoded and validated in one C call.
-
-        This *is* the event handed to the hub (duck-typed like ``Event``: type,
-        id, json, seq, obj). msgspec checks the required attributes (non-empty
-        strings, known specversion) and the optional ones (strings) and skips
-        everything else, so no Python runs per attribute and no second object
-        is built. Instances are not GC-tracked (``gc=False``: they hold strings,
-        bytes, an int and at most a JSON-decoded dict, so no cycles), which
-        keeps a busy consumer from triggering collections. Anything the strict
-        type rejects (0.1 events, wrong types, ...) goes through
-        ``cloudevents.parse_structured``, which produces the precise message.
-
-        ``json``/``seq``/``rid``/``_o`` get JSON names no CloudEvent attribute can
-        have; should a record carry them anyway, ``json`` is overwritten right
-        after decoding, ``seq`` and ``rid`` by the hub, and ``_o`` only accepts
-        ``null`` (its default).
-        """
-
-        specversion: Literal["0.2", "0.3", "1.0"]
-        type: _NonEmpty
-        id: _NonEmpty
-        source: _NonEmpty
-        time: str | _U = _UNSET
-        subject: str | _U = _UNSET
-        datacontenttype: str | _U = _UNSET
-        dataschema: str | _U = _UNSET
-        contenttype: str | _U = _UNSET
-        schemaurl: str | _U = _UNSET
-        data_base64: str | _U = _UNSET
-        json: bytes = msgspec.field(default=b"", name="@rigfast json")
-        seq: int = msgspec.field(default=0, name="@rigfast seq")
-        rid: str = msgspec.field(default="", name="@rigfast rid")
-        _o: None = msgspec.field(default=None, name="@rigfast obj")
-
-        @property
-        def obj(self) -> dict:
-            o = self._o
-            if o is None:
-                o = self._o = orjson.loads(self.json)
-            return o
-
-        @obj.setter
-        def obj(self, value: dict | None) -> None:
-            self._o = value
-
-        def __repr__(self) -> str:
-            return f"Event({self.type!r}, id={self.id!r})"
-
-    _event_decode: Callable[[bytes], Any] | None = msgspec.json.Decoder(_StructEvent).decode
-    _MsgspecError = msgspec.MsgspecError
-
-    def decode_structured(value: bytes) -> Event:
-        """Structured mode: validate from a partial decode, keep ``value`` as the event JSON."""
-        if 10 in value or 13 in value:  # \n, \r (int membership is a memchr; 5x faster than b"\n" in)
-            return parse_structured(value)  # re-serialized compactly: one line for SSE
-        try:
-            ev = _event_decode(value)
-        except _MsgspecError:  # 0.1 events and invalid ones: the full validator, with its precise message
-            return parse_structured(value)
-        ev.json = value
-        return ev  # type: ignore[return-value]
-
-else:  # pragma: no cover
-    _event_decode = None
-
-    class _MsgspecError(Exception):
-        pass
-
-    def decode_structured(value: bytes) -> Event:
-        return parse_structured(value)
-
-
-def _header_str(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bytes):
-        try:
-            return v.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CloudEventError("a header value is not valid UTF-8") from None
-    return str(v)
-
-
-def decode_message(value: bytes | None, headers: list[tuple[str, bytes]] | None) -> Event:
-    """One Kafka record to an Event (structured or binary mode); raises CloudEventError."""
-    if headers:
-        content_type = None
-        for k, v in headers:
-            if k.lower() == "content-type":
-                content_type = _header_str(v)
-                break
-        if content_type is not None and content_type.split(";", 1)[0].strip().lower() != _STRUCTURED_CT:
-            attrs = {}
-            for k, v in headers:
-                kl = k.lower()
-                if kl.startswith("ce_") and len(kl) > 3:
-                    attrs[kl[3:]] = _header_str(v)
-            return parse_binary(attrs, value or b"", content_type)
-    if not value:
-        raise CloudEventError("empty message")
-    return decode_structured(value)
 
 
 # --- the source -----------------------------------------------------------------------------
@@ -459,7 +336,7 @@ class KafkaSource:
         events: list[Event] = []
         append = events.append
         errors = 0
-        fast = _event_decode
+        fast = decode_struct
         for m in msgs:
             if m.error() is not None:
                 errors += 1
@@ -468,11 +345,11 @@ class KafkaSource:
             try:
                 value = m.value()
                 headers = m.headers()
-                if fast is not None and headers is None and value and not (10 in value or 13 in value):
+                if headers is None and value and not (10 in value or 13 in value):
                     # the common case, inlined: structured mode, one line, strictly valid
                     try:
                         ev = fast(value)
-                    except _MsgspecError:
+                    except StructDecodeError:
                         ev = None  # the general path below says why (or accepts a 0.1 event)
                     if ev is not None:
                         ev.json = value
@@ -480,7 +357,7 @@ class KafkaSource:
                         ev.rid = f"k:{m.topic()}:{m.partition()}:{m.offset()}"
                         append(ev)
                         continue
-                ev = decode_message(value, headers)
+                ev = parse_kafka_message(value, headers)
                 ev.rid = f"k:{m.topic()}:{m.partition()}:{m.offset()}"
                 append(ev)
             except CloudEventError as exc:
