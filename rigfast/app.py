@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import signal
-import ssl
 from typing import Any
 
 import orjson
@@ -14,12 +13,11 @@ import orjson
 from rigfast import metrics
 from rigfast.api.inbound import InboundApi
 from rigfast.api.internal import InternalApi
-from rigfast.auth.authorizer import Authorizer
 from rigfast.cloudevents import make_event
-from rigfast.config import ConfigError
-from rigfast.errors import BadRequest, Gone, NotFound, RigError
+from rigfast.errors import CONFIG_EXIT_CODE, BadRequest, ConfigError, Gone, NotFound, RigError
 from rigfast.hub.hub import KIND_NAMES, SSE, WS, Hub
 from rigfast.net.protocol import HttpProtocol, ServerState
+from rigfast.preflight import Resolved, listening_plan, resolve
 
 log = logging.getLogger("rigfast")
 
@@ -27,14 +25,17 @@ SWEEP_INTERVAL_S = 1.0
 
 
 class Gateway:
-    def __init__(self, cfg):
+    def __init__(self, cfg, resolved: Resolved | None = None):
+        """``resolved``: what :func:`rigfast.preflight.resolve` built from ``cfg`` (built here when None)."""
+        resolved = resolved or resolve(cfg)
         self.cfg = cfg
+        self.tls = resolved.tls
         self.worker_id = cfg.worker_index
         self.pid = os.getpid()
         self.token_prefix = ""
         self.loop = asyncio.get_event_loop()
         self.hub = Hub(cfg.extractors, self.loop, cfg.history_size, cfg.history_age_s)
-        self.auth = Authorizer(cfg)
+        self.auth = resolved.auth
         self.auth.blacklist.on_add(self.kill_session)
         self.kafka: Any = None
         from rigfast.proxy.gateway import Proxy
@@ -65,28 +66,25 @@ class Gateway:
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.cfg
-        tls = self._tls_context() if cfg.tls_enabled else None
+        tls = self.tls
         if self.cluster is not None:
             await self.cluster.start()
         await self.proxy.start()
         # the public port answers errors with the CORS header too, so browsers can read them
         inbound_errors = [(b"access-control-allow-origin", cfg.cors.encode())]
-        plan = [
-            (self.inbound, inbound_errors, cfg.host, cfg.inbound_port, None),
-            (self.internal, (), cfg.api_host, cfg.api_http_port, None),
-        ]
-        if tls is not None:
-            plan += [
-                (self.inbound, inbound_errors, cfg.host, cfg.inbound_https_port, tls),
-                (self.internal, (), cfg.api_host, cfg.api_https_port, tls),
-            ]
-        for router, error_headers, host, port, ctx in plan:
+        for env, host, port, with_tls in listening_plan(cfg):
+            public = env.startswith("INBOUND")
+            router, error_headers = (self.inbound, inbound_errors) if public else (self.internal, ())
             state = ServerState(cfg, router, error_headers)
             self.states.append(state)
             factory = lambda state=state: HttpProtocol(state)  # noqa: E731
-            server = await self.loop.create_server(
-                factory, host, port, ssl=ctx, backlog=4096, reuse_address=True, reuse_port=cfg.worker_count > 1 or None
-            )
+            try:
+                server = await self.loop.create_server(
+                    factory, host, port, ssl=tls if with_tls else None, backlog=4096, reuse_address=True,
+                    reuse_port=cfg.worker_count > 1 or None,
+                )
+            except OSError as exc:
+                raise ConfigError(f"{env}={port}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
             self.servers.append(server)
         if cfg.kafka_brokers:
             from rigfast.sources.kafka import KafkaSource
@@ -100,21 +98,6 @@ class Gateway:
             self.worker_id, cfg.host, cfg.inbound_port, cfg.api_host, cfg.api_http_port,
             f", TLS {cfg.inbound_https_port}/{cfg.api_https_port}" if tls else "", self.hub.build,
         )
-
-    def _tls_context(self) -> ssl.SSLContext:
-        cfg = self.cfg
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        # A callable, not None: OpenSSL would otherwise prompt on the terminal for an encrypted key.
-        password = cfg.https_keyfile_pass or (lambda: b"")
-        try:
-            ctx.load_cert_chain(cfg.https_certfile, cfg.https_keyfile, password)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                f"HTTPS_CERTFILE={cfg.https_certfile!r}, HTTPS_KEYFILE={cfg.https_keyfile!r}: cannot load the "
-                f"certificate and key ({exc}); both must be PEM files, and an encrypted key needs the right "
-                "HTTPS_KEYFILE_PASS"
-            ) from None
-        return ctx
 
     async def _every(self, interval: float, fn) -> None:
         while True:
@@ -197,14 +180,17 @@ class Gateway:
         raise Gone("the connection no longer exists")
 
 
-async def serve(cfg) -> int:
+async def serve(cfg, resolved: Resolved | None = None) -> int:
     """Run one gateway process until SIGTERM/SIGINT."""
-    gw = Gateway(cfg)
+    gw = None
     try:
+        gw = Gateway(cfg, resolved)
         await gw.start()
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
-        return 2
+        if gw is not None:
+            await gw.stop()
+        return CONFIG_EXIT_CODE
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -215,11 +201,11 @@ async def serve(cfg) -> int:
     return 0
 
 
-def run(cfg) -> int:
+def run(cfg, resolved: Resolved | None = None) -> int:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio still works
         log.warning("uvloop not available; using the default asyncio loop")
-    return asyncio.run(serve(cfg))
+    return asyncio.run(serve(cfg, resolved))

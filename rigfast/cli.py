@@ -87,14 +87,26 @@ def main(argv: list[str] | None = None) -> int:
     flag_env = {s.env: getattr(args, s.name) for s in config.SETTINGS if getattr(args, s.name) is not None}
     env = dict(os.environ)
     env.update(flag_env)
+    from rigfast.errors import CONFIG_EXIT_CODE, ConfigError
     from rigfast.logs import setup_logging
 
     try:
         cfg = config.load(env)
         setup_logging(cfg.log_level, cfg.log_fmt)
-    except config.ConfigError as exc:
+    except ConfigError as exc:
         print(f"rigfast: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return CONFIG_EXIT_CODE
+    import logging
+
+    from rigfast.preflight import check_ports, resolve
+
+    try:  # everything that can still fail, checked before any worker starts
+        resolved = resolve(cfg)
+        if cfg.worker_count == 1:  # not a supervised worker: those share the ports with their siblings
+            check_ports(cfg)
+    except ConfigError as exc:
+        logging.getLogger("rigfast").error("configuration error: %s", exc)  # one line, in LOG_FMT
+        return CONFIG_EXIT_CODE
     from rigfast.fdlimit import capacity, raise_nofile
 
     if cfg.workers > 1:
@@ -103,12 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_workers(cfg)
     nofile = raise_nofile()
     if cfg.worker_count == 1:
-        import logging
-
         logging.getLogger("rigfast").info("open-file limit %d: up to %d connections", nofile, capacity(nofile))
     from rigfast.app import run
 
-    return run(cfg)
+    return run(cfg, resolved)
 
 
 if __name__ == "__main__":

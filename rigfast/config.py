@@ -14,9 +14,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from rigfast.errors import ConfigError
+from rigfast.proxy.apis import ApiError, parse_apis
+from rigfast.subscriptions import Extractors
 
-class ConfigError(ValueError):
-    """A setting has a value the gateway cannot run with."""
+__all__ = ["SETTINGS", "Config", "ConfigError", "Setting", "load", "parse_env", "read_json_setting"]
 
 
 def _bool(raw: str) -> bool:
@@ -29,11 +31,17 @@ def _bool(raw: str) -> bool:
 
 
 def _int(raw: str) -> int:
-    return int(raw.strip())
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ValueError(f"expected an integer, got {raw!r}") from None
 
 
 def _float(raw: str) -> float:
-    return float(raw.strip())
+    try:
+        return float(raw.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {raw!r}") from None
 
 
 def _str(raw: str) -> str:
@@ -225,15 +233,11 @@ def read_json_setting(env_name: str, raw: str) -> Any:
 
 def load_proxy_apis(raw: str, kafka: bool) -> list:
     """PROXY_CONFIG_FILE, validated: a bad API stops the gateway with a message naming it."""
-    from rigfast.proxy.apis import ApiError, parse_apis
-
     try:
         return parse_apis(read_json_setting("PROXY_CONFIG_FILE", raw), kafka=kafka)
     except ApiError as exc:
         raise ConfigError(f"PROXY_CONFIG_FILE: {exc}") from None
 
 
-def load_extractors(raw: str):
-    from rigfast.subscriptions import Extractors
-
+def load_extractors(raw: str) -> Extractors:
     return Extractors.from_config(read_json_setting("EXTRACTORS", raw))

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+class ConfigError(ValueError):
+    """A setting has a value the gateway cannot run with (the gateway stops with exit code 2)."""
+
+
+#: The exit code of a configuration error: the supervisor stops instead of restarting a worker.
+CONFIG_EXIT_CODE = 2
+
+
 class RigError(Exception):
     """Base class: an expected error with a status hint and a message for the client."""
 

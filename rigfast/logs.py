@@ -20,7 +20,7 @@ from typing import Any, Callable, TextIO
 
 import orjson
 
-from rigfast.config import ConfigError
+from rigfast.errors import ConfigError
 
 LEVELS = {
     "debug": logging.DEBUG,

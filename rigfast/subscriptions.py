@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import orjson
 
-from rigfast.errors import SubscriptionError
+from rigfast.errors import ConfigError, SubscriptionError
 
 _MISSING = object()
 
@@ -102,8 +102,6 @@ class Extractors:
 
     @classmethod
     def from_config(cls, conf: Any) -> "Extractors":
-        from rigfast.config import ConfigError
-
         if conf is None:
             return cls({})
         if not isinstance(conf, dict):

@@ -27,8 +27,7 @@ from urllib.parse import urlsplit
 
 from rigfast.auth.blacklist import Blacklist
 from rigfast.auth.tokens import InvalidToken, TokenVerifier, _is_token_char_safe
-from rigfast.config import ConfigError
-from rigfast.errors import Forbidden
+from rigfast.errors import ConfigError, Forbidden
 from rigfast.logs import RateLimitedLogger
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
-from rigfast.config import ConfigError
+from rigfast.errors import ConfigError
 from rigfast.subscriptions import _MISSING, compile_pointer
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
 """The supervisor: ``rigfast --workers N`` runs N worker processes on the same ports.
 
-How this works: the supervisor checks that the ports are free (a plain bind,
-which fails if anyone listens there, SO_REUSEPORT or not), then starts each
+How this works: the command has checked the configuration and that the ports
+are free (``rigfast.preflight``: a plain bind, which fails if anyone listens
+there, SO_REUSEPORT or not); the supervisor starts each
 worker as ``python -m rigfast`` with ``RIGFAST_WORKERS=1``,
 ``RIGFAST_WORKER_INDEX=i``, ``RIGFAST_WORKER_COUNT=N`` and the node id.
 Every worker binds the ports itself with SO_REUSEPORT: the kernel spreads
@@ -10,7 +11,11 @@ listening sockets. Workers ask the kernel for SIGTERM when the supervisor
 dies (PR_SET_PDEATHSIG), so a killed supervisor leaves no orphans.
 
 A worker that exits is started again at once; one that keeps dying soon
-after its start waits longer each time (up to ``RESTART_MAX_DELAY_S``).
+after its start waits longer each time (up to ``RESTART_MAX_DELAY_S``). A
+worker that exits with the configuration error code (2: the command checked
+the configuration before starting the workers, so only something like a port
+taken in between gets there) stops the node with that code: restarting it
+would fail the same way.
 SIGTERM or SIGINT: forward SIGTERM to every worker, wait up to
 ``STOP_TIMEOUT_S``, SIGKILL what is left, exit 0.
 
@@ -24,13 +29,13 @@ import logging
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
 from typing import Any
 
 from rigfast.cluster.naming import default_node_id, runtime_dir
+from rigfast.errors import CONFIG_EXIT_CODE
 from rigfast.fdlimit import capacity, raise_nofile
 
 log = logging.getLogger("rigfast.supervisor")
@@ -51,23 +56,6 @@ class Worker:
         self.restart_at = 0.0
 
 
-def check_ports(cfg: Any) -> None:
-    """Fail fast when a port is taken (SO_REUSEPORT would otherwise share it with a stranger)."""
-    plan = [(cfg.host, cfg.inbound_port), (cfg.api_host, cfg.api_http_port)]
-    if cfg.tls_enabled:
-        plan += [(cfg.host, cfg.inbound_https_port), (cfg.api_host, cfg.api_https_port)]
-    for host, port in plan:
-        if port == 0:
-            continue
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((host, port))
-            except OSError as exc:
-                raise SystemExit(f"rigfast: cannot use {host}:{port}: {exc.strerror}") from None
-
-
 def worker_env(cfg: Any, node: str, index: int, directory: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(cfg.to_env())
@@ -82,11 +70,13 @@ def worker_env(cfg: Any, node: str, index: int, directory: str) -> dict[str, str
     return env
 
 
-def run_workers(cfg: Any) -> int:
+def run_workers(cfg: Any, command: list[str] | None = None) -> int:
+    """Run ``cfg.workers`` workers (``command``, default ``python -m rigfast``) until a signal, or until
+    one exits with the configuration error code: then stop all and return that code (no restarts)."""
     nofile = raise_nofile()
     node = cfg.node_id or default_node_id()
     directory = runtime_dir(cfg, node)
-    check_ports(cfg)
+    command = command or [sys.executable, "-m", "rigfast"]
     os.makedirs(directory, mode=0o700, exist_ok=True)
     n = cfg.workers
     log.info(
@@ -107,9 +97,10 @@ def run_workers(cfg: Any) -> int:
     signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the select below
 
     workers = [Worker(i) for i in range(n)]
+    result = 0
 
     def spawn(w: Worker) -> None:
-        w.proc = subprocess.Popen([sys.executable, "-m", "rigfast"], env=worker_env(cfg, node, w.index, directory),
+        w.proc = subprocess.Popen(command, env=worker_env(cfg, node, w.index, directory),
                                   stdin=subprocess.DEVNULL)
         w.started = time.monotonic()
         log.info("worker %d started, pid %d", w.index, w.proc.pid)
@@ -126,6 +117,12 @@ def run_workers(cfg: Any) -> int:
                     if code is None:
                         continue
                     lived = now - w.started
+                    if code == CONFIG_EXIT_CODE:
+                        log.error("worker %d (pid %d) stopped on a configuration error; stopping the node",
+                                  w.index, w.proc.pid)
+                        result = CONFIG_EXIT_CODE
+                        stop["sig"] = stop["sig"] or -1
+                        break
                     w.failures = 0 if lived >= STABLE_AFTER_S else w.failures + 1
                     delay = 0.0 if w.failures <= 1 else min(RESTART_MAX_DELAY_S, RESTART_MIN_DELAY_S * 2 ** (w.failures - 2))
                     log.warning("worker %d (pid %d) exited with %s after %.1fs; restarting in %.1fs",
@@ -142,7 +139,8 @@ def run_workers(cfg: Any) -> int:
                 os.read(rfd, 512)
             except (BlockingIOError, InterruptedError):
                 pass
-        log.info("rigfast node %s: signal %d, stopping %d workers", node, stop["sig"], n)
+        if result == 0:
+            log.info("rigfast node %s: signal %d, stopping %d workers", node, stop["sig"], n)
     finally:
         stop_all(workers)
         signal.set_wakeup_fd(-1)
@@ -152,7 +150,7 @@ def run_workers(cfg: Any) -> int:
             os.rmdir(directory)
         except OSError:
             pass
-    return 0
+    return result
 
 
 def stop_all(workers: list[Worker]) -> None:

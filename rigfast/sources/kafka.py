@@ -74,8 +74,8 @@ from typing import Any, Callable
 
 from rigfast import metrics
 from rigfast.cloudevents import Event, StructDecodeError, decode_struct, parse_kafka_message
-from rigfast.config import ConfigError, read_json_setting
-from rigfast.errors import CloudEventError
+from rigfast.config import read_json_setting
+from rigfast.errors import CloudEventError, ConfigError
 from rigfast.logs import RateLimitedLogger
 
 log = logging.getLogger("rigfast.kafka")
