@@ -139,6 +139,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PROXY_KAFKA_RESPONSE_TIMEOUT", 5000, _int, "wait for a Kafka response, ms"),
     Setting("PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT", 5000, _int, "wait for a POST /v3/responses answer, ms"),
     Setting("RIGFAST_PROXY_MAX_CONNS", 256, _int, "reverse proxy: open connections per upstream host:port and worker (more requests wait)"),
+    Setting("RIGFAST_PROXY_MAX_RESPONSE_BYTES", 64 << 20, _int, "reverse proxy: largest upstream response body passed on (streamed, never held; a larger content-length is 502); 0: no limit; event streams are exempt"),
     # logging
     Setting("LOG_LEVEL", "info", _str, "debug | info | warning | error"),
     Setting("LOG_FMT", "text", _str, "text (default) or json (one JSON object per line)"),

@@ -57,7 +57,7 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         "server", "loop", "transport", "parser", "req", "body_parts", "body_size", "head_size", "nheaders",
         "in_head", "url_parts", "queue", "busy", "stream", "closing", "deadline", "error", "leftover",
-        "reading_paused", "nbytes", "eof",
+        "reading_paused", "nbytes", "eof", "flow",
     )
 
     def __init__(self, server: ServerState):
@@ -82,6 +82,9 @@ class HttpProtocol(asyncio.Protocol):
         self.leftover = b""
         self.reading_paused = False
         self.eof = False
+        # while a parked request is answered piece by piece (the reverse proxy streaming an upstream's
+        # answer): told when the client's send buffer fills and drains, and when the client leaves
+        self.flow: Any = None
 
     # -- asyncio callbacks --------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -97,6 +100,8 @@ class HttpProtocol(asyncio.Protocol):
         self.server.all_conns.discard(self)
         if self.stream is not None:
             self.stream.connection_lost()
+        if self.flow is not None:
+            self.flow.connection_lost()
         if self.busy is not None:
             self.busy.cancel()
         self.queue.clear()
@@ -107,9 +112,15 @@ class HttpProtocol(asyncio.Protocol):
         return self.transport.get_extra_info("peername") if self.transport is not None else None
 
     def pause_writing(self) -> None:
-        if self.stream is not None:
+        if self.flow is not None:
+            self.flow.pause_writing()  # back-pressure: the producer of this answer waits
+        elif self.stream is not None:
             # The client does not read: its send buffer is full. Slow-consumer policy.
             self.stream.handle_slow_consumer()
+
+    def resume_writing(self) -> None:
+        if self.flow is not None:
+            self.flow.resume_writing()
 
     def data_received(self, data: bytes) -> None:
         if self.stream is not None:

@@ -10,9 +10,16 @@ An API is a JSON object::
          {"id": "submit", "method": "POST", "path_regex": "/orders", "target": "kafka", "topic": "orders",
           "response_from": "kafka"}]}}}
 
-Only the ``default`` version is routed (as in RIG). ``active: false`` keeps an
-API stored but unrouted. An endpoint's ``path`` (RIG's older form, with
+Only the ``default`` version is routed (as in RIG). ``active: false`` and
+``versioned: true`` (RIG does not serve versioned APIs either) keep an API
+stored but unrouted. An endpoint's ``path`` (RIG's older form, with
 ``{param}`` placeholders) is accepted when it has no ``path_regex``.
+
+Matching (as RIG's ``api.ex``): the pattern must match the whole path
+(anchored), case-insensitively, with Unicode semantics (``\\w`` and case folding
+beyond ASCII). ``path_replacement`` rewrites the forwarded path from the
+match: ``\\1`` (or ``\\g{1}``) is the text of group 1, ``\\0`` the whole match,
+a group that took no part in the match is empty.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ class Upstream:
     scheme: str
     host: str
     port: int
+    # what logs may call it: host:port, or the variable's name for use_env (its value may be a secret)
+    label: str = ""
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -55,7 +64,21 @@ class Endpoint:
     topic: str | None
     response_from: str | None
     add_headers: list[tuple[bytes, bytes]]
+    replacement: list | None = None  # path_replacement parsed: literal str and group int parts
     api: "Api" = field(repr=False, default=None)  # type: ignore[assignment]
+
+    def rewrite(self, m: re.Match) -> str:
+        """The forwarded path for a match of this endpoint's pattern (``path_replacement``)."""
+        out = []
+        for part in self.replacement:  # type: ignore[union-attr]
+            if part.__class__ is int:
+                try:
+                    out.append(m.group(part) or "")
+                except IndexError:
+                    pass
+            else:
+                out.append(part)
+        return "".join(out)
 
 
 @dataclass
@@ -68,6 +91,7 @@ class Api:
     query_name: str | None
     upstream: Upstream | None
     endpoints: list[Endpoint]
+    versioned: bool = False
 
     @property
     def needs_kafka(self) -> bool:
@@ -95,17 +119,22 @@ def _upstream(proxy: Any, where: str, env: Any) -> Upstream:
     if not isinstance(url, str) or not url.strip():
         raise ApiError(f"{where}: proxy.target_url must be a non-empty string")
     url = url.strip()
+    label = ""
+    what = "proxy.target_url"
     if _bool(proxy, "use_env", False, where):
         value = env.get(url)
         if not value:
             raise ApiError(f"{where}: proxy.use_env is true but the environment variable {url!r} is not set")
+        # the variable's value never appears in a message (it may be any secret of the environment)
+        label = what = f"${url}"
         url = value.strip()
     scheme = "http"
     if "://" in url:
         scheme, _, url = url.partition("://")
         scheme = scheme.lower()
         if scheme not in ("http", "https"):
-            raise ApiError(f"{where}: proxy.target_url scheme must be http or https, got {scheme!r}")
+            got = "" if label else f", got {scheme!r}"
+            raise ApiError(f"{where}: {what} scheme must be http or https{got}")
     host = url.split("/", 1)[0]
     port: Any = proxy.get("port")
     if host.startswith("["):  # [v6]:port
@@ -123,10 +152,11 @@ def _upstream(proxy: Any, where: str, env: Any) -> Upstream:
     if isinstance(port, str) and port.strip().isdigit():
         port = int(port)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise ApiError(f"{where}: proxy.port must be a port number, got {proxy.get('port')!r}")
+        got = "" if label and proxy.get("port") is None else f", got {proxy.get('port')!r}"
+        raise ApiError(f"{where}: proxy.port (or the port in {what}) must be a port number{got}")
     if not host or _CTL.search(host) or " " in host:
-        raise ApiError(f"{where}: proxy.target_url has no usable host name")
-    return Upstream(scheme, host, port)
+        raise ApiError(f"{where}: {what} has no usable host name")
+    return Upstream(scheme, host, port, label or f"{host}:{port}")
 
 
 def _path_regex(ep: dict, where: str) -> re.Pattern:
@@ -140,9 +170,37 @@ def _path_regex(ep: dict, where: str) -> re.Pattern:
     if not isinstance(src, str) or not src:
         raise ApiError(f"{where}: path_regex must be a non-empty regular expression")
     try:
-        return re.compile(src)
+        # anchored by fullmatch at match time; case-insensitive and Unicode-aware as RIG's ~r/.../ui
+        return re.compile(src, re.IGNORECASE | re.UNICODE)
     except re.error as exc:
         raise ApiError(f"{where}: path_regex {src!r} is not a valid regular expression: {exc}") from None
+
+
+_GROUP_REF = re.compile(r"\\(?:(\d+)|g\{(\d+)\})")
+
+
+def _replacement(ep: dict, regex: re.Pattern, where: str) -> list | None:
+    """``path_replacement`` as literal and group-number parts; ApiError for a group the regex lacks."""
+    src = ep.get("path_replacement")
+    if src is None or src == "":
+        return None
+    if not isinstance(src, str):
+        raise ApiError(f"{where}: path_replacement must be a string")
+    parts: list = []
+    pos = 0
+    for m in _GROUP_REF.finditer(src):
+        if m.start() > pos:
+            parts.append(src[pos:m.start()])
+        n = int(m.group(1) or m.group(2))
+        if n > regex.groups:
+            raise ApiError(f"{where}: path_replacement refers to group {n}, but path_regex has {regex.groups} group(s)")
+        parts.append(n)
+        pos = m.end()
+    if pos < len(src):
+        parts.append(src[pos:])
+    if not (isinstance(parts[0], int) or parts[0].startswith("/")):
+        raise ApiError(f"{where}: path_replacement must produce a path starting with /")
+    return parts
 
 
 def _add_headers(ep: dict, where: str) -> list[tuple[bytes, bytes]]:
@@ -232,20 +290,23 @@ def parse_api(obj: Any, env: Any = None, kafka: bool = True) -> Api:
         if (target == "kafka" or rf == "kafka") and not kafka:
             raise ApiError(f"{ew}: target/response_from \"kafka\" needs KAFKA_BROKERS")
         needs_upstream |= target == "http"
+        regex = _path_regex(ep, ew)
         endpoints.append(Endpoint(
             id=ep_id,
             method=method.upper(),
-            regex=_path_regex(ep, ew),
+            regex=regex,
             secured=_bool(ep, "secured", False, ew),
             target=target,
             topic=topic if target == "kafka" else None,
             response_from=rf,
             add_headers=_add_headers(ep, ew),
+            replacement=_replacement(ep, regex, ew),
         ))
     upstream = None
     if needs_upstream or obj.get("proxy") is not None:
         upstream = _upstream(obj.get("proxy"), where, env)
-    api = Api(api_id, obj, active, auth_type, header_name, query_name, upstream, endpoints)
+    versioned = _bool(obj, "versioned", False, where)
+    api = Api(api_id, obj, active, auth_type, header_name, query_name, upstream, endpoints, versioned)
     for e in endpoints:
         e.api = api
     return api
@@ -271,21 +332,22 @@ def parse_apis(data: Any, env: Any = None, kafka: bool = True) -> list[Api]:
 
 
 class RouteTable:
-    """Endpoints of the active APIs, by method, in configuration order: the first full match wins."""
+    """Endpoints of the active, unversioned APIs, by method, in configuration order: the first full match wins."""
 
     __slots__ = ("by_method",)
 
     def __init__(self, apis: list[Api]):
         by_method: dict[str, list[tuple[Any, Endpoint]]] = {}
         for api in apis:
-            if not api.active:
+            if not api.active or api.versioned:
                 continue
             for ep in api.endpoints:
                 by_method.setdefault(ep.method, []).append((ep.regex.fullmatch, ep))
         self.by_method = by_method
 
-    def match(self, method: str, path: str) -> Endpoint | None:
+    def match(self, method: str, path: str) -> tuple[Endpoint, re.Match] | tuple[None, None]:
         for fullmatch, ep in self.by_method.get(method, ()):
-            if fullmatch(path) is not None:
-                return ep
-        return None
+            m = fullmatch(path)
+            if m is not None:
+                return ep, m
+        return None, None

@@ -6,10 +6,14 @@ endpoints of the active APIs (method + ``path_regex`` fully matching the
 path; first match in configuration order), checks the JWT of a ``secured``
 endpoint of a ``jwt`` API, and then
 
-- target ``http``: forwards the request with the pooled client
-  (:mod:`rigfast.proxy.client`). The inbound connection is parked (its
-  pipelined requests wait) and answered from the client's callback: no
-  Task, no Future on this hot path;
+- target ``http``: normalises the path (:mod:`rigfast.proxy.paths`: the
+  upstream gets the path that was matched, or its ``path_replacement``) and
+  forwards the request with the pooled client (:mod:`rigfast.net.httpclient`).
+  The inbound connection is parked (its pipelined requests wait) and the
+  answer is streamed to it as it arrives by a :class:`_Relay` (the
+  connection's ``flow``: back-pressure both ways): no Task, no Future on
+  this hot path. A WebSocket upgrade gets a connection of its own to the
+  upstream and, after its ``101``, becomes a byte pipe (:class:`_Tunnel`);
 - ``response_from: http_async``: forwards it with a ``rig-correlation``
   header and waits for ``POST /v3/responses`` carrying the same id;
 - target ``kafka``: produces a CloudEvent to the endpoint's topic; with
@@ -40,8 +44,10 @@ from rigfast import metrics
 from rigfast.cloudevents import now_rfc3339, parse_http_event, random_uuid4
 from rigfast.errors import BadRequest, NotFound, RigError
 from rigfast.ids import random_token
+from rigfast.logs import RateLimitedLogger
+from rigfast.net.httpclient import CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE, HttpClient, UpstreamError
 from rigfast.proxy.apis import Api, ApiError, Endpoint, RouteTable, parse_api
-from rigfast.proxy.client import HttpClient
+from rigfast.proxy.paths import decoded, encoded, normalize
 from rigfast.wire.http1 import STATUS_LINES
 
 if TYPE_CHECKING:
@@ -50,6 +56,7 @@ if TYPE_CHECKING:
     from rigfast.wire.http1 import Request
 
 log = logging.getLogger("rigfast.proxy")
+_rl = RateLimitedLogger(log, 10.0)
 
 JSON = b"application/json; charset=utf-8"
 # Never forwarded, either way (RFC 9110 7.6.1), plus what the proxy sets itself.
@@ -84,7 +91,8 @@ class Proxy:
         self.cfg = cfg
         self.loop = gw.loop
         self.auth = gw.auth
-        self.client = HttpClient(self.loop, cfg.proxy_recv_timeout / 1000.0, max_conns=cfg.proxy_max_conns)
+        self.client = HttpClient(self.loop, cfg.proxy_recv_timeout / 1000.0, max_conns=cfg.proxy_max_conns,
+                                 max_response_bytes=cfg.proxy_max_response_bytes)
         self.kafka_timeout_s = cfg.proxy_kafka_response_timeout / 1000.0
         self.async_timeout_s = cfg.proxy_http_async_response_timeout / 1000.0
         self.apis: dict[str, Api] = {a.id: a for a in (cfg.proxy_apis or ())}
@@ -124,18 +132,27 @@ class Proxy:
         return {
             "apis": len(self.apis),
             "waiting": len(self.waiting),
-            "upstreams": {p.name: {"open": len(p.conns), "idle": len(p.idle), "queued": len(p.waiting), "opened": p.opened}
+            # by the label logs use too: a use_env upstream is named by its variable, never by the value
+            "upstreams": {p.label: {"open": len(p.conns), "idle": len(p.idle), "queued": len(p.waiting), "opened": p.opened}
                           for p in self.client.pools.values()},
             "kafka": self.kafka.health() if self.kafka is not None else {"state": "disabled"},
         }
 
     # -- the hot path -----------------------------------------------------------------
     def handle(self, proto: "HttpProtocol", req: "Request") -> Any:
-        ep = self.table.match(req.method, req.path)
+        url = req.url
+        q = url.find(b"?")
+        raw = (url if q < 0 else url[:q]).decode("latin-1")
+        path = normalize(raw)
+        if path is None:
+            self._error(proto, req, 400, "Bad request: the request target must be a path")
+            return None
+        matched = req.path if path is raw else decoded(path)
+        ep, m = self.table.match(req.method, matched)
         if ep is None and req.method == "HEAD":
-            ep = self.table.match("GET", req.path)
+            ep, m = self.table.match("GET", matched)
         if ep is None:
-            self._error(proto, req, 404, f"Route is not available: no API endpoint matches {req.method} {req.path}")
+            self._error(proto, req, 404, f"Route is not available: no API endpoint matches {req.method} {matched}")
             return None
         api = ep.api
         if ep.secured and api.auth_type == "jwt" and not self._authorized(api, req):
@@ -143,23 +160,31 @@ class Proxy:
             return None
         if ep.target == "kafka":
             return self._to_kafka(proto, req, ep)
+        # the upstream gets exactly the path that was matched (or its rewrite), never the raw target
+        target = encoded(ep.rewrite(m)) if ep.replacement is not None else path.encode("latin-1")
+        if q >= 0:
+            target += url[q:]
         if ep.response_from is not None:
-            return self._http_async(proto, req, ep)
-        data = self._encode(proto, req, ep, None)
+            return self._http_async(proto, req, ep, target)
+        up = api.upstream
+        assert up is not None
+        if req.upgrade and (req.header(b"upgrade") or b"").lower() == b"websocket":
+            relay: _Relay = _Tunnel(self, proto, req)
+            proto.park()
+            proto.flow = relay
+            relay.ex = self.client.tunnel(up.key, self._encode(proto, req, ep, None, target, upgrade=True), relay,
+                                          up.label)
+            return None
+        relay = _Relay(self, proto, req)
         proto.park()
-
-        def answer(status: int, headers: list, body: bytes, error: str | None) -> None:
-            if error is not None:
-                self._error(proto, req, status, error)
-            else:
-                self._pass_back(proto, req, status, headers, body)
-            proto.unpark()
-
-        self.client.request(api.upstream.key, data, req.method, answer)  # type: ignore[union-attr]
+        proto.flow = relay
+        relay.ex = self.client.request(up.key, self._encode(proto, req, ep, None, target), req.method, relay,
+                                       label=up.label)
         return None
 
-    def _encode(self, proto: "HttpProtocol", req: "Request", ep: Endpoint, correlation: bytes | None) -> bytes:
-        """The upstream request: method, original URL, headers minus hop-by-hop, X-Forwarded-*, body."""
+    def _encode(self, proto: "HttpProtocol", req: "Request", ep: Endpoint, correlation: bytes | None,
+                target: bytes, upgrade: bool = False) -> bytes:
+        """The upstream request: method, target, headers minus hop-by-hop, X-Forwarded-*, body."""
         up = ep.api.upstream
         assert up is not None
         add = ep.add_headers
@@ -200,12 +225,14 @@ class Proxy:
             app(b"x-forwarded-host: %s\r\n" % host)
         if correlation is not None:
             app(b"rig-correlation: %s\r\n" % correlation)
+        if upgrade:
+            app(b"connection: upgrade\r\nupgrade: websocket\r\n")
         body = req.body
         if body or req.method not in _NO_BODY_METHODS:
             app(b"content-length: %d\r\n" % len(body))
         if b"host" not in added:
             app(self._host_line(up))
-        return b"%s %s HTTP/1.1\r\n%s\r\n%s" % (req.method.encode(), req.url, b"".join(out), body)
+        return b"%s %s HTTP/1.1\r\n%s\r\n%s" % (req.method.encode(), target, b"".join(out), body)
 
     @staticmethod
     def _host_line(up) -> bytes:
@@ -292,42 +319,37 @@ class Proxy:
         _count(status)
         proto.respond(req, status, body, ctype)
 
-    def _http_async(self, proto, req, ep: Endpoint) -> Any:
+    def _http_async(self, proto, req, ep: Endpoint, target: bytes) -> Any:
         corr = self.new_correlation()
-        data = self._encode(proto, req, ep, corr.encode())
+        data = self._encode(proto, req, ep, corr.encode(), target)
         fut = self.loop.create_future()
         self.waiting[corr] = fut
+        up = ep.api.upstream
 
         async def run() -> None:
             try:
-                sent = self.loop.create_future()
-
-                def forwarded(status, headers, body, error) -> None:
-                    if not sent.done():
-                        sent.set_result((status, headers, body, error))
-
-                self.client.request(ep.api.upstream.key, data, req.method, forwarded)  # type: ignore[union-attr]
-                status, headers, body, error = await sent
-                if error is not None:
-                    self._error(proto, req, status, error)
+                try:
+                    status, headers, body = await self.client.fetch(up.key, data, req.method,  # type: ignore[union-attr]
+                                                                    max_body=self.client.max_response_bytes)
+                except UpstreamError as exc:
+                    self._error(proto, req, exc.status, exc.message)
                     return
                 if not 200 <= status < 300:
                     self._pass_back(proto, req, status, headers, body)  # the upstream refused: its answer
                     return
                 await self._answer_correlated(proto, req, corr, fut, self.async_timeout_s,
-                                              "PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT",
-                                              self.cfg.proxy_http_async_response_timeout)
+                                              "PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT")
             finally:
                 self.waiting.pop(corr, None)
 
         return run()
 
-    async def _answer_correlated(self, proto, req, corr: str, fut, timeout_s: float, setting: str, setting_ms: int) -> None:
-        """Answer the client with the correlated response, or 504 naming the timeout setting."""
+    async def _answer_correlated(self, proto, req, corr: str, fut, timeout_s: float, setting: str) -> None:
+        """Answer the client with the correlated response, or 504 naming the timeout setting (not its value)."""
         try:
             result = await asyncio.wait_for(fut, timeout_s)
         except asyncio.TimeoutError:
-            self._error(proto, req, 504, f"no response for correlation id {corr} within {setting} ({setting_ms} ms)")
+            self._error(proto, req, 504, f"Gateway timeout: no response for correlation id {corr} in time ({setting})")
             return
         self._respond_correlated(proto, req, result)
 
@@ -453,14 +475,15 @@ class Proxy:
                                                                               ("content-type", b"application/cloudevents+json")]),
                                            self.cfg.proxy_recv_timeout / 1000.0)
                 except (asyncio.TimeoutError, RuntimeError) as exc:
-                    self._error(proto, req, 502, f"could not produce to Kafka topic {ep.topic}: {exc or 'timeout'}")
+                    _rl.warning(f"produce:{ep.topic}", "proxy: could not produce to Kafka topic %s: %s", ep.topic,
+                                exc or "timeout")
+                    self._error(proto, req, 502, "Bad gateway: could not forward the request to Kafka")
                     return
                 if fut is None:
                     _count(202)
                     proto.respond(req, 202, value, JSON)
                     return
-                await self._answer_correlated(proto, req, corr, fut, self.kafka_timeout_s,
-                                              "PROXY_KAFKA_RESPONSE_TIMEOUT", self.cfg.proxy_kafka_response_timeout)
+                await self._answer_correlated(proto, req, corr, fut, self.kafka_timeout_s, "PROXY_KAFKA_RESPONSE_TIMEOUT")
             finally:
                 self.waiting.pop(corr, None)
 
@@ -554,3 +577,167 @@ class Proxy:
                     continue
             self._apply(api_id, version, api)
             log.info("proxy: API %r %s (replicated from %s)", api_id, "deleted" if api is None else "updated", origin)
+
+
+class _Relay:
+    """Streams one upstream answer to the client as it arrives (the client's ``HttpProtocol.flow``).
+
+    What one read from the upstream brought is written with one write
+    (``flush``). Back-pressure: a client whose send buffer fills pauses the
+    upstream's reading (``pause_writing``/``resume_writing``); an upstream
+    that does not take a request body fast enough pauses the client's
+    (``pause_source``/``resume_source``). A client that leaves cancels the
+    exchange. Bodies of unknown length go on chunked (close-delimited to a
+    client that does not keep the connection).
+    """
+
+    __slots__ = ("proxy", "proto", "req", "ex", "out", "chunked", "keep", "started", "finished", "source_paused")
+
+    def __init__(self, proxy: Proxy, proto: "HttpProtocol", req: "Request"):
+        self.proxy = proxy
+        self.proto = proto
+        self.req = req
+        self.ex: Any = None
+        self.out: list[bytes] = []
+        self.chunked = False
+        self.keep = req.keep_alive
+        self.started = False
+        self.finished = False
+        self.source_paused = False
+
+    # -- from the upstream client --------------------------------------------------
+    def head(self, status: int, headers: list, kind: int, length: int) -> None:
+        _count(status)
+        self.started = True
+        req = self.req
+        out = [STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
+        app = out.append
+        keep_length = kind == NO_BODY and (req.method == "HEAD" or status == 304)
+        conn_named = None
+        for k, v in headers:
+            if k in _RESP_SKIP:
+                if k == b"content-length" and keep_length:
+                    app(b"content-length: %s\r\n" % v)
+                elif k == b"connection":
+                    conn_named = v
+                continue
+            app(b"%s: %s\r\n" % (k, v))
+        if conn_named is not None and conn_named not in _PLAIN_CONNECTION:
+            out = _without_connection_named(out, conn_named)
+            app = out.append
+        if kind == LENGTH:
+            app(b"content-length: %d\r\n" % length)
+        elif kind == CHUNKED or kind == UNTIL_CLOSE:
+            if self.keep:
+                self.chunked = True
+                app(b"transfer-encoding: chunked\r\n")
+        elif not keep_length and status != 204 and status >= 200:
+            app(b"content-length: 0\r\n")
+        if not self.keep:
+            app(b"connection: close\r\n")
+        app(b"\r\n")
+        self.out.append(b"".join(out))
+
+    def body(self, chunk: bytes) -> None:
+        if self.chunked:
+            self.out.append(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        else:
+            self.out.append(chunk)
+
+    def end(self) -> None:
+        if self.chunked:
+            self.out.append(b"0\r\n\r\n")
+        self.finished = True
+
+    def flush(self) -> None:
+        proto = self.proto
+        out = self.out
+        if out:
+            self.out = []
+            if not proto.closing:
+                proto.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]
+        if self.finished:
+            self._release()
+            if not self.keep:
+                proto.close()
+            proto.unpark()
+
+    def error(self, status: int, message: str) -> None:
+        proto = self.proto
+        self._release()
+        if self.started:
+            proto.abort()  # mid-answer: the client must see a cut, not a complete-looking answer
+            return
+        self.proxy._error(proto, self.req, status, message)
+        proto.unpark()
+
+    def _release(self) -> None:
+        proto = self.proto
+        if proto.flow is self:
+            proto.flow = None
+        if self.source_paused:
+            self.resume_source()
+
+    # -- flow control ---------------------------------------------------------------
+    def pause_writing(self) -> None:  # the client's send buffer is full
+        if self.ex is not None:
+            self.ex.pause()
+
+    def resume_writing(self) -> None:
+        if self.ex is not None:
+            self.ex.resume()
+
+    def pause_source(self) -> None:  # the upstream's send buffer is full: stop reading the client
+        proto = self.proto
+        if not self.source_paused and proto.transport is not None and not proto.closing:
+            self.source_paused = True
+            proto.transport.pause_reading()
+
+    def resume_source(self) -> None:
+        proto = self.proto
+        if self.source_paused:
+            self.source_paused = False
+            if proto.transport is not None and not proto.closing:
+                proto.transport.resume_reading()
+
+    def connection_lost(self) -> None:  # the client left
+        if self.ex is not None:
+            self.ex.cancel()
+
+
+class _Tunnel(_Relay):
+    """A WebSocket upgrade: after the upstream's 101, bytes both ways until either side closes."""
+
+    __slots__ = ()
+
+    def upgraded(self, status: int, headers: list, rest: bytes) -> None:
+        _count(status)
+        self.started = True
+        proto = self.proto
+        if proto.closing:
+            self.ex.cancel()
+            return
+        out = [STATUS_LINES.get(status) or b"HTTP/1.1 101 Switching Protocols\r\n"]
+        for k, v in headers:
+            if k not in _RESP_SKIP:
+                out.append(b"%s: %s\r\n" % (k, v))
+        out.append(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n")
+        proto.transport.write(b"".join(out) + rest)  # type: ignore[union-attr]
+        leftover = proto.leftover
+        proto.leftover = b""
+        proto.become_stream(self)  # the client's bytes now come to data_received
+        if leftover:
+            self.ex.write(leftover)
+
+    def data(self, data: bytes) -> None:  # upstream -> client
+        self.proto.write(data)
+
+    def closed(self) -> None:  # the upstream closed
+        self.proto.flow = None
+        self.proto.close()
+
+    def data_received(self, data: bytes) -> None:  # client -> upstream
+        self.ex.write(data)
+
+    def handle_slow_consumer(self) -> None:
+        self.pause_writing()

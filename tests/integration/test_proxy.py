@@ -71,6 +71,13 @@ class Upstream:
                     self.wfile.write(b"until the end")
                     self.close_connection = True
                     return
+                if url.path in ("/extra/204", "/extra/304", "/extra/head"):
+                    # a status (or method) without a body, followed by bytes that look like a second answer
+                    status = {"/extra/204": b"204 No Content", "/extra/304": b"304 Not Modified"}.get(url.path, b"200 OK")
+                    self.wfile.write(b"HTTP/1.1 %s\r\ncontent-length: 52\r\nx-upstream: yes\r\n\r\n"
+                                     b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-smuggled: 1\r\n\r\nEVIL!" % status)
+                    self.close_connection = True
+                    return
                 if url.path == "/garbage":
                     self.wfile.write(b"THIS IS NOT HTTP\r\n\r\n")
                     self.close_connection = True
@@ -148,7 +155,11 @@ def gw(upstream):
             ep("chunked", "GET", "/chunked"), ep("close", "GET", "/close"), ep("garbage", "GET", "/garbage"),
             ep("slow", "GET", "/slow"), ep("hdr", "GET", "/hdr", transform_request_headers={"add_headers": {"x-added": "1"}}),
             {"id": "old", "method": "GET", "path": "/items/{item}/detail"},
+            ep("public", "GET", "/public/.*"), ep("extra", "GET", "/extra/.*"),
+            ep("rewrite", "GET", "/rewrite/(\\d+)/to/([^/]+)", path_replacement="/api/\\2/item/\\g{1}"),
+            ep("words", "GET", "/wörter/(\\w+)", path_replacement="/api/words/\\1"),
         ]),
+        api("versioned", upstream.port, [ep("v", "GET", "/versioned/.*")], versioned=True),
         api("async", upstream.port, [ep("async", "POST", "/async", response_from="http_async")]),
         api("secure", upstream.port, [ep("s", "GET", "/secure/.*", secured=True)], auth_type="jwt",
             auth={"use_header": True, "header_name": "Authorization", "use_query": True, "query_name": "token"}),
@@ -213,12 +224,83 @@ def test_head_request(gw):
 
 
 def test_chunked_and_close_delimited_upstream_bodies(gw):
-    """Chunked and close-delimited upstream responses arrive whole, with a content-length."""
+    """Chunked and close-delimited upstream responses are streamed on (chunked to a keep-alive client), whole."""
     r = httpx.get(gw.inbound + "/chunked", timeout=T)
     assert r.status_code == 200 and r.text == "hello chunked world"
-    assert r.headers["content-length"] == str(len("hello chunked world"))
+    assert r.headers["transfer-encoding"] == "chunked" and "content-length" not in r.headers
     r = httpx.get(gw.inbound + "/close", timeout=T)
     assert r.status_code == 200 and r.text == "until the end"
+    assert r.headers["transfer-encoding"] == "chunked"
+    # a client that does not keep the connection gets a close-delimited body instead
+    status, head, body = raw_request(gw, b"GET /close HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    assert status == 200 and body == b"until the end" and b"transfer-encoding" not in head.lower()
+
+
+def raw_request(gw, data: bytes) -> tuple[int, bytes, bytes]:
+    """Send raw bytes (paths no HTTP client library would send as they are); the whole answer, until close."""
+    with socket.create_connection(gw.hostport, timeout=T) as s:
+        s.sendall(data)
+        got = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    head, _, body = got.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), head, body
+
+
+@pytest.mark.parametrize("target", ["/public/../admin", "/public/%2e%2e/admin", "/public/..%2fadmin",
+                                    "/public/x/../../admin?q=1", "/public/%2E%2E%2Fadmin", "/public/..;/admin",
+                                    "/public//../admin", "http://evil/public/../admin"])
+def test_path_traversal_never_reaches_admin(gw, upstream, target):
+    """Issue 11 item 4: dot segments (plain, percent-encoded, with ;params, after //) are resolved before matching:
+    the route /public/.* does not match what resolves to /admin (404) and the origin never sees /admin."""
+    before = len(upstream.requests)
+    status, _, body = raw_request(gw, f"GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode())
+    assert status == 404, body
+    assert not [r for r in upstream.requests[before:] if "admin" in r["path"]]
+
+
+def test_normalised_path_is_forwarded(gw, upstream):
+    """The upstream gets the path that was matched: dot segments removed, slashes merged, other escapes kept."""
+    status, _, body = raw_request(gw, b"GET /public/a/./b/../c//d%20e?x=%2e%2e HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    assert status == 200, body
+    seen = json.loads(body)
+    assert seen["path"] == "/public/a/c/d%20e" and seen["query"] == "x=%2e%2e"
+
+
+@pytest.mark.parametrize("path", ["/extra/204", "/extra/304"])
+def test_bodyless_status_trailing_bytes_ignored(gw, path):
+    """Issue 11 item 10: an upstream 204/304 with a body (here a smuggled second answer) is passed on without it;
+    the next pipelined request gets its own answer, not the smuggled one."""
+    status, head, body = raw_request(gw, f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n"
+                                         f"GET /api/after HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode())
+    assert status == int(path[-3:])
+    assert b"x-smuggled" not in head + body and b"EVIL" not in body
+    assert body.count(b"HTTP/1.1 ") == 1 and b"/api/after" in body  # the second answer is the upstream's own
+
+
+def test_head_answer_with_body_ignored(gw):
+    """An upstream that answers HEAD with a body: the client gets the head only, the next request its own answer."""
+    status, head, body = raw_request(gw, b"HEAD /extra/head HTTP/1.1\r\nhost: x\r\n\r\n"
+                                         b"GET /api/after-head HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    assert status == 200 and b"x-smuggled" not in head + body and b"EVIL" not in body
+    assert body.startswith(b"HTTP/1.1 200") and b"/api/after-head" in body
+
+
+def test_path_replacement_and_matching_rules(gw, upstream):
+    """Issue 10 point 9: path_replacement with \\1-style groups; path_regex anchored, case-insensitive, Unicode-aware."""
+    r = httpx.get(gw.inbound + "/rewrite/42/to/abc?keep=1", timeout=T)
+    assert r.status_code == 200, r.text
+    assert r.json()["path"] == "/api/abc/item/42" and r.json()["query"] == "keep=1"
+    assert httpx.get(gw.inbound + "/REWRITE/7/TO/x", timeout=T).json()["path"] == "/api/x/item/7"  # case-insensitive
+    r = httpx.get(gw.inbound + "/wörter/straße", timeout=T)  # \w beyond ASCII; the rewrite is sent percent-encoded
+    assert r.status_code == 200, r.text
+    assert r.json()["path"] == "/api/words/stra%C3%9Fe"
+    assert httpx.get(gw.inbound + "/xx/rewrite/1/to/a", timeout=T).status_code == 404  # anchored at the start
+    assert httpx.get(gw.inbound + "/rewrite/1/to/a/more", timeout=T).status_code == 404  # and at the end
+    assert httpx.get(gw.inbound + "/versioned/x", timeout=T).status_code == 404  # versioned APIs are not served
 
 
 def test_transform_headers_and_old_path_form(gw, upstream):
@@ -467,3 +549,25 @@ def _next_record(consumer):
         if m is not None and m.error() is None:
             return m
     raise AssertionError("no record on the request topic in time")
+
+
+def test_use_env_value_never_in_public_errors(gateway_factory):
+    """Issue 11 item 5: an API whose use_env target names JWT_SECRET_KEY: the public 502 and /health?detailed never
+    carry the variable's value (nor any upstream address); the log says which API's upstream failed, by variable."""
+    apis = [api("leak", 80, [ep("e", "GET", "/leak")]),
+            api("down", free_port(), [ep("d", "GET", "/down")])]
+    apis[0]["proxy"] = {"target_url": "JWT_SECRET_KEY", "port": 80, "use_env": True}
+    g = gateway_factory(PROXY_CONFIG_FILE=json.dumps(apis), PROXY_RECV_TIMEOUT="2000")
+    r = httpx.get(g.inbound + "/leak", timeout=T)
+    assert r.status_code in (502, 504), r.text
+    assert JWT_SECRET not in r.text and "80" not in r.text
+    r = httpx.get(g.inbound + "/down", timeout=T)
+    assert r.status_code == 502 and "unreachable" in r.text and "127.0.0.1" not in r.text
+    detailed = httpx.get(g.api + "/health?detailed", timeout=T).text
+    assert JWT_SECRET not in detailed and "$JWT_SECRET_KEY" in detailed
+    assert JWT_SECRET not in g.log() and "$JWT_SECRET_KEY" in g.log()
+    # a bad definition through /v3/apis: the 400 names the variable, not its value
+    bad = api("bad", 80, [ep("e", "GET", "/bad")])
+    bad["proxy"] = {"target_url": "JWT_SECRET_KEY", "port": "x", "use_env": True}
+    r = httpx.post(g.api + "/v3/apis", json=bad, timeout=T)
+    assert r.status_code == 400 and JWT_SECRET not in r.text and "$JWT_SECRET_KEY" in r.text
