@@ -87,7 +87,7 @@ class Exchange:
     """One request in flight (or waiting for a connection)."""
 
     __slots__ = ("pool", "data", "method", "head", "sink", "timer", "done", "conn", "tries", "started",
-                 "last", "streaming", "pending", "body_done", "upgrade", "timeout_s")
+                 "last", "streaming", "pending", "body_done", "upgrade", "timeout_s", "retry")
 
     def __init__(self, pool: "Pool", data: bytes, method: str, sink: Any, timeout_s: float):
         self.pool = pool
@@ -106,6 +106,7 @@ class Exchange:
         self.pending: list[bytes] | None = None  # body bytes sent before a connection was there
         self.body_done = True
         self.upgrade = False
+        self.retry = method in IDEMPOTENT  # may be sent again on a fresh connection when a reused one was stale
 
     # -- the answer ----------------------------------------------------------------
     def fail(self, status: int, message: str, detail: str) -> None:
@@ -300,7 +301,7 @@ class UpstreamConn(asyncio.Protocol):
             return
         self.ex = None
         ex.conn = None
-        if (not self.got_bytes and self.reused and ex.method in IDEMPOTENT and ex.tries < 2
+        if (not self.got_bytes and self.reused and ex.retry and ex.tries < 2
                 and not ex.streaming and ex.pending is None):
             self.pool.submit(ex, retry=True)  # a stale keep-alive connection: once more on a fresh one
             return
@@ -592,11 +593,18 @@ class HttpClient:
         return pool
 
     def request(self, key: tuple[str, str, int], data: bytes, method: str, sink: Any,
-                timeout_s: float | None = None, label: str = "", streaming: bool = False) -> Exchange:
-        """Send ``data`` (the request, whole, or its head when ``streaming``); the sink gets the answer."""
+                timeout_s: float | None = None, label: str = "", streaming: bool = False,
+                retry: bool | None = None) -> Exchange:
+        """Send ``data`` (the request, whole, or its head when ``streaming``); the sink gets the answer.
+
+        ``retry``: may the request go out twice (a reused connection found dead before any answer
+        byte)? Default: for idempotent methods.
+        """
         pool = self.pools.get(key) or self.pool(key, label)
         t = self.timeout_s if timeout_s is None else timeout_s
         ex = Exchange(pool, data, method, sink, t)
+        if retry is not None:
+            ex.retry = retry
         if streaming:
             ex.streaming = True
             ex.body_done = False
@@ -614,10 +622,15 @@ class HttpClient:
         return ex
 
     async def fetch(self, key: tuple[str, str, int], data: bytes, method: str = "GET",
-                    timeout_s: float | None = None, max_body: int = 1 << 20) -> tuple[int, list, bytes]:
-        """The whole answer (status, headers, body up to ``max_body`` bytes); raises :class:`UpstreamError`."""
-        sink = _Collect(self.loop.create_future(), max_body)
-        ex = self.request(key, data, method, sink, timeout_s)
+                    timeout_s: float | None = None, max_body: int = 1 << 20, head_only: bool = False,
+                    retry: bool | None = None) -> tuple[int, list, bytes]:
+        """The answer as (status, headers, body); raises :class:`UpstreamError`.
+
+        A body over ``max_body`` bytes is an error (502). ``head_only``: return at the head with an
+        empty body; the body is still read (and dropped) so that the connection can be reused.
+        """
+        sink = _Collect(self.loop.create_future(), max_body, head_only)
+        ex = sink.ex = self.request(key, data, method, sink, timeout_s, retry=retry)
         try:
             return await asyncio.shield(sink.future)
         except asyncio.CancelledError:
@@ -637,26 +650,38 @@ class UpstreamError(Exception):
 
 
 class _Collect:
-    """A sink that gathers the whole answer (small bodies: checks, tests)."""
+    """A sink that gathers the whole answer (small bodies: checks, correlated acknowledgements)."""
 
-    __slots__ = ("future", "max_body", "status", "headers", "parts", "size", "ex")
+    __slots__ = ("future", "max_body", "head_only", "status", "headers", "parts", "size", "ex")
 
-    def __init__(self, future: asyncio.Future, max_body: int):
+    def __init__(self, future: asyncio.Future, max_body: int, head_only: bool = False):
         self.future = future
         self.max_body = max_body
+        self.head_only = head_only
         self.status = 0
         self.headers: list = []
         self.parts: list[bytes] = []
         self.size = 0
+        self.ex: Exchange | None = None
 
     def head(self, status: int, headers: list, kind: int, length: int) -> None:
         self.status = status
         self.headers = headers
+        if self.head_only and not self.future.done():
+            self.future.set_result((status, headers, b""))
+        elif kind == LENGTH and length > self.max_body:
+            self.error(502, TOO_LARGE)
+            self.ex.cancel()  # type: ignore[union-attr]
 
     def body(self, chunk: bytes) -> None:
+        if self.head_only:
+            return
         self.size += len(chunk)
-        if self.size <= self.max_body:
-            self.parts.append(chunk)
+        if self.size > self.max_body:
+            self.error(502, TOO_LARGE)
+            self.ex.cancel()  # type: ignore[union-attr]
+            return
+        self.parts.append(chunk)
 
     def end(self) -> None:
         if not self.future.done():
