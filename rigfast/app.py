@@ -1,23 +1,25 @@
-"""The gateway process: listening sockets, hub, sources, periodic work, shutdown."""
+"""The gateway process, its composition root: components wired, listening sockets, periodic work, shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-from typing import Any
-
-import orjson
 
 from rigfast import metrics
 from rigfast.api.inbound import InboundApi
 from rigfast.api.internal import InternalApi
-from rigfast.cloudevents import make_event
-from rigfast.errors import CONFIG_EXIT_CODE, BadRequest, ConfigError, Gone, NotFound, RigError
-from rigfast.hub.hub import KIND_NAMES, SSE, WS, Hub
+from rigfast.cluster.naming import default_node_id
+from rigfast.cluster.naming import enabled as cluster_enabled
+from rigfast.cluster.node import Cluster
+from rigfast.cluster.wire import token_prefix
+from rigfast.errors import CONFIG_EXIT_CODE, ConfigError
+from rigfast.hub.hub import KIND_NAMES, Hub
+from rigfast.ids import TokenIssuer
 from rigfast.net.protocol import HttpProtocol, ServerState
 from rigfast.preflight import Resolved, listening_plan, resolve
+from rigfast.proxy.gateway import Proxy
+from rigfast.sources.kafka import KafkaSource
 
 log = logging.getLogger("rigfast")
 
@@ -25,35 +27,39 @@ SWEEP_INTERVAL_S = 1.0
 
 
 class Gateway:
+    """The composition root of one worker: builds the components and hands each what it uses."""
+
     def __init__(self, cfg, resolved: Resolved | None = None):
         """``resolved``: what :func:`rigfast.preflight.resolve` built from ``cfg`` (built here when None)."""
         resolved = resolved or resolve(cfg)
         self.cfg = cfg
         self.tls = resolved.tls
         self.worker_id = cfg.worker_index
-        self.pid = os.getpid()
-        self.token_prefix = ""
         self.loop = asyncio.get_event_loop()
-        self.hub = Hub(cfg.extractors, self.loop, cfg.history_size, cfg.history_age_s)
-        self.auth = resolved.auth
-        self.auth.blacklist.on_add(self.kill_session)
-        self.kafka: Any = None
-        from rigfast.proxy.gateway import Proxy
-
-        self.proxy: Any = Proxy(self)  # reverse proxy: PROXY_CONFIG_FILE and /v3/apis
-        self.inbound = InboundApi(self)
-        self.internal = InternalApi(self)
-        self.cluster: Any = None  # other workers / nodes (rigfast.cluster): on with several workers or Kafka
-        from rigfast.cluster.naming import enabled
-
-        if enabled(cfg):
-            from rigfast.cluster.node import Cluster
-
-            self.cluster = Cluster(self)
+        self.hub = hub = Hub(cfg.extractors, self.loop, cfg.history_size, cfg.history_age_s)
+        self.auth = auth = resolved.auth
+        auth.blacklist.on_add(hub.kill_session)
+        self.kafka: KafkaSource | None = None  # the event source, started with the gateway
+        # other workers / nodes: on with several workers or Kafka; tokens then route to their issuer
+        self.cluster: Cluster | None = None
+        tokens = TokenIssuer()
+        if cluster_enabled(cfg):
+            node = cfg.node_id or default_node_id()
+            self.cluster = Cluster(cfg, self.loop, hub, auth.blacklist, node)
+            tokens = TokenIssuer(token_prefix(node, cfg.worker_index))
+        self.proxy = Proxy(cfg, self.loop, auth, tokens, self.cluster)  # PROXY_CONFIG_FILE and /v3/apis
+        if self.cluster is not None:
+            self.cluster.proxy = self.proxy
+        self.inbound = InboundApi(cfg, hub, auth, tokens, self.proxy.handle, self.cluster)
+        self.internal = InternalApi(hub, auth.blacklist, self.inbound.submit, self.proxy, self.cluster,
+                                    self._kafka_health, cfg.worker_index)
         self.servers: list[asyncio.AbstractServer] = []
         self.states: list[ServerState] = []
         self._tasks: list[asyncio.Task] = []
         self._register_gauges()
+
+    def _kafka_health(self) -> dict:
+        return self.kafka.health() if self.kafka is not None else {"state": "disabled"}
 
     def _register_gauges(self) -> None:
         hub = self.hub
@@ -87,8 +93,6 @@ class Gateway:
                 raise ConfigError(f"{env}={port}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
             self.servers.append(server)
         if cfg.kafka_brokers:
-            from rigfast.sources.kafka import KafkaSource
-
             self.kafka = KafkaSource(cfg, self.loop, self.hub.publish_batch)
             self.kafka.start()
         self._tasks.append(self.loop.create_task(self._every(SWEEP_INTERVAL_S, self._sweep)))
@@ -133,51 +137,6 @@ class Gateway:
                 await asyncio.wait_for(server.wait_closed(), 2.0)
             except (asyncio.TimeoutError, Exception):  # noqa: BLE001
                 pass
-
-    # -- blacklist ------------------------------------------------------------
-    def kill_session(self, session_id: str) -> None:
-        """End every live connection of a blacklisted session."""
-        for s in [s for s in self.hub.sessions.values() if session_id in s.session_ids]:
-            if s.kind == SSE:
-                ev = make_event("rig.session_killed", {"session_id": session_id})
-                s.close(self.hub.encode(SSE, ev, with_id=False))
-            elif s.kind == WS:
-                s.close_with(1000, "Session killed.")
-            else:
-                s.abort()
-
-    def blacklist_api(self, proto, req, sid: str) -> None:
-        bl = self.auth.blacklist
-        if req.method == "POST" and not sid:
-            try:
-                body = orjson.loads(req.body)
-            except orjson.JSONDecodeError as exc:
-                raise BadRequest(f"body is not valid JSON: {exc}") from None
-            if not isinstance(body, dict):
-                raise BadRequest('body must be an object like {"sessionId": "...", "validityInSeconds": 60}')
-            session_id = body.get("sessionId")
-            validity = body.get("validityInSeconds")
-            if not isinstance(session_id, str) or not session_id:
-                raise BadRequest("sessionId must be a non-empty string")
-            if isinstance(validity, str) and validity.isdigit():
-                validity = int(validity)
-            if not isinstance(validity, (int, float)) or isinstance(validity, bool) or validity <= 0:
-                raise BadRequest("validityInSeconds must be a positive number")
-            bl.add(session_id, float(validity))
-            proto.respond(req, 201, orjson.dumps({"sessionId": session_id, "validityInSeconds": validity}), b"application/json")
-            return
-        if req.method == "GET" and sid:
-            if bl.contains(sid):
-                proto.respond(req, 200, orjson.dumps({"sessionId": sid, "expiresInSeconds": bl.expires_in(sid)}), b"application/json")
-                return
-            raise NotFound(f"session {sid!r} is not blacklisted")
-        raise RigError("method not allowed: POST /v3/session-blacklist or GET /v3/session-blacklist/{sessionId}", 405)
-
-    # -- cluster hooks (single process: nothing elsewhere) ----------------------
-    def forward_subscriptions(self, proto, req, token: str, manual) -> Any:
-        if self.cluster is not None:
-            return self.cluster.forward_subscriptions(proto, req, token, manual)
-        raise Gone("the connection no longer exists")
 
 
 async def serve(cfg, resolved: Resolved | None = None) -> int:

@@ -31,3 +31,18 @@ def random_token(nbytes: int = 18) -> str:
     chunk = _pool[_pos:_pos + nbytes]
     _pos += nbytes
     return base64.urlsafe_b64encode(chunk).rstrip(b"=").decode("ascii")
+
+
+class TokenIssuer:
+    """Connection tokens and correlation ids: ``<prefix><144 random bits>``.
+
+    The prefix (``<node>.w<worker>.`` when clustered, else empty) routes a token to
+    the worker that issued it; the random part makes it unguessable."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+
+    def new(self) -> str:
+        return self.prefix + random_token()

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import orjson
 
+from rigfast.auth.authorizer import Authorizer
 from rigfast.cloudevents import Event, make_event, parse_http_event
 from rigfast.errors import BadRequest, Gone, RigError, TooManyRequests
-from rigfast.hub.hub import LONGPOLL
-from rigfast.ids import random_token
+from rigfast.hub.hub import LONGPOLL, Hub
+from rigfast.ids import TokenIssuer
 from rigfast.net.sessions import LongPollSession, SseSession, WsSession
 from rigfast.subscriptions import Subscription, merge, parse_subscriptions, parse_subscriptions_json
 from rigfast.wire.http1 import encode_stream_head, encode_ws_accept, header_has_token
 
 if TYPE_CHECKING:
-    from rigfast.app import Gateway
     from rigfast.net.protocol import HttpProtocol
     from rigfast.wire.http1 import Request
 
@@ -32,18 +32,29 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9_.~-]{8,256}$")
 PREFLIGHT_MAX_AGE = b"86400"
 
 
-def new_connection_token(prefix: str = "") -> str:
-    """Opaque and unguessable: 144 random bits (plus a routing prefix when clustered)."""
-    return prefix + random_token()
+class Owners(Protocol):
+    """Where a connection held by another worker or node lives (``rigfast.cluster.node.Cluster``)."""
+
+    def route(self, token: str) -> tuple[str, int] | None: ...
+
+    def apply_subscriptions_at(self, route: tuple[str, int], token: str, manual: list, subs: list) -> Awaitable[dict | None]: ...
+
+    def forward_poll(self, proto, req, token: str, cors: list, fallback: Callable[[], Any]) -> Any: ...
 
 
 class InboundApi:
-    def __init__(self, gw: "Gateway"):
-        self.gw = gw
-        self.cfg = gw.cfg
-        self.hub = gw.hub
-        self.auth = gw.auth
-        self.extractors = gw.cfg.extractors
+    """``tokens`` issues connection tokens; ``fallback`` answers what no route takes (the reverse
+    proxy); ``owners`` (None on a lone worker) reaches connections held elsewhere."""
+
+    def __init__(self, cfg: Any, hub: Hub, auth: Authorizer, tokens: TokenIssuer,
+                 fallback: Callable[["HttpProtocol", "Request"], Any], owners: Owners | None):
+        self.cfg = cfg
+        self.hub = hub
+        self.auth = auth
+        self.tokens = tokens
+        self.fallback = fallback
+        self.owners = owners
+        self.extractors = cfg.extractors
         self.cors_origin = self.cfg.cors.encode()
         self._cors_any = [(b"access-control-allow-origin", b"*")]
 
@@ -74,7 +85,7 @@ class InboundApi:
         if path == "/_rig/health" and method in ("GET", "HEAD"):
             proto.respond(req, 200, b"OK")
             return None
-        return self.gw.proxy.handle(proto, req)
+        return self.fallback(proto, req)
 
     # -- CORS ---------------------------------------------------------------
     def cors(self, req: "Request", credentials: bool = False) -> list[tuple[bytes, bytes]]:
@@ -162,7 +173,7 @@ class InboundApi:
         return self.then(self.auth.check_subscription(tokens, subs), lambda: self._start_sse(proto, req, claims, subs))
 
     def _start_sse(self, proto, req, claims, subs) -> None:
-        session = SseSession(self.hub, new_connection_token(self.gw.token_prefix), proto, claims=claims, session_ids=self.auth.session_ids(claims))
+        session = SseSession(self.hub, self.tokens.new(), proto, claims=claims, session_ids=self.auth.session_ids(claims))
         proto.become_stream(session)
         # the head waits in the outbox: it leaves with the greeting events in one write
         session.outbox.append(encode_stream_head(200, SSE_HEADERS + self.cors(req)))
@@ -198,7 +209,7 @@ class InboundApi:
         return checked()
 
     def _start_ws(self, proto, req, key: bytes, claims, subs, refuse: str | None = None) -> None:
-        session = WsSession(self.hub, new_connection_token(self.gw.token_prefix), proto, claims=claims, session_ids=self.auth.session_ids(claims))
+        session = WsSession(self.hub, self.tokens.new(), proto, claims=claims, session_ids=self.auth.session_ids(claims))
         proto.become_stream(session)
         session.outbox.append(encode_ws_accept(key))  # leaves with the greeting in one write
         if refuse is not None:
@@ -219,9 +230,9 @@ class InboundApi:
         if session is not None and session.kind == LONGPOLL:
             session.poll(proto, req, cors)
             return None
-        if token and session is None and self.gw.cluster is not None:
+        if token and session is None and self.owners is not None:
             # the session may live on another worker or node: its owner answers this poll
-            forwarded = self.gw.cluster.forward_poll(proto, req, token, cors, lambda: self._new_longpolling(proto, req, cors))
+            forwarded = self.owners.forward_poll(proto, req, token, cors, lambda: self._new_longpolling(proto, req, cors))
             if forwarded is not None:
                 return forwarded
         return self._new_longpolling(proto, req, cors)
@@ -236,7 +247,7 @@ class InboundApi:
         cfg = self.cfg
         session = LongPollSession(
             self.hub,
-            new_connection_token(self.gw.token_prefix),
+            self.tokens.new(),
             cfg.longpoll_buffer,
             cfg.longpoll_session_ttl_s,
             cfg.longpoll_timeout_s,
@@ -265,7 +276,7 @@ class InboundApi:
         manual = parse_subscriptions(body["subscriptions"], self.extractors)
         session = self.hub.by_token.get(token)
         if session is None:
-            return self.gw.forward_subscriptions(proto, req, token, manual)
+            return self._put_elsewhere(proto, req, token, manual)
         tokens = self.auth.tokens(req)
         claims = self.auth.valid_claims(tokens)
         subs = merge(manual, self.extractors.automatic(claims))
@@ -279,6 +290,30 @@ class InboundApi:
             proto.respond(req, 204, b"", None, cors)
 
         return self.then(self.auth.check_subscription(tokens, subs), apply)
+
+    def _put_elsewhere(self, proto, req, token: str, manual: list) -> Any:
+        """PUT .../subscriptions for a connection held by another worker or node: check here, apply there."""
+        route = self.owners.route(token) if self.owners is not None else None
+        if route is None:
+            raise Gone("the connection no longer exists")
+        tokens = self.auth.tokens(req)
+        subs = merge(manual, self.extractors.automatic(self.auth.valid_claims(tokens)))
+        cors = self.cors(req)
+        check = self.auth.check_subscription(tokens, subs)
+
+        async def run() -> None:
+            if check is not None:
+                await check
+            rep = await self.owners.apply_subscriptions_at(route, token, manual, subs)
+            status = rep.get("status") if rep else 410
+            if status == 204:
+                proto.respond(req, 204, b"", None, cors)
+            elif status == 410:
+                raise Gone("the connection no longer exists")
+            else:
+                raise RigError(rep.get("message") or "refused by the connection's worker", status)
+
+        return run()
 
     # -- event submission -------------------------------------------------------
     def submit(self, proto, req, source: str = "http", checked: bool = True) -> Any:
@@ -307,4 +342,4 @@ class InboundApi:
         return self.then(check, accept)
 
 
-__all__ = ["InboundApi", "new_connection_token"]
+__all__ = ["InboundApi", "Owners"]

@@ -5,22 +5,34 @@ No authentication here: bind it to a private address (RIGFAST_API_HOST).
 
 from __future__ import annotations
 
+import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import orjson
 
 from rigfast import metrics
 from rigfast.api import openapi
-from rigfast.errors import NotFound, RigError
-
-if TYPE_CHECKING:
-    from rigfast.app import Gateway
+from rigfast.auth.blacklist import Blacklist
+from rigfast.errors import BadRequest, NotFound, RigError
+from rigfast.hub.hub import Hub
 
 
 class InternalApi:
-    def __init__(self, gw: "Gateway"):
-        self.gw = gw
+    """``submit``: the trusted submission (``InboundApi.submit`` without checks); ``proxy``: the
+    ``/v3/apis`` and ``/v3/responses`` routes and its health; ``cluster`` (None on a lone worker):
+    the node's metrics and health; ``kafka_health``: the event source's state."""
+
+    def __init__(self, hub: Hub, blacklist: Blacklist, submit: Callable[..., Any], proxy: Any, cluster: Any,
+                 kafka_health: Callable[[], dict], worker_id: int):
+        self.hub = hub
+        self.blacklist = blacklist
+        self.submit = submit
+        self.proxy = proxy
+        self.cluster = cluster
+        self.kafka_health = kafka_health
+        self.worker_id = worker_id
+        self.pid = os.getpid()
         self.started = time.monotonic()
 
     def __call__(self, proto, req) -> Any:
@@ -32,7 +44,7 @@ class InternalApi:
                 proto.respond(req, 200, b"OK")
             return None
         if path == "/metrics" and method == "GET":
-            if self.gw.cluster is not None and self.gw.cluster.bus is not None and "local" not in req.query:
+            if self.cluster is not None and self.cluster.bus is not None and "local" not in req.query:
                 return self.cluster_metrics(proto, req)  # every worker of the node, labelled worker="i"
             proto.respond(req, 200, metrics.REGISTRY.render(), b"text/plain; version=0.0.4; charset=utf-8")
             return None
@@ -42,32 +54,59 @@ class InternalApi:
         if path == "/v3/messages":
             if method != "POST":
                 raise RigError("method not allowed: use POST", 405)
-            return self.gw.inbound.submit(proto, req, source="api", checked=False)
+            return self.submit(proto, req, source="api", checked=False)
         if path == "/v3/apis" or path.startswith("/v3/apis/"):
-            return self.gw.proxy.apis_api(proto, req, path[9:])
+            return self.proxy.apis_api(proto, req, path[9:])
         if path == "/v3/responses":
-            return self.gw.proxy.responses_api(proto, req)
+            return self.proxy.responses_api(proto, req)
         for prefix in ("/v3/session-blacklist", "/v2/session-blacklist"):
             if path == prefix or path.startswith(prefix + "/"):
-                return self.gw.blacklist_api(proto, req, path[len(prefix):].lstrip("/"))
+                return self.blacklist_api(proto, req, path[len(prefix):].lstrip("/"))
         raise NotFound(f"no route for {method} {path}")
 
     def detailed_health(self) -> dict:
-        hub = self.gw.hub
+        hub = self.hub
         return {
             "status": "ok",
             "uptime_s": round(time.monotonic() - self.started, 3),
             "connections": {"sse": hub.counts[0], "ws": hub.counts[1], "longpolling": hub.counts[2]},
             "subscriptions": hub.index.subscription_count,
             "build": hub.build,
-            "worker": self.gw.worker_id,
-            "pid": self.gw.pid,
-            "kafka": self.gw.kafka.health() if self.gw.kafka is not None else {"state": "disabled"},
-            "blacklist": len(self.gw.auth.blacklist),
-            "cluster": self.gw.cluster.health() if self.gw.cluster is not None else None,
-            "proxy": self.gw.proxy.health(),
+            "worker": self.worker_id,
+            "pid": self.pid,
+            "kafka": self.kafka_health(),
+            "blacklist": len(self.blacklist),
+            "cluster": self.cluster.health() if self.cluster is not None else None,
+            "proxy": self.proxy.health(),
         }
 
     async def cluster_metrics(self, proto, req) -> None:
-        text = await self.gw.cluster.metrics_text()
+        text = await self.cluster.metrics_text()
         proto.respond(req, 200, text, b"text/plain; version=0.0.4; charset=utf-8")
+
+    def blacklist_api(self, proto, req, sid: str) -> None:
+        bl = self.blacklist
+        if req.method == "POST" and not sid:
+            try:
+                body = orjson.loads(req.body)
+            except orjson.JSONDecodeError as exc:
+                raise BadRequest(f"body is not valid JSON: {exc}") from None
+            if not isinstance(body, dict):
+                raise BadRequest('body must be an object like {"sessionId": "...", "validityInSeconds": 60}')
+            session_id = body.get("sessionId")
+            validity = body.get("validityInSeconds")
+            if not isinstance(session_id, str) or not session_id:
+                raise BadRequest("sessionId must be a non-empty string")
+            if isinstance(validity, str) and validity.isdigit():
+                validity = int(validity)
+            if not isinstance(validity, (int, float)) or isinstance(validity, bool) or validity <= 0:
+                raise BadRequest("validityInSeconds must be a positive number")
+            bl.add(session_id, float(validity))
+            proto.respond(req, 201, orjson.dumps({"sessionId": session_id, "validityInSeconds": validity}), b"application/json")
+            return
+        if req.method == "GET" and sid:
+            if bl.contains(sid):
+                proto.respond(req, 200, orjson.dumps({"sessionId": sid, "expiresInSeconds": bl.expires_in(sid)}), b"application/json")
+                return
+            raise NotFound(f"session {sid!r} is not blacklisted")
+        raise RigError("method not allowed: POST /v3/session-blacklist or GET /v3/session-blacklist/{sessionId}", 405)

@@ -28,17 +28,18 @@ import asyncio
 import itertools
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import orjson
 
 from rigfast import metrics
 from rigfast.cloudevents import Event
 from rigfast.cluster import wire
-from rigfast.cluster.naming import default_node_id, runtime_dir
-from rigfast.errors import Gone, RigError
-from rigfast.hub.hub import LONGPOLL
-from rigfast.subscriptions import merge, parse_subscriptions
+from rigfast.auth.blacklist import Blacklist
+from rigfast.cluster.naming import runtime_dir
+from rigfast.errors import RigError
+from rigfast.hub.hub import LONGPOLL, Hub
+from rigfast.subscriptions import parse_subscriptions
 
 log = logging.getLogger("rigfast.cluster")
 
@@ -94,20 +95,33 @@ class RemoteWaiter:
     abort = close
 
 
+class ProxyReplica(Protocol):
+    """What the cluster calls in the reverse proxy (``rigfast.proxy.gateway.Proxy``)."""
+
+    def snapshot(self) -> list: ...
+
+    def apply_remote(self, entries: list) -> None: ...
+
+    def deliver(self, corr: str, code: int, ctype: bytes | None, body: bytes) -> bool: ...
+
+
 class Cluster:
-    def __init__(self, gw: Any):
-        cfg = gw.cfg
-        self.gw = gw
+    """This worker's links to the other workers of its node (bus) and to other nodes (Kafka).
+
+    ``node``: this node's id; ``proxy``: set by the composition root once the proxy exists
+    (the proxy calls back into the cluster too)."""
+
+    def __init__(self, cfg: Any, loop: asyncio.AbstractEventLoop, hub: Hub, blacklist: Blacklist, node: str):
         self.cfg = cfg
-        self.hub = gw.hub
-        self.loop: asyncio.AbstractEventLoop = gw.loop
-        self.node = cfg.node_id or default_node_id()
+        self.hub = hub
+        self.loop = loop
+        self.proxy: ProxyReplica | None = None
+        self.node = node
         self.worker = cfg.worker_index
         self.count = max(cfg.worker_count, 1)
         self.me = f"{self.node}.w{self.worker}"
         self.timeout = cfg.cluster_timeout_s
         self.directory = runtime_dir(cfg, self.node)
-        gw.token_prefix = wire.token_prefix(self.node, self.worker)
         self.bus = None
         if self.count > 1:
             from rigfast.cluster.bus import Bus
@@ -123,8 +137,8 @@ class Cluster:
         self._out: list[tuple[list[Event], str]] = []
         self._relay_scheduled = False
         self._applying = False
-        self.blacklist = gw.auth.blacklist
-        gw.hub.publish_listeners.append(self._on_publish)
+        self.blacklist = blacklist
+        hub.publish_listeners.append(self._on_publish)
         self.blacklist.on_add(self._on_blacklist_add)
 
     # -- lifecycle ------------------------------------------------------------------
@@ -203,7 +217,7 @@ class Cluster:
         elif kind == wire.BLACKLIST:
             self._apply_blacklist(orjson.loads(payload))
         elif kind == wire.APIS:
-            self.gw.proxy.apply_remote(orjson.loads(payload))
+            self.proxy.apply_remote(orjson.loads(payload))
 
     def _on_records(self, records: list) -> None:
         bl_topic = self.cfg.blacklist_topic
@@ -221,7 +235,7 @@ class Cluster:
                         self._deliver(value, "kafka")
                 elif kind == b"apis":
                     if sender.partition(".")[0] != self.node:
-                        self.gw.proxy.apply_remote(orjson.loads(value))
+                        self.proxy.apply_remote(orjson.loads(value))
                 elif headers.get("rf-to") == self.me.encode():
                     if kind == b"req":
                         self._handle_request(orjson.loads(value))
@@ -237,7 +251,7 @@ class Cluster:
         entries = [[sid, now + left] for sid, left in self.blacklist.entries()]
         if entries:
             link.send(wire.encode_json_frame(wire.BLACKLIST, entries))
-        apis = self.gw.proxy.snapshot()
+        apis = self.proxy.snapshot()
         if apis:
             link.send(wire.encode_json_frame(wire.APIS, apis))
 
@@ -304,8 +318,8 @@ class Cluster:
             self.reply(sender, {"request_id": request_id, "status": 200, "text": metrics.REGISTRY.render().decode()})
         elif op == "proxy_response":
             ctype = msg.get("ctype")
-            ok = self.gw.proxy.deliver(msg.get("corr"), int(msg.get("code", 200)), ctype.encode("latin-1") if ctype else None,
-                                       (msg.get("body") or "").encode("latin-1"))
+            ok = self.proxy.deliver(msg.get("corr"), int(msg.get("code", 200)), ctype.encode("latin-1") if ctype else None,
+                                    (msg.get("body") or "").encode("latin-1"))
             self.reply(sender, {"request_id": request_id, "status": 202 if ok else 404})
         else:
             self.reply(sender, {"request_id": request_id, "status": 400, "message": f"unknown cluster request {op!r}"})
@@ -324,7 +338,8 @@ class Cluster:
         self.hub.set_subscriptions(session, subs)
         return {"status": 204}
 
-    def _route(self, token: str) -> tuple[str, int] | None:
+    def route(self, token: str) -> tuple[str, int] | None:
+        """(node, worker) holding what ``token`` names, when that is another worker reachable from here."""
         route = wire.route_of(token)
         if route is None or route == (self.node, self.worker):
             return None  # no route, or it names us and we do not have it: gone
@@ -335,37 +350,16 @@ class Cluster:
         return route
 
     # -- hooks called by the gateway ----------------------------------------------------
-    def forward_subscriptions(self, proto, req, token: str, manual) -> Any:
-        """PUT .../subscriptions for a connection held elsewhere: check here, apply there."""
-        route = self._route(token)
-        if route is None:
-            raise Gone("the connection no longer exists")
-        auth = self.gw.auth
-        tokens = auth.tokens(req)
-        subs = merge(manual, self.cfg.extractors.automatic(auth.valid_claims(tokens)))
-        cors = self.gw.inbound.cors(req)
-        check = auth.check_subscription(tokens, subs)
+    async def apply_subscriptions_at(self, route: tuple[str, int], token: str, manual: list, subs: list) -> dict | None:
+        """PUT .../subscriptions for a connection held at ``route`` (checked by the caller): the owner's reply."""
         msg = {"op": "subs", "token": token, "manual": [s.to_json() for s in manual], "subs": [s.to_json() for s in subs]}
-
-        async def run() -> None:
-            if check is not None:
-                await check
-            rep = await self.ask(route[0], route[1], msg, self.timeout)
-            status = rep.get("status") if rep else 410
-            if status == 204:
-                proto.respond(req, 204, b"", None, cors)
-            elif status == 410:
-                raise Gone("the connection no longer exists")
-            else:
-                raise RigError(rep.get("message") or "refused by the connection's worker", status)
-
-        return run()
+        return await self.ask(route[0], route[1], msg, self.timeout)
 
     def forward_poll(self, proto, req, token: str, cors: list, fallback: Callable[[], Any]) -> Any:
         """A long-poll whose session lives elsewhere: the owner answers, we pass the answer on.
 
         None when the token routes nowhere (the caller opens a new session)."""
-        route = self._route(token)
+        route = self.route(token)
         if route is None:
             return None
         wait = self.cfg.longpoll_timeout_s + self.timeout
@@ -389,7 +383,7 @@ class Cluster:
     def forward_proxy_response(self, corr: str, code: int, ctype: bytes | None, body: bytes) -> Any:
         """A /v3/responses answer whose correlation id names another worker: an awaitable of
         whether it was delivered there, or None when the id routes nowhere."""
-        route = self._route(corr)
+        route = self.route(corr)
         if route is None:
             return None
         msg = {"op": "proxy_response", "corr": corr, "code": code, "body": body.decode("latin-1"),

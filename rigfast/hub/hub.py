@@ -116,6 +116,16 @@ class Hub:
         session.enqueue(self.encode(session.kind, event, with_id=False))
         self._touch(session)
 
+    def kill_session(self, session_id: str) -> None:
+        """End every live connection of a blacklisted session."""
+        for s in [s for s in self.sessions.values() if session_id in s.session_ids]:
+            if s.kind == SSE:
+                s.close(self.encode(SSE, make_event("rig.session_killed", {"session_id": session_id}), with_id=False))
+            elif s.kind == WS:
+                s.close_with(1000, "Session killed.")
+            else:
+                s.abort()
+
     # -- events -----------------------------------------------------------
     def publish(self, event: Event, source: str = "http") -> None:
         metrics.EVENTS_RECEIVED.inc(1, source)

@@ -35,15 +35,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Protocol
 
 import orjson
 
 from rigfast import metrics
 from rigfast.cloudevents import now_rfc3339, parse_http_event, random_uuid4
 from rigfast.errors import BadRequest, NotFound, RigError
-from rigfast.ids import random_token
+from rigfast.auth.authorizer import Authorizer
+from rigfast.ids import TokenIssuer
 from rigfast.logs import RateLimitedLogger
 from rigfast.net.httpclient import CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE, HttpClient, UpstreamError
 from rigfast.proxy.apis import Api, ApiError, Endpoint, RouteTable, parse_api
@@ -51,7 +53,6 @@ from rigfast.proxy.paths import decoded, encoded, normalize
 from rigfast.wire.http1 import STATUS_LINES
 
 if TYPE_CHECKING:
-    from rigfast.app import Gateway
     from rigfast.net.protocol import HttpProtocol
     from rigfast.wire.http1 import Request
 
@@ -84,13 +85,28 @@ def _without_connection_named(lines: list[bytes], connection: bytes) -> list[byt
         return lines
     return [line for line in lines if line.split(b":", 1)[0] not in named]
 
+class Peers(Protocol):
+    """What the proxy calls in the cluster (``rigfast.cluster.node.Cluster``)."""
+
+    me: str
+
+    def publish_apis(self, entries: list) -> None: ...
+
+    def forward_proxy_response(self, corr: str, code: int, ctype: bytes | None, body: bytes) -> Awaitable[bool] | None: ...
+
+
 class Proxy:
-    def __init__(self, gw: "Gateway"):
-        cfg = gw.cfg
-        self.gw = gw
+    """``auth``: token checks of secured endpoints; ``tokens``: correlation ids that route back to
+    this worker; ``peers`` (None on a lone worker): API changes and answers for other workers."""
+
+    def __init__(self, cfg: Any, loop: asyncio.AbstractEventLoop, auth: Authorizer, tokens: TokenIssuer,
+                 peers: Peers | None):
         self.cfg = cfg
-        self.loop = gw.loop
-        self.auth = gw.auth
+        self.loop = loop
+        self.auth = auth
+        self.tokens = tokens
+        self.peers = peers
+        self.pid = os.getpid()
         self.client = HttpClient(self.loop, cfg.proxy_recv_timeout / 1000.0, max_conns=cfg.proxy_max_conns,
                                  max_response_bytes=cfg.proxy_max_response_bytes)
         self.kafka_timeout_s = cfg.proxy_kafka_response_timeout / 1000.0
@@ -312,7 +328,7 @@ class Proxy:
 
     # -- correlated responses ------------------------------------------------------------
     def new_correlation(self) -> str:
-        return self.gw.token_prefix + random_token()
+        return self.tokens.new()
 
     def _respond_correlated(self, proto, req, result: tuple[int, bytes | None, bytes]) -> None:
         status, ctype, body = result
@@ -406,9 +422,8 @@ class Proxy:
         if self.deliver(corr, status, ctype, req.body):
             proto.respond(req, 202, b"", None)
             return None
-        cluster = self.gw.cluster
-        if cluster is not None:
-            forwarded = cluster.forward_proxy_response(corr, status, ctype, req.body)
+        if self.peers is not None:
+            forwarded = self.peers.forward_proxy_response(corr, status, ctype, req.body)
             if forwarded is not None:
                 async def run() -> None:
                     if await forwarded:
@@ -541,12 +556,11 @@ class Proxy:
 
     def _change(self, api_id: str, api: Api | None) -> None:
         held = self.versions.get(api_id, (0.0, ""))
-        cluster = self.gw.cluster
-        origin = cluster.me if cluster is not None else str(self.gw.pid)
+        origin = self.peers.me if self.peers is not None else str(self.pid)
         version = (max(time.time(), held[0] + 1e-6), origin)
         self._apply(api_id, version, api)
-        if cluster is not None:
-            cluster.publish_apis([[api_id, version[0], version[1], api.raw if api is not None else None]])
+        if self.peers is not None:
+            self.peers.publish_apis([[api_id, version[0], version[1], api.raw if api is not None else None]])
 
     def _apply(self, api_id: str, version: tuple[float, str], api: Api | None) -> None:
         self.versions[api_id] = version
