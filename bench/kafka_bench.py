@@ -35,6 +35,7 @@ import orjson  # noqa: E402
 
 from bench.procstat import proc_cpu_s  # noqa: E402
 from rigfast import config  # noqa: E402
+from rigfast.kafka import clients  # noqa: E402
 from rigfast.cloudevents import parse_structured  # noqa: E402
 from rigfast.hub.hub import Hub  # noqa: E402
 from rigfast.sources import kafka  # noqa: E402
@@ -73,7 +74,7 @@ def run_raw(bootstrap: str, n: int, gateway_conf: bool = True) -> tuple[float, f
     from confluent_kafka import Consumer, TopicPartition
 
     if gateway_conf:
-        conf = kafka.librdkafka_config(config.load({"KAFKA_BROKERS": bootstrap, "KAFKA_SOURCE_TOPICS": TOPIC}))
+        conf = clients.consumer_config(config.load({"KAFKA_BROKERS": bootstrap, "KAFKA_SOURCE_TOPICS": TOPIC}))
     else:
         conf = {"bootstrap.servers": bootstrap, "group.id": f"bench-{os.getpid()}", "enable.auto.commit": False}
     conf["log_level"] = 0

@@ -126,11 +126,8 @@ class Gateway:
         for state in self.states:
             for proto in list(state.all_conns):
                 proto.close()
-        if self.kafka is not None:
-            await self.kafka.stop()
-        await self.proxy.stop()
-        if self.cluster is not None:
-            await self.cluster.stop()
+        # Kafka client threads may sit in a blocking librdkafka call (bounded, ~2 s): stop them together
+        await asyncio.gather(*(c.stop() for c in (self.kafka, self.proxy, self.cluster) if c is not None))
         await self.auth.close()
         for server in self.servers:
             try:

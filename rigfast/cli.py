@@ -75,11 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     die_with_parent()
     if argv and argv[0] == "dev-broker":
-        from rigfast.sources.kafka_tools import main_dev_broker
+        from rigfast.kafka.tools import main_dev_broker
 
         return main_dev_broker(argv[1:])
     if argv and argv[0] == "produce":
-        from rigfast.sources.kafka_tools import main_produce
+        from rigfast.kafka.tools import main_produce
 
         return main_produce(argv[1:])
     args = build_parser().parse_args(argv)

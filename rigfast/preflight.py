@@ -23,7 +23,7 @@ from typing import Any
 
 from rigfast.auth.authorizer import Authorizer
 from rigfast.errors import ConfigError
-from rigfast.sources.kafka import librdkafka_config
+from rigfast.kafka.clients import consumer_config as librdkafka_config
 
 
 @dataclass

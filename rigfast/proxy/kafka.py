@@ -15,29 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import threading
-import time
 from typing import Any, Callable
+
+from rigfast.kafka import clients
 
 log = logging.getLogger("rigfast.proxy.kafka")
 
 POLL_S = 0.1
-_CONSUMER_ONLY = ("group.id", "enable.auto.commit", "enable.auto.offset.store", "enable.partition.eof",
-                  "auto.offset.reset", "topic.metadata.refresh.interval.ms")
+BATCH_MAX = 500
 
 # on_response(correlation, status_or_None, value, headers)
 OnResponse = Callable[[str, "int | None", bytes, dict], None]
-
-
-def _conf(cfg: Any) -> dict:
-    from rigfast.sources.kafka import librdkafka_config
-
-    conf = librdkafka_config(cfg)
-    conf["client.id"] = f"rigfast-proxy-{socket.gethostname()}-{os.getpid()}"
-    conf["log_level"] = 3
-    return conf
 
 
 class ProxyKafka:
@@ -46,14 +35,16 @@ class ProxyKafka:
         self.loop = loop
         self.on_response = on_response
         self.topics = list(cfg.proxy_kafka_response_topics)
-        conf = _conf(cfg)
-        self.consumer_conf = dict(conf, **{"fetch.wait.max.ms": 20, "fetch.min.bytes": 1})
-        self.producer_conf = {k: v for k, v in conf.items() if k not in _CONSUMER_ONLY}
-        self.producer_conf.update({"linger.ms": 1, "acks": "1", "message.timeout.ms": 10000})
+        self.consumer_conf = clients.consumer_config(cfg, "proxy")
+        self.consumer_conf.update({"fetch.wait.max.ms": 20, "fetch.min.bytes": 1})
+        self.producer_conf = clients.producer_config(cfg, "proxy")
         self.producer: Any = None
         self.consuming = False
         self.ready: asyncio.Future | None = None
         self.last_error: str | None = None
+        self._consumer = clients.ConsumerThread("rigfast-proxy-responses", self.consumer_conf, self._consume,
+                                                restart_delay_s=1.0, logger=log, on_failure=self._on_failure,
+                                                error_cb=self._on_error)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -62,7 +53,7 @@ class ProxyKafka:
             return
         from confluent_kafka import Producer
 
-        self.producer = Producer(dict(self.producer_conf, error_cb=self._on_error))
+        self.producer = Producer(clients.with_logging(self.producer_conf, self._on_error))
         t = threading.Thread(target=self._serve_producer, name="rigfast-proxy-producer", daemon=True)
         t.start()
         self._threads.append(t)
@@ -72,12 +63,11 @@ class ProxyKafka:
             return
         self.consuming = True
         self.ready = self.loop.create_future()
-        t = threading.Thread(target=self._consume_forever, name="rigfast-proxy-responses", daemon=True)
-        t.start()
-        self._threads.append(t)
+        self._consumer.start()
 
     async def stop(self) -> None:
         self._stop.set()
+        await self._consumer.stop()
         for t in self._threads:
             if t.is_alive():
                 await self.loop.run_in_executor(None, t.join, 5.0)
@@ -114,69 +104,31 @@ class ProxyKafka:
     # -- threads ----------------------------------------------------------------------
     def _on_error(self, err) -> None:
         self.last_error = err.str()
-        log.debug("proxy: Kafka: %s", err.str())
+        clients.BROKERS.on_error(err)
+
+    def _on_failure(self, exc: BaseException) -> None:
+        self.last_error = str(exc)
 
     def _serve_producer(self) -> None:
         while not self._stop.is_set():
             self.producer.poll(POLL_S)
 
-    def _consume_forever(self) -> None:
-        from confluent_kafka import Consumer
-
-        while not self._stop.is_set():
-            c = None
-            try:
-                c = Consumer(dict(self.consumer_conf, error_cb=self._on_error))
-                self._consume(c)
-            except Exception as exc:  # noqa: BLE001 - recreate and go on
-                self.last_error = str(exc)
-                log.warning("proxy: Kafka response consumer failed, retrying: %s", exc)
-            finally:
-                if c is not None:
-                    try:
-                        c.close()
-                    except Exception:  # noqa: BLE001
-                        pass
-            self._stop.wait(1.0)
-
-    def _assign(self, c: Any) -> None:
-        from confluent_kafka import TopicPartition
-        from confluent_kafka.admin import AdminClient, NewTopic
-
-        admin = AdminClient({k: v for k, v in self.producer_conf.items() if k not in ("linger.ms", "acks", "message.timeout.ms")})
-        md = admin.list_topics(timeout=5.0)
-        missing = [t for t in self.topics if t not in md.topics]
-        if missing:
-            for t, fut in admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1) for t in missing]).items():
-                try:
-                    fut.result(timeout=10.0)
-                    log.info("proxy: created Kafka topic %s", t)
-                except Exception:  # noqa: BLE001 - exists already (a race with another worker)
-                    pass
+    def _assign(self, c: Any, stopping: threading.Event) -> None:
+        admin = clients.admin(self.cfg)
+        admin.ensure_topics([(t, 1, None) for t in self.topics], logger=log)
+        parts = admin.wait_partitions(self.topics, stop=stopping)
         assign = []
-        deadline = time.monotonic() + 10.0
         for topic in self.topics:
-            while True:
-                t = c.list_topics(topic, timeout=2.0).topics.get(topic)
-                if t is not None and t.error is None and t.partitions:
-                    break
-                if time.monotonic() > deadline or self._stop.is_set():
-                    raise RuntimeError(f"response topic {topic} has no partitions")
-                self._stop.wait(0.1)
-            for p in sorted(t.partitions):
-                _, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=5.0, cached=False)
-                assign.append(TopicPartition(topic, p, hi))
+            assign.extend(clients.end_offsets(c, topic, parts[topic]))
         c.assign(assign)
 
-    def _consume(self, c: Any) -> None:
-        self._assign(c)
+    def _consume(self, c: Any, stopping: threading.Event) -> None:
+        self._assign(c, stopping)
         log.info("proxy: reading responses from %s", ", ".join(self.topics))
+        clients.BROKERS.came_up()
         self.loop.call_soon_threadsafe(self._set_ready)
-        while not self._stop.is_set():
-            first = c.poll(POLL_S)
-            if first is None:
-                continue
-            for m in [first] + c.consume(499, 0):
+        while not stopping.is_set():
+            for m in clients.poll_batch(c, BATCH_MAX, POLL_S):
                 if m.error() is not None:
                     self.last_error = m.error().str()
                     continue

@@ -41,6 +41,10 @@ record value as the event's JSON; the common case is inlined in
 (``rig_events_invalid_total{source="kafka"}``), logged at most once per
 second with the number suppressed, and skipped.
 
+Clients: settings, the consumer thread (create, recreate after a failure)
+and logging come from :mod:`rigfast.kafka.clients`; an outage is logged
+when it starts and ends, not per retry.
+
 Faults: librdkafka reconnects by itself; the thread only tracks state from
 ``error_cb`` (all brokers down -> ``down``) and from metadata requests
 (success -> ``connected``). While down it retries metadata once per second;
@@ -64,9 +68,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import random
-import socket
 import threading
 import time
 from typing import Any, Callable
@@ -74,8 +75,8 @@ from typing import Any, Callable
 
 from rigfast import metrics
 from rigfast.cloudevents import Event, StructDecodeError, decode_struct, parse_kafka_message
-from rigfast.config import read_json_setting
-from rigfast.errors import CloudEventError, ConfigError
+from rigfast.errors import CloudEventError
+from rigfast.kafka import clients
 from rigfast.logs import RateLimitedLogger
 
 log = logging.getLogger("rigfast.kafka")
@@ -91,60 +92,6 @@ INVALID_LOG_INTERVAL_S = 1.0
 ERROR_BACKOFF_MAX_S = 1.0
 OFFSETS_TIMEOUT_S = 2.0
 
-_SASL_MECHANISMS = {"plain": "PLAIN", "scram_sha_256": "SCRAM-SHA-256", "scram_sha_512": "SCRAM-SHA-512"}
-
-
-def unique_group_id(prefix: str) -> str:
-    """A group id no other process uses: the group is never joined, only librdkafka wants one."""
-    return f"{prefix}-{socket.gethostname()}-{os.getpid()}-{random.getrandbits(32):08x}"
-
-
-def librdkafka_config(cfg: Any) -> dict[str, Any]:
-    """Map the gateway's KAFKA_* settings to librdkafka consumer properties (pure, no I/O)."""
-    conf: dict[str, Any] = {
-        "bootstrap.servers": ",".join(cfg.kafka_brokers),
-        "group.id": unique_group_id(cfg.kafkatofilter_kafka_group_id),
-        "client.id": f"rigfast-{socket.gethostname()}-{os.getpid()}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": False,
-        # Only used when a fetch position is out of range (log truncated or
-        # recreated): everything in the new log is newer than what we read.
-        "auto.offset.reset": "earliest",
-        "topic.metadata.refresh.interval.ms": 10000,
-        "socket.keepalive.enable": True,
-        "reconnect.backoff.max.ms": 2000,
-        "log.connection.close": False,
-    }
-    ssl = bool(cfg.kafka_ssl_enabled)
-    sasl = (cfg.kafka_sasl or "").strip()
-    if sasl:
-        parts = sasl.split(":", 2)
-        if len(parts) != 3 or not parts[1] or parts[0].lower() not in _SASL_MECHANISMS:
-            raise ConfigError(
-                "KAFKA_SASL must be plain:user:pass, scram_sha_256:user:pass or scram_sha_512:user:pass"
-            )
-        conf["sasl.mechanisms"] = _SASL_MECHANISMS[parts[0].lower()]
-        conf["sasl.username"] = parts[1]
-        conf["sasl.password"] = parts[2]
-        conf["security.protocol"] = "SASL_SSL" if ssl else "SASL_PLAINTEXT"
-    elif ssl:
-        conf["security.protocol"] = "SSL"
-    if ssl:
-        if cfg.kafka_ssl_ca_certfile:
-            conf["ssl.ca.location"] = cfg.kafka_ssl_ca_certfile
-        if cfg.kafka_ssl_certfile:
-            conf["ssl.certificate.location"] = cfg.kafka_ssl_certfile
-        if cfg.kafka_ssl_keyfile:
-            conf["ssl.key.location"] = cfg.kafka_ssl_keyfile
-        if cfg.kafka_ssl_keyfile_pass:
-            conf["ssl.key.password"] = cfg.kafka_ssl_keyfile_pass
-    extra = read_json_setting("RIGFAST_KAFKA_CONFIG", cfg.kafka_config or "")
-    if extra is not None:
-        if not isinstance(extra, dict):
-            raise ConfigError("RIGFAST_KAFKA_CONFIG must be a JSON object of librdkafka properties")
-        conf.update(extra)
-    return conf
 
 
 # --- the source -----------------------------------------------------------------------------
@@ -169,10 +116,12 @@ class KafkaSource:
         self._topics: tuple[str, ...] = tuple(cfg.kafka_source_topics)
         self._brokers: tuple[str, ...] = tuple(cfg.kafka_brokers)
         self._enabled = bool(self._brokers) and bool(self._topics)
-        self._conf = librdkafka_config(cfg) if self._enabled else {}
+        self._conf = clients.consumer_config(cfg) if self._enabled else {}
         self._restart_delay_s = max(0, int(cfg.kafka_restart_delay_ms)) / 1000.0
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._consumer = clients.ConsumerThread("rigfast-kafka", self._conf, self._consume_loop,
+                                                restart_delay_s=self._restart_delay_s, logger=log,
+                                                on_failure=self._on_failure, error_cb=self._on_error)
+        self._stopping = self._consumer.stopping
         self._slots = threading.Semaphore(MAX_BATCHES_IN_FLIGHT)
         self._state = "connecting" if self._enabled else "disabled"
         self._last_error: str | None = None
@@ -184,6 +133,7 @@ class KafkaSource:
         self._missing_topics: list[str] = []
         self._invalid_pending = 0
         self._log = RateLimitedLogger(log, INVALID_LOG_INTERVAL_S)
+        self._errors_log = clients.rate_limited(log)
         self._batches = 0
         metrics.REGISTRY.gauge(
             "rig_kafka_connected", "1 when the Kafka consumer is connected to the brokers", self._gauge_connected
@@ -196,20 +146,13 @@ class KafkaSource:
 
     def start(self) -> None:
         """Start the consumer thread; returns at once, the broker may be absent."""
-        if not self._enabled or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="rigfast-kafka", daemon=True)
-        self._thread.start()
+        if self._enabled:
+            self._consumer.start()
 
     async def stop(self) -> None:
         """Close the consumer and join the thread without blocking the loop; safe to call twice."""
-        self._stopping.set()
-        t = self._thread
-        if t is None:
-            return
-        if t.is_alive():
-            await asyncio.get_running_loop().run_in_executor(None, t.join)
-        if self._enabled:
+        await self._consumer.stop()
+        if self._enabled and self._consumer.thread is not None:
             self._state = "down"
 
     def health(self) -> dict:
@@ -266,42 +209,19 @@ class KafkaSource:
             self._verify_pending = self._ever_connected
         elif code == KafkaError._TRANSPORT:
             self._verify_pending = self._ever_connected
-        if err.fatal():
-            self._log.warning("fatal", "Kafka fatal error: %s", err.str())
-        else:
-            self._log.warning("error", "Kafka: %s", err.str())
+        clients.BROKERS.on_error(err)  # logs the outage once, not every retry
 
-    def _run(self) -> None:
-        from confluent_kafka import Consumer
+    def _on_failure(self, exc: BaseException) -> None:
+        self._last_error = str(exc)
+        self._state = "down" if self._ever_connected else "connecting"
 
-        lib_log = logging.getLogger("rigfast.kafka.librdkafka")
-        while not self._stopping.is_set():
-            consumer = None
-            try:
-                conf = dict(self._conf, error_cb=self._on_error, logger=lib_log)
-                consumer = Consumer(conf)
-                self._consume_loop(consumer)
-            except Exception as exc:
-                self._last_error = str(exc)
-                self._state = "down" if self._ever_connected else "connecting"
-                log.error("Kafka consumer failed, recreating it in %.1fs: %s", self._restart_delay_s, exc)
-            finally:
-                if consumer is not None:
-                    try:
-                        consumer.close()
-                    except Exception as exc:  # already closed or broken
-                        log.debug("closing the Kafka consumer: %s", exc)
-            if not self._stopping.is_set():
-                self._stopping.wait(self._restart_delay_s)
-
-    def _consume_loop(self, c: Any) -> None:
+    def _consume_loop(self, c: Any, stopping: threading.Event) -> None:
         assigned: set[tuple[str, int]] = set()
         if self._offsets:  # re-created consumer: resume where the previous one was
             self._assign(c, assigned, dict(self._offsets))
         last_meta = -1e9
         next_lag = time.monotonic() + LAG_REFRESH_S
         error_pause = 0.0
-        stopping = self._stopping
         batch_rest = BATCH_MAX_MESSAGES - 1
         while not stopping.is_set():
             now = time.monotonic()
@@ -378,11 +298,12 @@ class KafkaSource:
     def _on_consume_error(self, m: Any) -> None:
         err = m.error()
         self._last_error = err.str()
-        self._log.warning("consume", "Kafka consume error on %s[%s]: %s", m.topic(), m.partition(), err.str())
+        self._errors_log.warning(f"consume:{err.code()}", "Kafka consume error on %s[%s]: %s", m.topic(), m.partition(), err.str())
 
     def _set_connected(self) -> None:
         self._state = "connected"
         self._ever_connected = True
+        clients.BROKERS.came_up()
 
     def _refresh(self, c: Any, assigned: set[tuple[str, int]]) -> bool:
         """Metadata: assign new partitions, and after a connection loss check for recreated logs."""

@@ -1,4 +1,4 @@
-"""librdkafka_config: the KAFKA_* settings mapped to librdkafka properties."""
+"""consumer_config: the KAFKA_* settings mapped to librdkafka properties."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from rigfast import config
 from rigfast.config import ConfigError
-from rigfast.sources.kafka import librdkafka_config
+from rigfast.kafka.clients import consumer_config as librdkafka_config
 
 
 def _conf(**env: str) -> dict:

