@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import signal
+from typing import Any
+
+import orjson
 
 from rigfast import metrics
 from rigfast.api.inbound import InboundApi
@@ -50,12 +54,14 @@ class Gateway:
         self.proxy = Proxy(cfg, self.loop, auth, tokens, self.cluster)  # PROXY_CONFIG_FILE and /v3/apis
         if self.cluster is not None:
             self.cluster.proxy = self.proxy
-        self.inbound = InboundApi(cfg, hub, auth, tokens, self.proxy.handle, self.cluster)
+        self.inbound = InboundApi(cfg, hub, auth, tokens, self.proxy.handle, self.cluster, ready=self.ready_api)
         self.internal = InternalApi(hub, auth.blacklist, self.inbound.submit, self.proxy, self.cluster,
-                                    self._kafka_health, cfg.worker_index)
+                                    self._kafka_health, cfg.worker_index, ready=self.ready_api)
         self.servers: list[asyncio.AbstractServer] = []
         self.states: list[ServerState] = []
         self._tasks: list[asyncio.Task] = []
+        self.started = False  # every port listens
+        self.draining = False  # SIGTERM came: not ready, connections being closed
         self._register_gauges()
 
     def _kafka_health(self) -> dict:
@@ -97,6 +103,7 @@ class Gateway:
             self.kafka.start()
         self._tasks.append(self.loop.create_task(self._every(SWEEP_INTERVAL_S, self._sweep)))
         self._tasks.append(self.loop.create_task(self._every(cfg.heartbeat_interval_s, self.hub.heartbeat)))
+        self.started = True
         log.info(
             "rigfast worker %s listening: inbound %s:%s, internal %s:%s%s (engine: %s)",
             self.worker_id, cfg.host, cfg.inbound_port, cfg.api_host, cfg.api_http_port,
@@ -117,6 +124,79 @@ class Gateway:
             state.sweep(now)
         self.auth.blacklist.purge()
 
+    # -- readiness and drain ------------------------------------------------------
+    def readiness(self) -> dict[str, bool]:
+        """What /health/ready checks, each True when met."""
+        checks = {"listening": self.started, "not_draining": not self.draining}
+        if self.kafka is not None:
+            checks["kafka_reached"] = kafka_reached(self.kafka)
+        if self.cluster is not None:
+            checks["cluster_linked"] = bool(self.cluster.ready)  # peer workers linked, blacklist topic read
+        return checks
+
+    def ready_api(self, proto, req) -> None:
+        """GET /health/ready, /_rig/health/ready: 200 when every check holds, else 503; JSON either way."""
+        checks = self.readiness()
+        ok = all(checks.values())
+        body = orjson.dumps({"ready": ok, "checks": checks})
+        proto.respond(req, 200 if ok else 503, b"" if req.method == "HEAD" else body, b"application/json")
+
+    async def drain(self, window_s: float) -> None:
+        """SIGTERM: stop accepting, report not-ready, then end every frontend connection.
+
+        Order: the public ports stop listening (the internal port keeps answering: /health/ready
+        says 503, /metrics still works) and every answer from now on closes its connection;
+        waiting long-polls are answered at once; requests still being answered (proxy, checks)
+        get up to a third of the window; the streams (SSE, WebSocket, ...) are closed one by
+        one, in random order, spread evenly over what is left of ``window_s``. Events queued
+        before a close are written before it (the hub is settled first).
+        """
+        loop = self.loop
+        t0 = loop.time()
+        self.draining = True
+        for server, state in zip(self.servers, self.states):
+            state.draining = True
+            if state.router is self.inbound:
+                server.close()
+        hub = self.hub
+        hub.settle()
+        sessions = list(hub.sessions.values())
+        first = [s for s in sessions if s.DRAIN_FIRST]
+        streams = [s for s in sessions if not s.DRAIN_FIRST]
+        log.info("draining over %.1fs: %d streams, %d waiting sessions", window_s, len(streams), len(first),
+                 extra={"streams": len(streams), "waiting": len(first), "drain_s": window_s})
+        for s in first:
+            self._drain_one(s)
+        public = [st for st in self.states if st.router is self.inbound]
+        busy_until = t0 + window_s / 3
+        while any(st.busy_requests() for st in public) and loop.time() < busy_until:
+            await asyncio.sleep(0.02)
+        random.shuffle(streams)
+        start = loop.time()
+        span = max(0.0, t0 + window_s - start)
+        n = len(streams)
+        i = 0
+        while i < n:
+            now = loop.time()
+            hub.settle()
+            while i < n and start + span * (i + 0.5) / n <= now:
+                self._drain_one(streams[i])
+                i += 1
+            if i < n:
+                await asyncio.sleep(min(0.02, max(0.0, start + span * (i + 0.5) / n - loop.time())))
+        # what the closes wrote is flushed by the transports; give them one loop turn
+        await asyncio.sleep(0)
+        log.info("drained in %.1fs", loop.time() - t0)
+
+    def _drain_one(self, session) -> None:
+        if session.closed:
+            return
+        try:
+            session.drain()
+        except Exception:  # noqa: BLE001 - one broken session never stops the drain
+            log.exception("drain of a %s session failed", type(session).__name__)
+            session.abort()
+
     async def stop(self) -> None:
         for server in self.servers:
             server.close()
@@ -136,8 +216,17 @@ class Gateway:
                 pass
 
 
+def kafka_reached(kafka: Any) -> bool:
+    """The Kafka source has reached its brokers at least once (a later outage keeps the node ready:
+    HTTP-submitted events and connections still work, and every node would be pulled at once)."""
+    reached = getattr(kafka, "reached", None)
+    if reached is not None:
+        return bool(reached)
+    return kafka.health().get("state") == "connected"
+
+
 async def serve(cfg, resolved: Resolved | None = None) -> int:
-    """Run one gateway process until SIGTERM/SIGINT."""
+    """Run one gateway process until SIGTERM (drain, then stop) or SIGINT (stop at once)."""
     gw = None
     try:
         gw = Gateway(cfg, resolved)
@@ -147,12 +236,29 @@ async def serve(cfg, resolved: Resolved | None = None) -> int:
         if gw is not None:
             await gw.stop()
         return CONFIG_EXIT_CODE
+    got: list[int] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: int) -> None:
+        got.append(sig)
+        stop.set()
+        if len(got) > 1 and drain_task is not None:
+            drain_task.cancel()  # a second signal cuts the drain short
+
+    drain_task: asyncio.Task | None = None
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     await stop.wait()
+    if got[0] == signal.SIGTERM and cfg.drain_s > 0:
+        log.info("rigfast worker %s: SIGTERM, draining", gw.worker_id)
+        drain_task = loop.create_task(gw.drain(cfg.drain_s))
+        try:
+            await drain_task
+        except asyncio.CancelledError:
+            log.warning("rigfast worker %s: drain cut short by a second signal", gw.worker_id)
     log.info("rigfast worker %s stopping", gw.worker_id)
+    gw.draining = True
     await gw.stop()
     return 0
 

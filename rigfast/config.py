@@ -96,6 +96,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RIGFAST_CLUSTER_TOPIC", "rigfast-cluster", _str, "Kafka topic nodes exchange events and control messages on; empty: nodes do not talk"),
     Setting("RIGFAST_BLACKLIST_TOPIC", "rigfast-blacklist", _str, "compacted Kafka topic holding the session blacklist"),
     Setting("RIGFAST_CLUSTER_TIMEOUT_S", 5.0, _float, "how long a request forwarded to another worker or node waits for its answer, seconds"),
+    Setting("RIGFAST_DRAIN_S", 10.0, _float, "on SIGTERM, close frontend connections spread over this many seconds (0: at once)"),
     # frontends
     Setting("CORS", "*", _str, "value of access-control-allow-origin"),
     Setting("MAX_CONNECTIONS_PER_MINUTE", 5000, _int, "new frontend connections per minute before 429"),
@@ -175,6 +176,8 @@ class Config:
                 raise ConfigError(f"{name.upper()} must be a port number, got {port}")
         if self.jwt_alg not in ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"):
             raise ConfigError(f"JWT_ALG {self.jwt_alg!r} is not supported")
+        if self.drain_s < 0:
+            raise ConfigError(f"RIGFAST_DRAIN_S must be >= 0, got {self.drain_s}")
         if bool(self.https_certfile) != bool(self.https_keyfile):
             raise ConfigError("HTTPS_CERTFILE and HTTPS_KEYFILE must be set together")
 

@@ -45,6 +45,7 @@ DEFAULT_ENV = {
     "EXTRACTORS": json.dumps(DEFAULT_EXTRACTORS),
     "JWT_SECRET_KEY": JWT_SECRET,
     "RIGFAST_LONGPOLL_TIMEOUT_S": "3",
+    "RIGFAST_DRAIN_S": "0",  # tests stop gateways at once; tests/integration/test_drain.py drains
 }
 
 _RUNNING: list["Gateway"] = []

@@ -44,11 +44,14 @@ class Owners(Protocol):
 
 class InboundApi:
     """``tokens`` issues connection tokens; ``fallback`` answers what no route takes (the reverse
-    proxy); ``owners`` (None on a lone worker) reaches connections held elsewhere."""
+    proxy); ``owners`` (None on a lone worker) reaches connections held elsewhere; ``ready`` answers
+    ``GET /_rig/health/ready`` (the gateway's readiness)."""
 
     def __init__(self, cfg: Any, hub: Hub, auth: Authorizer, tokens: TokenIssuer,
-                 fallback: Callable[["HttpProtocol", "Request"], Any], owners: Owners | None):
+                 fallback: Callable[["HttpProtocol", "Request"], Any], owners: Owners | None,
+                 ready: Callable[["HttpProtocol", "Request"], None] | None = None):
         self.cfg = cfg
+        self.ready = ready
         self.hub = hub
         self.auth = auth
         self.tokens = tokens
@@ -85,6 +88,8 @@ class InboundApi:
         if path == "/_rig/health" and method in ("GET", "HEAD"):
             proto.respond(req, 200, b"OK")
             return None
+        if path == "/_rig/health/ready" and method in ("GET", "HEAD") and self.ready is not None:
+            return self.ready(proto, req)
         return self.fallback(proto, req)
 
     # -- CORS ---------------------------------------------------------------

@@ -21,11 +21,13 @@ from rigfast.hub.hub import Hub
 class InternalApi:
     """``submit``: the trusted submission (``InboundApi.submit`` without checks); ``proxy``: the
     ``/v3/apis`` and ``/v3/responses`` routes and its health; ``cluster`` (None on a lone worker):
-    the node's metrics and health; ``kafka_health``: the event source's state."""
+    the node's metrics and health; ``kafka_health``: the event source's state; ``ready``: answers
+    ``GET /health/ready`` (the gateway's readiness)."""
 
     def __init__(self, hub: Hub, blacklist: Blacklist, submit: Callable[..., Any], proxy: Any, cluster: Any,
-                 kafka_health: Callable[[], dict], worker_id: int):
+                 kafka_health: Callable[[], dict], worker_id: int, ready: Callable[[Any, Any], None] | None = None):
         self.hub = hub
+        self.ready = ready
         self.blacklist = blacklist
         self.submit = submit
         self.proxy = proxy
@@ -43,6 +45,10 @@ class InternalApi:
             else:
                 proto.respond(req, 200, b"OK")
             return None
+        if path == "/health/ready" and method in ("GET", "HEAD"):
+            if self.ready is None:
+                raise NotFound("no readiness here")
+            return self.ready(proto, req)
         if path == "/metrics" and method == "GET":
             if self.cluster is not None and self.cluster.bus is not None and "local" not in req.query:
                 return self.cluster_metrics(proto, req)  # every worker of the node, labelled worker="i"

@@ -145,6 +145,29 @@ _PATHS: dict[str, Any] = {
             },
         }
     },
+    "/health/ready": {
+        "get": {
+            "summary": "Readiness",
+            "description": (
+                "200 when the node can serve (ports bound, Kafka reached where configured, workers linked, "
+                "blacklist read) and is not draining; 503 otherwise. The body names each check."
+            ),
+            "responses": {
+                code: {
+                    "description": what,
+                    "content": {"application/json": {"schema": {
+                        "type": "object",
+                        "required": ["ready", "checks"],
+                        "properties": {
+                            "ready": {"type": "boolean"},
+                            "checks": {"type": "object", "additionalProperties": {"type": "boolean"}},
+                        },
+                    }}},
+                }
+                for code, what in (("200", "Ready"), ("503", "Starting, or draining after SIGTERM"))
+            },
+        }
+    },
     "/metrics": {
         "get": {
             "summary": "Prometheus metrics",

@@ -16,8 +16,9 @@ worker that exits with the configuration error code (2: the command checked
 the configuration before starting the workers, so only something like a port
 taken in between gets there) stops the node with that code: restarting it
 would fail the same way.
-SIGTERM or SIGINT: forward SIGTERM to every worker, wait up to
-``STOP_TIMEOUT_S``, SIGKILL what is left, exit 0.
+SIGTERM or SIGINT: forward the same signal to every worker (SIGTERM: each
+drains its connections over ``RIGFAST_DRAIN_S``; SIGINT: they stop at once),
+wait up to the drain plus ``STOP_TIMEOUT_S``, SIGKILL what is left.
 
 The supervisor never runs an event loop; it sleeps in ``select`` on a
 self-pipe written by the signal handlers (``signal.set_wakeup_fd``).
@@ -142,7 +143,7 @@ def run_workers(cfg: Any, command: list[str] | None = None) -> int:
         if result == 0:
             log.info("rigfast node %s: signal %d, stopping %d workers", node, stop["sig"], n)
     finally:
-        stop_all(workers)
+        stop_all(workers, stop["sig"] or signal.SIGTERM, STOP_TIMEOUT_S + cfg.drain_s)
         signal.set_wakeup_fd(-1)
         os.close(rfd)
         os.close(wfd)
@@ -153,18 +154,18 @@ def run_workers(cfg: Any, command: list[str] | None = None) -> int:
     return result
 
 
-def stop_all(workers: list[Worker]) -> None:
+def stop_all(workers: list[Worker], sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> None:
     procs = [w.proc for w in workers if w.proc is not None and w.proc.poll() is None]
     for p in procs:
         try:
-            p.send_signal(signal.SIGTERM)
+            p.send_signal(sig)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    deadline = time.monotonic() + timeout
     for p in procs:
         try:
             p.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning("worker pid %d did not stop in %.0fs; killing it", p.pid, STOP_TIMEOUT_S)
+            log.warning("worker pid %d did not stop in %.0fs; killing it", p.pid, timeout)
             p.kill()
             p.wait(5.0)

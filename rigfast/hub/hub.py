@@ -182,6 +182,11 @@ class Hub:
             self._scheduled = True
             self.loop.call_soon(self._flush)
 
+    def settle(self) -> None:
+        """Fan out the events queued so far now (the drain calls it before closing sessions)."""
+        if self._pending:
+            self._flush()
+
     def _touch(self, session) -> None:
         if not session.dirty:
             session.dirty = True

@@ -46,6 +46,11 @@ class ServerState:
         self.request_timeout = cfg.request_timeout_s
         self.keepalive_timeout = cfg.keepalive_timeout_s
         self.send_buffer = cfg.send_buffer_bytes
+        self.draining = False  # set by the gateway's drain: answers close their connection
+
+    def busy_requests(self) -> int:
+        """Requests being answered asynchronously (proxy, checks), parked long-polls not counted."""
+        return sum(1 for p in self.http_conns if p.busy is not None and p.busy is not _PARKED)
 
     def sweep(self, now: float) -> None:
         """Answer 408 to requests that took too long; close idle keep-alive connections."""
@@ -291,7 +296,7 @@ class HttpProtocol(asyncio.Protocol):
     ) -> None:
         if self.closing:
             return
-        keep = req.keep_alive
+        keep = req.keep_alive and not self.server.draining
         self.transport.write(encode_response(status, body, content_type, headers, keep))  # type: ignore[union-attr]
         if status >= 400:
             metrics.REQUESTS_REJECTED.inc(1, str(status))

@@ -12,6 +12,7 @@ between polls.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,10 @@ SSE_HEARTBEAT = b": heartbeat\n\n"
 WS_PING = b"\x89\x00"  # unmasked ping frame, empty payload
 _NONE: tuple = ()  # shared empty value for sessions without claims or subscriptions
 ONE_WAY_REASON = "This WebSocket endpoint cannot be used for two-way communication."
+DRAIN_REASON = "Server is shutting down; reconnect."
+# SSE reconnection delay sent before a drain closes a stream: jittered so that the clients of one
+# node do not all come back in the same instant (the closes are spread over RIGFAST_DRAIN_S too)
+DRAIN_RETRY_MS = (500, 2500)
 
 
 class Session(Recipient):
@@ -45,6 +50,10 @@ class Session(Recipient):
     __slots__ = ("hub", "slot", "token", "subscriptions", "manual", "claims", "session_ids")
 
     KIND = SSE
+    # The gateway's drain (SIGTERM) calls drain() on every session: at once on those with
+    # DRAIN_FIRST (requests waiting for an answer: long-polls), spread over RIGFAST_DRAIN_S on the
+    # others. drain() ends the session the way its protocol says "this server goes away".
+    DRAIN_FIRST = False
 
     def __init__(self, hub: "Hub", token: str, claims: list[dict] | None = None, session_ids: tuple[str, ...] = ()):
         self.kind = self.KIND
@@ -68,6 +77,9 @@ class Session(Recipient):
             self.closed = True
             self.hub.unregister(self)
             self.outbox.clear()
+
+    def drain(self) -> None:
+        self.abort()
 
 
 class StreamSession(Session):
@@ -118,6 +130,10 @@ class SseSession(StreamSession):
         if not self.outbox:
             self.transport.write(SSE_HEARTBEAT)
 
+    def drain(self) -> None:
+        """What is pending, a reconnection delay for EventSource, then the end of the stream."""
+        self.close(b"retry: %d\n\n" % random.randint(*DRAIN_RETRY_MS))
+
     def data_received(self, data: bytes) -> None:
         pass  # an SSE client has nothing to say; ignore anything it sends
 
@@ -132,6 +148,9 @@ class WsSession(StreamSession):
 
     def heartbeat(self) -> None:
         self.transport.write(WS_PING)
+
+    def drain(self) -> None:
+        self.close_with(1001, DRAIN_REASON)  # 1001 "going away"
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -169,6 +188,7 @@ class LongPollSession(Session):
 
     __slots__ = ("buffer", "waiter", "waiter_req", "timer", "last_poll", "last_event_id", "ttl", "poll_timeout", "cors")
     KIND = LONGPOLL
+    DRAIN_FIRST = True
 
     def __init__(self, hub, token, buffer_size: int, ttl_s: float, poll_timeout_s: float, **kw):
         super().__init__(hub, token, **kw)
@@ -235,6 +255,12 @@ class LongPollSession(Session):
     def heartbeat(self) -> None:
         if self.waiter is None and time.monotonic() - self.last_poll > self.ttl:
             self.end()
+
+    def drain(self) -> None:
+        """Answer a waiting poll now, with what is buffered (its connection then closes: the
+        port drains). The session itself ends when the process stops."""
+        if self.waiter is not None:
+            self.answer()
 
     def abort(self) -> None:
         proto, _ = self._take_waiter()

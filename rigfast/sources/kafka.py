@@ -155,6 +155,11 @@ class KafkaSource:
         if self._enabled and self._consumer.thread is not None:
             self._state = "down"
 
+    @property
+    def reached(self) -> bool:
+        """The brokers answered at least once (readiness: /health/ready)."""
+        return self._ever_connected
+
     def health(self) -> dict:
         return {
             "state": self._state,

@@ -23,6 +23,7 @@ REQUIRED_FAMILIES = {
 # Every route the internal API answers (method, path as the OpenAPI document spells it).
 INTERNAL_ROUTES = [
     ("get", "/health"),
+    ("get", "/health/ready"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
     ("post", "/v3/messages"),

@@ -1,0 +1,59 @@
+"""Readiness: GET /health/ready (internal) and /_rig/health/ready (public) answer 503 until the node
+can serve (Kafka reached where configured, cluster links up, blacklist read), 200 after; /health
+stays liveness (200 while the process runs). The drain's 503 is in test_drain.py."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import start_gateway
+from tests.helpers import T, free_port, wait_until
+from tests.tansu import TansuBroker
+
+
+def ready(base: str, path: str = "/health/ready") -> httpx.Response:
+    return httpx.get(base + path, timeout=T)
+
+
+def test_ready_without_kafka_on_both_ports(gateway):
+    for base, path in ((gateway.api, "/health/ready"), (gateway.inbound, "/_rig/health/ready")):
+        r = ready(base, path)
+        assert r.status_code == 200
+        assert r.json() == {"ready": True, "checks": {"listening": True, "not_draining": True}}
+        head = httpx.head(base + path, timeout=T)
+        assert head.status_code == 200 and head.content == b""
+
+
+@pytest.mark.kafka
+def test_not_ready_until_kafka_is_reached_then_ready():
+    port = free_port()
+    gw = start_gateway(KAFKA_BROKERS=f"127.0.0.1:{port}", KAFKA_RESTART_DELAY_MS="200")
+    broker = None
+    try:
+        r = ready(gw.api)
+        assert r.status_code == 503
+        checks = r.json()["checks"]
+        assert checks["kafka_reached"] is False and checks["cluster_linked"] is False
+        assert ready(gw.inbound, "/_rig/health/ready").status_code == 503
+        assert httpx.get(gw.api + "/health", timeout=T).status_code == 200  # alive all the same
+        broker = TansuBroker(port=port).start()
+        wait_until(lambda: ready(gw.api).status_code == 200, timeout=6 * T, what="ready once Kafka is up")
+        assert ready(gw.api).json()["checks"] == {"listening": True, "not_draining": True, "kafka_reached": True,
+                                                  "cluster_linked": True}
+    finally:
+        gw.stop()
+        if broker is not None:
+            broker.stop()
+
+
+def test_several_workers_ready_once_linked():
+    gw = start_gateway(RIGFAST_WORKERS="2")
+    try:
+        wait_until(lambda: ready(gw.api).status_code == 200, timeout=3 * T, what="both workers ready")
+        # whichever worker answers (new connection each time, SO_REUSEPORT spreads them) is linked
+        for _ in range(6):
+            r = ready(gw.api)
+            assert r.status_code == 200 and r.json()["checks"]["cluster_linked"] is True
+    finally:
+        gw.stop()
