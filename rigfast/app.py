@@ -88,6 +88,8 @@ class Gateway:
             public = env.startswith("INBOUND")
             router, error_headers = (self.inbound, inbound_errors) if public else (self.internal, ())
             state = ServerState(cfg, router, error_headers)
+            if public:
+                state.early_body = self.proxy.stream_upload  # large proxied request bodies stream
             self.states.append(state)
             factory = lambda state=state: HttpProtocol(state)  # noqa: E731
             try:

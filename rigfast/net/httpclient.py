@@ -184,12 +184,13 @@ class Exchange:
                 if self.pending is None:
                     self.pending = []
                 self.pending.append(chunk)
+                if len(self.pending) > 16:  # still connecting: the producer waits (resumed by send)
+                    self.sink.pause_source()
             return
         conn.transport.write(chunk)
 
     def end_body(self) -> None:
-        self.body_done = True
-        self.streaming = False
+        self.body_done = True  # (streaming stays True: such a request is never sent twice)
 
     write = send_body
 
@@ -395,6 +396,8 @@ class UpstreamConn(asyncio.Protocol):
         if ex.pending is not None:
             pending, ex.pending = ex.pending, None
             self.transport.write(b"".join(pending))
+            if not self.write_paused:
+                ex.sink.resume_source()
         if self.write_paused:
             ex.sink.pause_source()
 

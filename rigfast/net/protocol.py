@@ -46,6 +46,9 @@ class ServerState:
         self.request_timeout = cfg.request_timeout_s
         self.keepalive_timeout = cfg.keepalive_timeout_s
         self.send_buffer = cfg.send_buffer_bytes
+        # (proto, req) -> a body sink or None, asked when a request with a body has its head and nothing
+        # else is in flight: a sink gets the body as it arrives (reverse proxy uploads), no size limit here
+        self.early_body: Callable[["HttpProtocol", Request], Any] | None = None
         self.draining = False  # set by the gateway's drain: answers close their connection
 
     def busy_requests(self) -> int:
@@ -62,7 +65,7 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         "server", "loop", "transport", "parser", "req", "body_parts", "body_size", "head_size", "nheaders",
         "in_head", "url_parts", "queue", "busy", "stream", "closing", "deadline", "error", "leftover",
-        "reading_paused", "nbytes", "eof", "flow",
+        "reading_paused", "nbytes", "eof", "flow", "body_sink",
     )
 
     def __init__(self, server: ServerState):
@@ -90,6 +93,7 @@ class HttpProtocol(asyncio.Protocol):
         # while a parked request is answered piece by piece (the reverse proxy streaming an upstream's
         # answer): told when the client's send buffer fills and drains, and when the client leaves
         self.flow: Any = None
+        self.body_sink: Any = None  # the current request's body goes there (see ServerState.early_body)
 
     # -- asyncio callbacks --------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -198,6 +202,12 @@ class HttpProtocol(asyncio.Protocol):
         req.keep_alive = self.parser.should_keep_alive()
         req.upgrade = self.parser.should_upgrade()
         cl = req.header(b"content-length")
+        early = self.server.early_body
+        if (early is not None and self.busy is None and not self.queue and self.stream is None
+                and (cl is not None or req.header(b"transfer-encoding") is not None)):
+            self.body_sink = early(self, req)
+            if self.body_sink is not None:
+                return
         if cl is not None:
             try:
                 n = int(cl)
@@ -207,6 +217,9 @@ class HttpProtocol(asyncio.Protocol):
                 self._body_too_large()
 
     def on_body(self, body: bytes) -> None:
+        if self.body_sink is not None:
+            self.body_sink.body(body)
+            return
         self.body_size += len(body)
         if self.body_size > self.server.max_body:
             self._body_too_large()
@@ -217,6 +230,14 @@ class HttpProtocol(asyncio.Protocol):
         raise _Stop
 
     def on_message_complete(self) -> None:
+        sink = self.body_sink
+        if sink is not None:  # handled already (at its head): not queued
+            self.body_sink = None
+            self.req = None
+            self.in_head = False
+            self.head_size = 0
+            sink.end()
+            return
         self._finish_request()
 
     def _finish_request(self) -> None:

@@ -71,6 +71,7 @@ _CONN_TOKENS_IGNORED = frozenset((b"close", b"keep-alive", b"upgrade", b""))
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
 _STATUS_STR = {s: str(s) for s in range(100, 600)}
 _NO_BODY_METHODS = frozenset(("GET", "HEAD", "DELETE", "OPTIONS", "TRACE"))
+STREAM_BODY_OVER = 64 << 10  # request bodies larger than this (or chunked) stream to the upstream
 
 
 def _count(status: int) -> None:
@@ -155,34 +156,38 @@ class Proxy:
         }
 
     # -- the hot path -----------------------------------------------------------------
-    def handle(self, proto: "HttpProtocol", req: "Request") -> Any:
+    def _route(self, req: "Request") -> tuple[Endpoint | None, bytes, int, str]:
+        """(endpoint, forwarded target, error status, error message) for a request."""
         url = req.url
         q = url.find(b"?")
         raw = (url if q < 0 else url[:q]).decode("latin-1")
         path = normalize(raw)
         if path is None:
-            self._error(proto, req, 400, "Bad request: the request target must be a path")
-            return None
+            return None, b"", 400, "Bad request: the request target must be a path"
         matched = req.path if path is raw else decoded(path)
         ep, m = self.table.match(req.method, matched)
         if ep is None and req.method == "HEAD":
             ep, m = self.table.match("GET", matched)
         if ep is None:
-            self._error(proto, req, 404, f"Route is not available: no API endpoint matches {req.method} {matched}")
-            return None
-        api = ep.api
-        if ep.secured and api.auth_type == "jwt" and not self._authorized(api, req):
-            self._error(proto, req, 401, self._why_unauthorized)
-            return None
-        if ep.target == "kafka":
-            return self._to_kafka(proto, req, ep)
+            return None, b"", 404, f"Route is not available: no API endpoint matches {req.method} {matched}"
+        if ep.secured and ep.api.auth_type == "jwt" and not self._authorized(ep.api, req):
+            return None, b"", 401, self._why_unauthorized
         # the upstream gets exactly the path that was matched (or its rewrite), never the raw target
         target = encoded(ep.rewrite(m)) if ep.replacement is not None else path.encode("latin-1")
         if q >= 0:
             target += url[q:]
+        return ep, target, 0, ""
+
+    def handle(self, proto: "HttpProtocol", req: "Request") -> Any:
+        ep, target, status, message = self._route(req)
+        if ep is None:
+            self._error(proto, req, status, message)
+            return None
+        if ep.target == "kafka":
+            return self._to_kafka(proto, req, ep)
         if ep.response_from is not None:
             return self._http_async(proto, req, ep, target)
-        up = api.upstream
+        up = ep.api.upstream
         assert up is not None
         if req.upgrade and (req.header(b"upgrade") or b"").lower() == b"websocket":
             relay: _Relay = _Tunnel(self, proto, req)
@@ -198,9 +203,42 @@ class Proxy:
                                        label=up.label)
         return None
 
+    def stream_upload(self, proto: "HttpProtocol", req: "Request") -> Any:
+        """At the head of a request with a body: stream it to the upstream when it is large or chunked.
+
+        Returns the body sink, or None to let the request be read whole and handled as usual
+        (small bodies, non-proxy routes, Kafka and http_async endpoints, refusals).
+        """
+        if req.path.startswith("/_rig"):
+            return None
+        cl = req.header(b"content-length")
+        chunked = cl is None
+        if not chunked:
+            try:
+                if int(cl) <= STREAM_BODY_OVER:
+                    return None
+            except ValueError:
+                return None
+        ep, target, _, _ = self._route(req)
+        if ep is None or ep.target != "http" or ep.response_from is not None or req.upgrade:
+            return None
+        up = ep.api.upstream
+        assert up is not None
+        head = self._encode(proto, req, ep, None, target, body_length=None if chunked else int(cl))
+        relay = _Relay(self, proto, req)
+        relay.uploading = True
+        proto.park()
+        proto.flow = relay
+        relay.ex = self.client.request(up.key, head, req.method, relay, label=up.label, streaming=True)
+        return _Upload(relay, chunked)
+
     def _encode(self, proto: "HttpProtocol", req: "Request", ep: Endpoint, correlation: bytes | None,
-                target: bytes, upgrade: bool = False) -> bytes:
-        """The upstream request: method, target, headers minus hop-by-hop, X-Forwarded-*, body."""
+                target: bytes, upgrade: bool = False, body_length: int | None | bool = False) -> bytes:
+        """The upstream request: method, target, headers minus hop-by-hop, X-Forwarded-*, body.
+
+        ``body_length``: False, the body is ``req.body``; an int or None (chunked), the head only, for
+        a body that streams after it.
+        """
         up = ep.api.upstream
         assert up is not None
         add = ep.add_headers
@@ -244,7 +282,10 @@ class Proxy:
         if upgrade:
             app(b"connection: upgrade\r\nupgrade: websocket\r\n")
         body = req.body
-        if body or req.method not in _NO_BODY_METHODS:
+        if body_length is not False:
+            body = b""
+            app(b"transfer-encoding: chunked\r\n" if body_length is None else b"content-length: %d\r\n" % body_length)
+        elif body or req.method not in _NO_BODY_METHODS:
             app(b"content-length: %d\r\n" % len(body))
         if b"host" not in added:
             app(self._host_line(up))
@@ -605,7 +646,8 @@ class _Relay:
     client that does not keep the connection).
     """
 
-    __slots__ = ("proxy", "proto", "req", "ex", "out", "chunked", "keep", "started", "finished", "source_paused")
+    __slots__ = ("proxy", "proto", "req", "ex", "out", "chunked", "keep", "started", "finished", "source_paused",
+                 "uploading")
 
     def __init__(self, proxy: Proxy, proto: "HttpProtocol", req: "Request"):
         self.proxy = proxy
@@ -618,11 +660,14 @@ class _Relay:
         self.started = False
         self.finished = False
         self.source_paused = False
+        self.uploading = False  # the request body is still streaming from the client
 
     # -- from the upstream client --------------------------------------------------
     def head(self, status: int, headers: list, kind: int, length: int) -> None:
         _count(status)
         self.started = True
+        if self.uploading:
+            self.keep = False  # answered before the client's body ended: the connection cannot go on
         req = self.req
         out = [STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
         app = out.append
@@ -682,6 +727,8 @@ class _Relay:
         if self.started:
             proto.abort()  # mid-answer: the client must see a cut, not a complete-looking answer
             return
+        if self.uploading:
+            self.req.keep_alive = False  # the rest of the body will not be read
         self.proxy._error(proto, self.req, status, message)
         proto.unpark()
 
@@ -717,6 +764,30 @@ class _Relay:
     def connection_lost(self) -> None:  # the client left
         if self.ex is not None:
             self.ex.cancel()
+
+
+class _Upload:
+    """The client's request body, as it arrives, to the upstream (chunk-framed when the client's was)."""
+
+    __slots__ = ("relay", "chunked")
+
+    def __init__(self, relay: _Relay, chunked: bool):
+        self.relay = relay
+        self.chunked = chunked
+
+    def body(self, chunk: bytes) -> None:
+        ex = self.relay.ex
+        if ex is not None and not ex.done:
+            ex.send_body(b"%x\r\n%s\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+
+    def end(self) -> None:
+        relay = self.relay
+        relay.uploading = False
+        ex = relay.ex
+        if ex is not None and not ex.done:
+            if self.chunked:
+                ex.send_body(b"0\r\n\r\n")
+            ex.end_body()
 
 
 class _Tunnel(_Relay):
