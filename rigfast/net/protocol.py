@@ -53,7 +53,8 @@ class ServerState:
 
     def busy_requests(self) -> int:
         """Requests being answered asynchronously (proxy, checks), parked long-polls not counted."""
-        return sum(1 for p in self.http_conns if p.busy is not None and p.busy is not _PARKED)
+        return sum(1 for p in self.http_conns
+                   if (p.busy is not None and p.busy is not _PARKED) or p.flow is not None)  # flow: a proxied answer
 
     def sweep(self, now: float) -> None:
         """Answer 408 to requests that took too long; close idle keep-alive connections."""

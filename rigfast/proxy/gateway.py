@@ -656,7 +656,7 @@ class _Relay:
         self.ex: Any = None
         self.out: list[bytes] = []
         self.chunked = False
-        self.keep = req.keep_alive
+        self.keep = req.keep_alive and not proto.server.draining
         self.started = False
         self.finished = False
         self.source_paused = False
