@@ -46,7 +46,7 @@ run-kafka: install
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
-	RIGFAST_NO_EXTENSIONS=1 $(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+	RIGFAST_NO_EXTENSIONS=1 $(PY) -m pytest -q tests/unit tests/inprocess $(PYTEST_ARGS)
 
 # The plain-Python engine only (what a machine without a compiler runs).
 test-pure: install

@@ -1,4 +1,4 @@
-"""Micro benchmarks of the request path, in process, over a fake transport (no syscalls).
+"""Micro benchmarks of the request path, in process, over the tests' fake transport (no syscalls).
 
 Run: make bench  (or: python -m pytest bench/test_micro_request.py -p no:cacheprovider --benchmark-enable)
 What it shows: the Python cost of one HTTP event submission (parse, validate,
@@ -15,44 +15,10 @@ import pytest
 
 from rigfast import config
 from rigfast.app import Gateway
-from rigfast.net.protocol import HttpProtocol
+from rigfast.net.protocol import HttpProtocol, ServerState
+from tests.inprocess.harness import CountingTransport
 
 EXTRACTORS = '{"bench.addressed":{"name":{"stable_field_index":1,"event":{"json_pointer":"/data/name"}}}}'
-
-
-class FakeTransport(asyncio.Transport):
-    def __init__(self):
-        super().__init__()
-        self.written = 0
-        self.closed = False
-
-    def write(self, data):
-        self.written += len(data)
-
-    def writelines(self, parts):
-        for p in parts:
-            self.written += len(p)
-
-    def get_extra_info(self, name, default=None):
-        return ("127.0.0.1", 1) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        pass
-
-    def pause_reading(self):
-        pass
-
-    def resume_reading(self):
-        pass
-
-    def close(self):
-        self.closed = True
-
-    def abort(self):
-        self.closed = True
-
-    def is_closing(self):
-        return self.closed
 
 
 @pytest.fixture()
@@ -65,12 +31,10 @@ def gateway():
     loop.close()
 
 
-def connect(gw, loop, path: str) -> tuple[HttpProtocol, FakeTransport]:
-    from rigfast.net.protocol import ServerState
-
+def connect(gw, loop, path: str) -> tuple[HttpProtocol, CountingTransport]:
     state = ServerState(gw.cfg, gw.inbound)
     proto = HttpProtocol(state)
-    tr = FakeTransport()
+    tr = CountingTransport()
     proto.connection_made(tr)
     proto.data_received(b"GET " + path.encode() + b" HTTP/1.1\r\nhost: x\r\n\r\n")
     return proto, tr

@@ -1,0 +1,166 @@
+"""HttpProtocol on a fake transport and loop: pipelining, limits, timeouts, chunked bodies, upgrade."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+
+from tests.inprocess.harness import http_request, parse_responses
+
+EVENT = {"specversion": "1.0", "type": "greeting", "source": "t", "id": "e1", "data": {"name": "ann"}}
+
+
+def post_event(event=EVENT, **kw) -> bytes:
+    return http_request("POST", "/_rig/v1/events", json.dumps(event).encode(),
+                        {"content-type": "application/cloudevents+json"}, **kw)
+
+
+def test_pipelined_requests_are_answered_in_order(make_gateway):
+    """Three requests in one segment: three answers, in request order, on one kept-alive connection."""
+    g = make_gateway()
+    c = g.client()
+    e2 = dict(EVENT, id="e2")
+    c.send(http_request("GET", "/_rig/health") + post_event() + post_event(e2))
+    answers = parse_responses(c.read())
+    assert [a[0] for a in answers] == [200, 202, 202]
+    assert answers[0][2] == b"OK"
+    assert [json.loads(a[2])["id"] for a in answers[1:]] == ["e1", "e2"]
+    assert not c.closed
+
+
+def test_connection_close_ends_after_the_answer(make_gateway):
+    g = make_gateway()
+    c = g.client()
+    c.send(http_request("GET", "/_rig/health", keep_alive=False))
+    assert parse_responses(c.read())[0][0] == 200
+    assert c.closed
+
+
+def test_request_split_byte_by_byte(make_gateway):
+    g = make_gateway()
+    c = g.client()
+    for b in post_event():
+        c.send(bytes([b]))
+    answers = parse_responses(c.read())
+    assert answers[0][0] == 202 and json.loads(answers[0][2])["id"] == "e1"
+
+
+def test_chunked_body(make_gateway):
+    """A chunked request body (split across segments, with an extension) is reassembled."""
+    g = make_gateway()
+    c = g.client()
+    body = json.dumps(EVENT).encode()
+    head = (b"POST /_rig/v1/events HTTP/1.1\r\nhost: t\r\ncontent-type: application/cloudevents+json\r\n"
+            b"transfer-encoding: chunked\r\n\r\n")
+    c.send(head + b"%x;ext=1\r\n%s\r\n" % (10, body[:10]))
+    assert c.read() == b""  # nothing answered before the last chunk
+    c.send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body) - 10, body[10:]))
+    status, _, out = parse_responses(c.read())[0]
+    assert status == 202 and json.loads(out) == EVENT
+
+
+def test_chunked_body_over_the_limit(make_gateway):
+    g = make_gateway(RIGFAST_MAX_BODY_BYTES=64)
+    c = g.client()
+    c.send(b"POST /_rig/v1/events HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
+           + b"40\r\n" + b"x" * 64 + b"\r\n" + b"1\r\nx\r\n")
+    status, _, body = parse_responses(c.read())[0]
+    assert status == 413 and b"64 bytes" in body
+    assert c.closed
+
+
+def test_content_length_over_the_limit_is_refused_before_the_body(make_gateway):
+    g = make_gateway(RIGFAST_MAX_BODY_BYTES=100)
+    c = g.client()
+    c.send(b"POST /_rig/v1/events HTTP/1.1\r\nhost: t\r\ncontent-length: 101\r\n\r\n")
+    assert parse_responses(c.read())[0][0] == 413
+    assert c.closed
+
+
+def test_header_block_too_large(make_gateway):
+    g = make_gateway(RIGFAST_MAX_HEADER_BYTES=1024)
+    c = g.client()
+    c.send(b"GET /_rig/health HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * 2000 + b"\r\n\r\n")
+    assert parse_responses(c.read())[0][0] == 431
+    assert c.closed
+
+
+def test_too_many_header_fields(make_gateway):
+    g = make_gateway(RIGFAST_MAX_HEADERS=5)
+    c = g.client()
+    c.send(b"GET /_rig/health HTTP/1.1\r\n" + b"".join(b"x-%d: 1\r\n" % i for i in range(6)) + b"\r\n")
+    status, _, body = parse_responses(c.read())[0]
+    assert status == 431 and b"limit 5" in body
+
+
+def test_malformed_request_is_400_and_closes(make_gateway):
+    g = make_gateway()
+    c = g.client()
+    c.send(b"GET / HTTP/1.1\r\nbad header line\r\n\r\n")
+    assert parse_responses(c.read())[0][0] == 400
+    assert c.closed
+
+
+def test_incomplete_request_times_out_with_408(make_gateway, loop):
+    """The sweeper answers 408 to a request not complete within RIGFAST_REQUEST_TIMEOUT_S (fake clock)."""
+    g = make_gateway(RIGFAST_REQUEST_TIMEOUT_S=2)
+    c = g.client()
+    c.send(b"POST /_rig/v1/events HTTP/1.1\r\nhost: t\r\ncontent-length: 10\r\n\r\nabc")
+    loop.advance(1.0)
+    g.inbound.sweep(loop.time())
+    assert c.read() == b"" and not c.closed
+    loop.advance(1.5)
+    g.inbound.sweep(loop.time())
+    assert parse_responses(c.read())[0][0] == 408
+    assert c.closed
+
+
+def test_idle_keepalive_connection_is_closed(make_gateway, loop):
+    g = make_gateway(RIGFAST_KEEPALIVE_TIMEOUT_S=5)
+    c = g.client()
+    c.send(http_request("GET", "/_rig/health"))
+    c.read()
+    loop.advance(6)
+    g.inbound.sweep(loop.time())
+    assert c.read() == b"" and c.closed  # idle: closed without an answer
+
+
+def test_websocket_upgrade(make_gateway, rf):
+    """Upgrade: 101 with the RFC 6455 accept key, then the greeting as text frames; a ping is answered."""
+    g = make_gateway()
+    c = g.client()
+    key = base64.b64encode(b"0123456789abcdef").decode()
+    c.send(http_request("GET", '/_rig/v1/connection/ws?subscriptions=[{"eventType":"greeting"}]',
+                        headers={"connection": "Upgrade", "upgrade": "websocket", "sec-websocket-version": "13",
+                                 "sec-websocket-key": key}))
+    g.settle()
+    out = c.read()
+    head, _, frames = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
+    assert {k.lower(): v for k, v in headers.items()}["sec-websocket-accept"] == accept.decode()
+    assert frames[0] == 0x81 and b"rig.connection.create" in frames
+    c.send(b"\x89\x80" + b"\x00\x00\x00\x00")  # masked empty ping
+    assert c.read() == b"\x8a\x00"  # pong
+    assert isinstance(c.proto.stream, rf.sessions.WsSession)
+
+
+def test_websocket_without_upgrade_headers_is_400(make_gateway):
+    g = make_gateway()
+    c = g.client()
+    c.send(http_request("GET", "/_rig/v1/connection/ws"))
+    assert parse_responses(c.read())[0][0] == 400
+
+
+@pytest.mark.parametrize("method", ["DELETE", "PATCH"])
+def test_wrong_method_is_405(make_gateway, method):
+    g = make_gateway()
+    c = g.client()
+    c.send(http_request(method, "/_rig/v1/events"))
+    status, headers, _ = parse_responses(c.read())[0]
+    assert status == 405
+    assert headers["access-control-allow-origin"] == "*"  # errors on the public port carry CORS
