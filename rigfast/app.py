@@ -40,7 +40,7 @@ class Gateway:
         self.tls = resolved.tls
         self.worker_id = cfg.worker_index
         self.loop = asyncio.get_event_loop()
-        self.hub = hub = Hub(cfg.extractors, self.loop, cfg.history_size, cfg.history_age_s)
+        self.hub = hub = Hub(cfg.extractors, self.loop, cfg.history_size, cfg.history_age_s, cfg.history_bytes, cfg.replay_max_bytes)
         self.auth = auth = resolved.auth
         auth.blacklist.on_add(hub.kill_session)
         self.kafka: KafkaSource | None = None  # the event source, started with the gateway
@@ -56,7 +56,7 @@ class Gateway:
             self.cluster.proxy = self.proxy
         self.inbound = InboundApi(cfg, hub, auth, tokens, self.proxy.handle, self.cluster, ready=self.ready_api)
         self.internal = InternalApi(hub, auth.blacklist, self.inbound.submit, self.proxy, self.cluster,
-                                    self._kafka_health, cfg.worker_index, ready=self.ready_api)
+                                    self._kafka_health, cfg.worker_index, ready=self.ready_api, api_token=cfg.api_token)
         self.servers: list[asyncio.AbstractServer] = []
         self.states: list[ServerState] = []
         self._tasks: list[asyncio.Task] = []

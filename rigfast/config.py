@@ -107,6 +107,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RIGFAST_SEND_BUFFER_BYTES", 1 << 20, _int, "per-connection send buffer; a client that falls further behind is disconnected"),
     Setting("RIGFAST_HISTORY_SIZE", 10000, _int, "events kept for Last-Event-ID resumption"),
     Setting("RIGFAST_HISTORY_AGE_S", 300.0, _float, "maximum age of events kept for resumption, seconds"),
+    Setting("RIGFAST_HISTORY_BYTES", 64 << 20, _int, "maximum total JSON size of the events kept for resumption, per worker (oldest dropped first)"),
+    Setting("RIGFAST_REPLAY_MAX_BYTES", 512 << 10, _int, "most event bytes one resuming connect replays (older missed events: rig.history_gap)"),
+    Setting("RIGFAST_LONGPOLL_MAX_SESSIONS", 20000, _int, "live long-polling sessions per worker; more new sessions get 503"),
+    Setting("RIGFAST_LONGPOLL_FIRST_POLL_TTL_S", 60.0, _float, "expiry of a long-polling session that never polled after it was created, seconds"),
+    Setting("RIGFAST_LONGPOLL_COOKIE_SAMESITE", "Lax", _str, "SameSite of the long-polling cookies: Lax, Strict, None (None needs TLS: cross-site frontends)"),
+    Setting("RIGFAST_LONGPOLL_BUFFER_BYTES", 64 << 10, _int, "undelivered event bytes kept per long-polling session (oldest dropped first; the newest event always stays)"),
+    # subscriptions: per connection, checked on connect (query) and PUT
+    Setting("RIGFAST_MAX_SUBSCRIPTIONS", 50, _int, "subscriptions per connection (query or PUT); more: 400"),
+    Setting("RIGFAST_MAX_ONEOF", 100, _int, "oneOf entries per connection, all its subscriptions together; more: 400"),
+    Setting("RIGFAST_MAX_SUBSCRIPTION_VALUE_BYTES", 512, _int, "size of one constraint value (as JSON); larger: 400"),
+    Setting("RIGFAST_MAX_SUBSCRIPTIONS_BYTES", 16384, _int, "size of a connection's subscription list as sent (query value or PUT body); larger: 400"),
+    Setting("RIGFAST_WS_MAX_MESSAGE_BYTES", 65536, _int, "largest WebSocket message a client may send; larger: close 1009"),
+    Setting("RIGFAST_CLIENT_CONNECTION_SHARE", 0.1, _float, "share of MAX_CONNECTIONS_PER_MINUTE one client address (IPv6: its /64) may spend, at least 10 a minute; 1 = no per-client limit"),
+    Setting("RIGFAST_API_TOKEN", "", _str, "bearer token the internal API requires (except /health); empty: no authentication, as RIG"),
     # HTTP limits
     Setting("RIGFAST_MAX_HEADER_BYTES", 16384, _int, "request line + headers larger than this get 431"),
     Setting("RIGFAST_MAX_HEADERS", 100, _int, "more header fields than this get 431"),
@@ -178,6 +192,14 @@ class Config:
             raise ConfigError(f"JWT_ALG {self.jwt_alg!r} is not supported")
         if self.drain_s < 0:
             raise ConfigError(f"RIGFAST_DRAIN_S must be >= 0, got {self.drain_s}")
+        for name in ("history_bytes", "replay_max_bytes", "longpoll_max_sessions", "longpoll_buffer_bytes", "max_subscriptions",
+                     "max_oneof", "max_subscription_value_bytes", "max_subscriptions_bytes", "ws_max_message_bytes"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"RIGFAST_{name.upper()} must be >= 0 (0: no limit)")
+        if self.longpoll_cookie_samesite not in ("Lax", "Strict", "None"):
+            raise ConfigError("RIGFAST_LONGPOLL_COOKIE_SAMESITE must be Lax, Strict or None")
+        if not 0 < self.client_connection_share <= 1:
+            raise ConfigError("RIGFAST_CLIENT_CONNECTION_SHARE must be in (0, 1]")
         if bool(self.https_certfile) != bool(self.https_keyfile):
             raise ConfigError("HTTPS_CERTFILE and HTTPS_KEYFILE must be set together")
 

@@ -207,12 +207,51 @@ class Subscription:
         return f"Subscription({self.event_type!r}, {self.one_of!r})"
 
 
-def parse_subscriptions(raw: Any, extractors: Extractors) -> list[Subscription]:
+@dataclass(frozen=True)
+class Limits:
+    """What one connection may ask for (0: no limit). Bounds the memory a connection's
+    subscriptions take: at most ``max_oneof`` conjunctions of values of at most
+    ``max_value_bytes``, from a list of at most ``max_bytes`` as sent."""
+
+    max_subscriptions: int = 50
+    max_oneof: int = 100
+    max_value_bytes: int = 512
+    max_bytes: int = 16384
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Limits":
+        return cls(cfg.max_subscriptions, cfg.max_oneof, cfg.max_subscription_value_bytes, cfg.max_subscriptions_bytes)
+
+    def check_size(self, n: int) -> None:
+        if self.max_bytes and n > self.max_bytes:
+            raise SubscriptionError(
+                f"subscriptions too large: {n} bytes (limit {self.max_bytes}, RIGFAST_MAX_SUBSCRIPTIONS_BYTES)"
+            )
+
+
+NO_LIMITS = Limits(0, 0, 0, 0)
+
+
+def _value_size(v: Any) -> int:
+    if type(v) is str:
+        return len(v) if v.isascii() else len(v.encode("utf-8", "surrogatepass"))
+    if v is None or type(v) in (bool, int, float):
+        return 8
+    return len(orjson.dumps(v))
+
+
+def parse_subscriptions(raw: Any, extractors: Extractors, limits: Limits = NO_LIMITS) -> list[Subscription]:
     """Validate a decoded JSON subscription list; raises SubscriptionError naming the problem."""
     if raw is None:
         return []
     if not isinstance(raw, list):
         raise SubscriptionError("subscriptions must be a JSON list")
+    if limits.max_subscriptions and len(raw) > limits.max_subscriptions:
+        raise SubscriptionError(
+            f"too many subscriptions: {len(raw)} (limit {limits.max_subscriptions}, RIGFAST_MAX_SUBSCRIPTIONS)"
+        )
+    max_value = limits.max_value_bytes
+    oneof_left = limits.max_oneof or -1
     out: list[Subscription] = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
@@ -225,24 +264,36 @@ def parse_subscriptions(raw: Any, extractors: Extractors) -> list[Subscription]:
             one_of = []
         if not isinstance(one_of, list):
             raise SubscriptionError(f"subscription #{i}: oneOf must be a list of objects")
+        if oneof_left >= 0:
+            oneof_left -= len(one_of)
+            if oneof_left < 0:
+                raise SubscriptionError(
+                    f"subscription #{i}: too many oneOf entries (limit {limits.max_oneof} per connection, RIGFAST_MAX_ONEOF)"
+                )
         for j, cond in enumerate(one_of):
             if not isinstance(cond, dict):
                 raise SubscriptionError(f"subscription #{i}: oneOf[{j}] must be an object")
-            for fname in cond:
+            for fname, value in cond.items():
                 if not extractors.has_field(etype, fname):
                     raise SubscriptionError(
                         f"subscription #{i}: no extractor defines field {fname!r} for event type {etype!r}"
+                    )
+                if max_value and _value_size(value) > max_value:
+                    raise SubscriptionError(
+                        f"subscription #{i}: oneOf[{j}].{fname} value too large"
+                        f" (limit {max_value} bytes, RIGFAST_MAX_SUBSCRIPTION_VALUE_BYTES)"
                     )
         out.append(Subscription(etype, tuple(one_of)))
     return out
 
 
-def parse_subscriptions_json(text: bytes | str, extractors: Extractors) -> list[Subscription]:
+def parse_subscriptions_json(text: bytes | str, extractors: Extractors, limits: Limits = NO_LIMITS) -> list[Subscription]:
+    limits.check_size(len(text))
     try:
         raw = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise SubscriptionError(f"subscriptions are not valid JSON: {exc}") from None
-    return parse_subscriptions(raw, extractors)
+    return parse_subscriptions(raw, extractors, limits)
 
 
 def merge(*lists: Iterable[Subscription]) -> list[Subscription]:

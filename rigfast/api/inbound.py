@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 import orjson
 
 from rigfast.auth.authorizer import Authorizer
+from rigfast.auth.ratelimit import client_key
 from rigfast.cloudevents import Event, make_event, parse_http_event
 from rigfast.errors import BadRequest, Gone, RigError, TooManyRequests
 from rigfast.hub.hub import LONGPOLL, Hub
 from rigfast.ids import TokenIssuer
-from rigfast.net.sessions import LongPollSession, SseSession, WsSession
-from rigfast.subscriptions import Subscription, merge, parse_subscriptions, parse_subscriptions_json
+from rigfast.net.sessions import LongPollSession, SseSession, WsSession, cookie_attributes
+from rigfast.subscriptions import Limits, Subscription, merge, parse_subscriptions, parse_subscriptions_json
 from rigfast.wire.http1 import encode_stream_head, encode_ws_accept, header_has_token
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class InboundApi:
         self.fallback = fallback
         self.owners = owners
         self.extractors = cfg.extractors
+        self.limits = Limits.from_config(cfg)
         self.cors_origin = self.cfg.cors.encode()
         self._cors_any = [(b"access-control-allow-origin", b"*")]
 
@@ -122,7 +124,22 @@ class InboundApi:
 
     # -- helpers ------------------------------------------------------------
     def admit(self, proto, req) -> bool:
-        """MAX_CONNECTIONS_PER_MINUTE: False after answering 429 with Retry-After (whole seconds)."""
+        """MAX_CONNECTIONS_PER_MINUTE and the client's share of it (RIGFAST_CLIENT_CONNECTION_SHARE):
+        False after answering 429 with Retry-After (whole seconds). A client over its share is
+        refused before it takes from the node's allowance, so it cannot spend the others'."""
+        per_client = self.auth.client_limiter
+        if per_client.enabled:
+            key = client_key(proto.peer)
+            if not per_client.allow(key):
+                retry = max(1, math.ceil(per_client.retry_after_s(key)))
+                proto.respond_error(
+                    req,
+                    TooManyRequests.status,
+                    f"too many new connections from this client address: its share of MAX_CONNECTIONS_PER_MINUTE"
+                    f" (RIGFAST_CLIENT_CONNECTION_SHARE) is spent, retry in {retry} s",
+                    [(b"retry-after", b"%d" % retry)],
+                )
+                return False
         limiter = self.auth.rate_limiter
         if limiter.allow():
             return True
@@ -138,7 +155,7 @@ class InboundApi:
     def requested(self, req: "Request") -> tuple[list[str], list[dict], list[Subscription]]:
         """(tokens, valid claims, merged subscriptions) of a connect request."""
         raw = req.query_one("subscriptions")
-        manual = parse_subscriptions_json(raw, self.extractors) if raw else []
+        manual = parse_subscriptions_json(raw, self.extractors, self.limits) if raw else []
         tokens = self.auth.tokens(req)
         claims = self.auth.valid_claims(tokens)
         return tokens, claims, merge(manual, self.extractors.automatic(claims))
@@ -214,7 +231,8 @@ class InboundApi:
         return checked()
 
     def _start_ws(self, proto, req, key: bytes, claims, subs, refuse: str | None = None) -> None:
-        session = WsSession(self.hub, self.tokens.new(), proto, claims=claims, session_ids=self.auth.session_ids(claims))
+        session = WsSession(self.hub, self.tokens.new(), proto, self.cfg.ws_max_message_bytes,
+                            claims=claims, session_ids=self.auth.session_ids(claims))
         proto.become_stream(session)
         session.outbox.append(encode_ws_accept(key))  # leaves with the greeting in one write
         if refuse is not None:
@@ -243,6 +261,14 @@ class InboundApi:
         return self._new_longpolling(proto, req, cors)
 
     def _new_longpolling(self, proto, req, cors) -> Any:
+        cap = self.cfg.longpoll_max_sessions
+        if cap and self.hub.counts[LONGPOLL] >= cap:
+            proto.respond_error(
+                req, 503,
+                f"too many long-polling sessions: RIGFAST_LONGPOLL_MAX_SESSIONS ({cap}) reached, retry later",
+                [(b"retry-after", b"%d" % max(1, int(self.cfg.longpoll_first_poll_ttl_s)))],
+            )
+            return None
         if not self.admit(proto, req):
             return None
         tokens, claims, subs = self.requested(req)
@@ -256,14 +282,18 @@ class InboundApi:
             cfg.longpoll_buffer,
             cfg.longpoll_session_ttl_s,
             cfg.longpoll_timeout_s,
+            cfg.longpoll_buffer_bytes,
+            cfg.longpoll_first_poll_ttl_s,
+            cookie_attributes(cfg.longpoll_cookie_samesite, proto.transport.get_extra_info("sslcontext") is not None),
             claims=claims,
             session_ids=self.auth.session_ids(claims),
         )
         self.greet(session, subs)
         self.resume(session, req)
+        attrs = session.cookie_attrs
         headers = cors + [
-            (b"set-cookie", b"connection_token=%s; path=/" % session.token.encode()),
-            (b"set-cookie", b'last_event_id="first_event"; path=/'),
+            (b"set-cookie", b"connection_token=%s%s" % (session.token.encode(), attrs)),
+            (b"set-cookie", b'last_event_id="first_event"%s' % attrs),
             (b"cache-control", b"no-cache"),
         ]
         proto.respond(req, 200, b'"ok"', b"application/json; charset=utf-8", headers)
@@ -272,13 +302,14 @@ class InboundApi:
     def put_subscriptions(self, proto, req, token: str) -> Any:
         if not TOKEN_RE.match(token):
             raise BadRequest("invalid connection token")
+        self.limits.check_size(len(req.body))  # before decoding: a huge body is refused unread
         try:
             body = orjson.loads(req.body)
         except orjson.JSONDecodeError as exc:
             raise BadRequest(f"body is not valid JSON: {exc}") from None
         if not isinstance(body, dict) or "subscriptions" not in body:
             raise BadRequest('body must be an object like {"subscriptions": [...]}')
-        manual = parse_subscriptions(body["subscriptions"], self.extractors)
+        manual = parse_subscriptions(body["subscriptions"], self.extractors, self.limits)
         session = self.hub.by_token.get(token)
         if session is None:
             return self._put_elsewhere(proto, req, token, manual)

@@ -1,11 +1,14 @@
 """Routes of the internal API port: health, metrics, trusted event submission, blacklist.
 
-No authentication here: bind it to a private address (RIGFAST_API_HOST).
+No authentication unless RIGFAST_API_TOKEN is set (RIG has none): then every route but
+``/health`` and ``/health/ready`` want ``Authorization: Bearer <token>`` and answers 401 without it. Either
+way, bind the port to a private address (RIGFAST_API_HOST).
 """
 
 from __future__ import annotations
 
 import os
+import hmac
 import time
 from typing import Any, Callable
 
@@ -25,7 +28,8 @@ class InternalApi:
     ``GET /health/ready`` (the gateway's readiness)."""
 
     def __init__(self, hub: Hub, blacklist: Blacklist, submit: Callable[..., Any], proxy: Any, cluster: Any,
-                 kafka_health: Callable[[], dict], worker_id: int, ready: Callable[[Any, Any], None] | None = None):
+                 kafka_health: Callable[[], dict], worker_id: int, ready: Callable[[Any, Any], None] | None = None,
+                 api_token: str = ""):
         self.hub = hub
         self.ready = ready
         self.blacklist = blacklist
@@ -36,11 +40,21 @@ class InternalApi:
         self.worker_id = worker_id
         self.pid = os.getpid()
         self.started = time.monotonic()
+        self.bearer = b"bearer " + api_token.encode() if api_token else None
+
+    def authorized(self, req) -> bool:
+        """RIGFAST_API_TOKEN unset, or the request carries it as a bearer token (compared in constant time)."""
+        if self.bearer is None:
+            return True
+        for name, value in req.headers:
+            if name == b"authorization" and len(value) > 7 and hmac.compare_digest(value[:7].lower() + value[7:].strip(), self.bearer):
+                return True
+        return False
 
     def __call__(self, proto, req) -> Any:
         path, method = req.path, req.method
         if path == "/health" and method in ("GET", "HEAD"):
-            if "detailed" in req.query:
+            if "detailed" in req.query and self.authorized(req):
                 proto.respond(req, 200, orjson.dumps(self.detailed_health()), b"application/json")
             else:
                 proto.respond(req, 200, b"OK")
@@ -49,6 +63,13 @@ class InternalApi:
             if self.ready is None:
                 raise NotFound("no readiness here")
             return self.ready(proto, req)
+        if not self.authorized(req):
+            proto.respond_error(
+                req, 401,
+                "this API needs the RIGFAST_API_TOKEN bearer token: Authorization: Bearer <token>",
+                [(b"www-authenticate", b'Bearer realm="rigfast-api"')],
+            )
+            return None
         if path == "/metrics" and method == "GET":
             if self.cluster is not None and self.cluster.bus is not None and "local" not in req.query:
                 return self.cluster_metrics(proto, req)  # every worker of the node, labelled worker="i"

@@ -14,9 +14,12 @@ import orjson
 
 from rigfast.auth.blacklist import Blacklist
 from rigfast.auth.checks import make_check
-from rigfast.auth.ratelimit import ConnectionRateLimiter
+from rigfast.auth.ratelimit import ClientRateLimiter, ConnectionRateLimiter
 from rigfast.auth.tokens import TokenVerifier, tokens_from_request
 from rigfast.errors import Forbidden, RigError
+
+
+CLIENT_MIN_PER_MINUTE = 10
 
 
 class Authorizer:
@@ -30,10 +33,18 @@ class Authorizer:
             cfg.submission_check, self.verifier, self.blacklist, cfg.check_timeout_s, "SUBMISSION_CHECK"
         )
         # MAX_CONNECTIONS_PER_MINUTE is per node: each worker takes its share (the kernel spreads accepts evenly)
-        per_minute = cfg.max_connections_per_minute
-        if per_minute > 0:
-            per_minute = math.ceil(per_minute / max(cfg.worker_count, 1))
+        node_per_minute = cfg.max_connections_per_minute
+        workers = max(cfg.worker_count, 1)
+        per_minute = math.ceil(node_per_minute / workers) if node_per_minute > 0 else node_per_minute
         self.rate_limiter = ConnectionRateLimiter(per_minute)
+        # one client address may spend RIGFAST_CLIENT_CONNECTION_SHARE of it (at least 10 a minute a node),
+        # so a single client cannot lock every other one out
+        per_client = 0
+        if node_per_minute > 0 and cfg.client_connection_share < 1:
+            per_client = math.ceil(max(CLIENT_MIN_PER_MINUTE, math.ceil(cfg.client_connection_share * node_per_minute)) / workers)
+            if per_client >= per_minute:
+                per_client = 0  # the node's limit comes first anyway
+        self.client_limiter = ClientRateLimiter(per_client)
 
     def tokens(self, req) -> list[str]:
         return tokens_from_request(req.headers, req.query.get("jwt", ()) if req.query_string else ())

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable
 from rigfast import metrics
 from rigfast._ext import BUILD, SubscriptionIndex, deliver, encode_sse, encode_ws_text, flush_slice
 from rigfast.cloudevents import Event, make_event
+from rigfast.hub.history import History
 from rigfast.subscriptions import Extractors, Subscription
 
 log = logging.getLogger("rigfast.hub")
@@ -40,6 +41,10 @@ KIND_NAMES = ("sse", "ws", "longpolling")
 # for their write, so under load one write carries several events per
 # connection (bench: peerbench fanout_sse, server CPU us/delivery).
 FLUSH_SLICE = 256
+
+def _nothing(event: Event) -> bool:
+    return False
+
 
 _NO_FIELDS: dict = {}  # match() arguments for types without constrained subscriptions (never mutated)
 
@@ -58,6 +63,8 @@ class Hub:
         loop: asyncio.AbstractEventLoop | None = None,
         history_size: int = 10000,
         history_age_s: float = 300.0,
+        history_bytes: int = 64 << 20,
+        replay_max_bytes: int = 512 << 10,
     ):
         self.extractors = extractors
         self.loop = loop or asyncio.get_event_loop()
@@ -77,10 +84,8 @@ class Hub:
         self.rid_prefix = self.boot + "-"
         self._rids = 0
         self._seq = 0  # this worker's order of fan-out
-        self.history: deque[Event] = deque(maxlen=max(history_size, 0) or None)
-        self.history_size = history_size
-        self.history_age_s = history_age_s
-        self._history_times: deque[float] = deque(maxlen=max(history_size, 0) or None)
+        self.history = History(history_size, history_age_s, history_bytes)
+        self.replay_max_bytes = replay_max_bytes  # per resuming connect
         # hooks other parts register (e.g. a cluster relay): fn(events, source)
         self.publish_listeners: list[Callable[[list[Event], str], None]] = []
         self.build = BUILD
@@ -197,8 +202,8 @@ class Hub:
         self._scheduled = False
         pending, self._pending = self._pending, []
         now = time.monotonic()
-        keep = self.history_size > 0
-        history_append, times_append = self.history.append, self._history_times.append
+        keep = self.history.enabled
+        history_append = self.history.append
         index, extractors = self.index, self.extractors
         dropped: dict[str, int] = {}
         seq = self._seq
@@ -207,8 +212,7 @@ class Hub:
                 seq += 1
                 event.seq = seq
                 if keep:  # every event, matched or not: a client resuming later may want it
-                    history_append(event)
-                    times_append(now)
+                    history_append(event, now)
                 try:
                     slots = recipients(index, extractors, event)
                     if not slots:  # nobody wants it: counted, nothing encoded
@@ -238,29 +242,23 @@ class Hub:
         """(gap, events): the kept events after ``last_event_id`` matching ``subs``.
 
         ``gap`` is True when the history no longer holds that event (too old, or
-        never seen by this worker): the client may have missed more. A resume is
-        rare, so the history is scanned rather than indexed on every event.
+        never seen by this worker) or the missed events exceed RIGFAST_REPLAY_MAX_BYTES:
+        the client may have missed more. A resume is rare, so the history is
+        scanned (newest first, no copy, at most the budget collected) rather than
+        indexed on every event.
         """
         self._expire_history()
-        history = list(self.history)
-        event_id = self.event_id
-        for i in range(len(history) - 1, -1, -1):
-            if event_id(history[i]) == last_event_id:
-                return False, self._filter(history[i + 1:], subs)
-        return True, self._filter(history, subs)
-
-    def _filter(self, events: list[Event], subs: list[Subscription]) -> list[Event]:
-        if not events or not subs:
-            return []
+        if not subs:
+            return self.history.replay(last_event_id, self.event_id, _nothing, self.replay_max_bytes)
         tmp = SubscriptionIndex()
         tmp.set(0, [(s.event_type, s.conjunctions) for s in subs])
-        return [e for e in events if recipients(tmp, self.extractors, e)]
+        extractors = self.extractors
+        return self.history.replay(
+            last_event_id, self.event_id, lambda e: bool(recipients(tmp, extractors, e)), self.replay_max_bytes
+        )
 
     def _expire_history(self) -> None:
-        cutoff = time.monotonic() - self.history_age_s
-        while self._history_times and self._history_times[0] < cutoff:
-            self._history_times.popleft()
-            self.history.popleft()
+        self.history.expire(time.monotonic())
 
     # -- periodic work ----------------------------------------------------
     def heartbeat(self) -> None:

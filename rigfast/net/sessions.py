@@ -139,12 +139,19 @@ class SseSession(StreamSession):
 
 
 class WsSession(StreamSession):
-    __slots__ = ("ws",)
+    """A WebSocket connection. Client protocol errors (unmasked or reserved-bit frames, bad
+    opcodes, fragmented control frames, bad close codes, over-long lengths) are answered with
+    a close frame: 1002, 1007 for text that is not UTF-8, 1009 for a message larger than
+    RIGFAST_WS_MAX_MESSAGE_BYTES; then the connection closes."""
+
+    __slots__ = ("ws", "msg_bytes", "max_message")
     KIND = WS
 
-    def __init__(self, hub, token, proto, **kw):
+    def __init__(self, hub, token, proto, max_message: int = 65536, **kw):
         super().__init__(hub, token, proto, **kw)
         self.ws = Connection(ConnectionType.SERVER)
+        self.msg_bytes = 0  # size of the client message being received (only counted, never kept)
+        self.max_message = max_message
 
     def heartbeat(self) -> None:
         self.transport.write(WS_PING)
@@ -153,23 +160,45 @@ class WsSession(StreamSession):
         self.close_with(1001, DRAIN_REASON)  # 1001 "going away"
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         try:
             self.ws.receive_data(data)
             for ev in self.ws.events():
                 if isinstance(ev, Ping):
                     self.proto.write(self.ws.send(ev.response()))
                 elif isinstance(ev, (TextMessage, BytesMessage)):
-                    self.close_with(1000, ONE_WAY_REASON)
-                    return
+                    self.msg_bytes += len(ev.data.encode() if isinstance(ev.data, str) else ev.data)
+                    if self.max_message and self.msg_bytes > self.max_message:
+                        self.close_with(1009, f"message too big (limit {self.max_message} bytes)")
+                        return
+                    if ev.message_finished:
+                        self.msg_bytes = 0
+                        self.message(ev)
+                        if self.closed:
+                            return
                 elif isinstance(ev, CloseConnection):
+                    if self.ws.state is ConnectionState.OPEN:
+                        # not a close frame: wsproto reports a protocol error this way (1002/1007)
+                        self.protocol_error(ev.code, ev.reason)
+                        return
                     if self.ws.state is ConnectionState.REMOTE_CLOSING:
                         self.proto.write(self.ws.send(ev.response()))
                     self.end()
                     self.proto.close()
                     return
         except (RemoteProtocolError, LocalProtocolError) as exc:
-            log.debug("websocket protocol error from %s: %s", self.proto.peer, exc)
-            self.close_with(1002, "protocol error")
+            self.protocol_error(1002, str(exc))
+
+    def message(self, ev) -> None:
+        """A complete client message: this endpoint is one-way."""
+        self.close_with(1000, ONE_WAY_REASON)
+
+    def protocol_error(self, code: int, reason: str) -> None:
+        log.debug("websocket protocol error from %s: %s", self.proto.peer, reason)
+        if code not in (1002, 1007, 1009):
+            code = 1002
+        self.close_with(code, (reason or "protocol error")[:120])
 
     def close_with(self, code: int, reason: str) -> None:
         if self.closed:
@@ -177,40 +206,78 @@ class WsSession(StreamSession):
         self.flush()
         try:
             self.proto.write(self.ws.send(CloseConnection(code=code, reason=reason)))
-        except LocalProtocolError:
-            pass
+        except LocalProtocolError:  # wsproto's state machine refuses: write the frame ourselves
+            self.proto.write(close_frame(code, reason))
         self.end()
         self.proto.close()
 
 
-class LongPollSession(Session):
-    """A long-polling session: events wait in a bounded buffer for the next poll."""
+def close_frame(code: int, reason: str = "") -> bytes:
+    """An unmasked server close frame (RFC 6455 5.5.1); the reason is cut to fit 125 bytes."""
+    payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+    return bytes((0x88, len(payload))) + payload
 
-    __slots__ = ("buffer", "waiter", "waiter_req", "timer", "last_poll", "last_event_id", "ttl", "poll_timeout", "cors")
+
+def cookie_attributes(same_site: str, secure: bool) -> bytes:
+    """Attributes of the long-polling cookies: scripts cannot read them (HttpOnly), other sites
+    do not send them along (SameSite), and on TLS they never travel in clear (Secure)."""
+    attrs = b"; path=/; HttpOnly"
+    if same_site:
+        attrs += b"; SameSite=" + same_site.encode()
+    if secure or same_site == "None":
+        attrs += b"; Secure"
+    return attrs
+
+
+class LongPollSession(Session):
+    """A long-polling session: events wait in a buffer for the next poll, bounded by count
+    (RIGFAST_LONGPOLL_BUFFER) and bytes (RIGFAST_LONGPOLL_BUFFER_BYTES), oldest dropped first.
+    A session that never polls after the one that created it expires after ``first_ttl``
+    (RIGFAST_LONGPOLL_FIRST_POLL_TTL_S), one that polled after ``ttl``."""
+
+    __slots__ = (
+        "buffer", "buffer_bytes", "limits", "waiter", "waiter_req", "timer", "last_poll", "last_event_id",
+        "ttl", "first_ttl", "polled", "poll_timeout", "cors", "cookie_attrs",
+    )
     KIND = LONGPOLL
     DRAIN_FIRST = True
 
-    def __init__(self, hub, token, buffer_size: int, ttl_s: float, poll_timeout_s: float, **kw):
+    def __init__(self, hub, token, buffer_size: int, ttl_s: float, poll_timeout_s: float,
+                 max_bytes: int = 0, first_ttl_s: float | None = None, cookie_attrs: bytes = b"; path=/", **kw):
         super().__init__(hub, token, **kw)
-        self.buffer: deque = deque(maxlen=buffer_size)
+        self.buffer: deque = deque()
+        self.buffer_bytes = 0
+        self.limits = (max_bytes, max(buffer_size, 0))  # (bytes, events); 0 bytes: no byte limit
         self.waiter: "HttpProtocol | None" = None
         self.waiter_req = None
         self.timer = None
         self.last_poll = time.monotonic()
         self.last_event_id = "first_event"
         self.ttl = ttl_s
+        self.first_ttl = ttl_s if first_ttl_s is None else min(first_ttl_s, ttl_s)
+        self.polled = False
         self.poll_timeout = poll_timeout_s
         self.cors: list = []
+        self.cookie_attrs = cookie_attrs
 
     def flush(self) -> None:
         if self.outbox:
-            self.buffer.extend(self.outbox)
+            buf = self.buffer
+            max_bytes, max_events = self.limits
+            n = self.buffer_bytes
+            for e in self.outbox:
+                buf.append(e)
+                n += len(e.json)
             self.outbox.clear()
+            while len(buf) > 1 and (len(buf) > max_events or (max_bytes and n > max_bytes)):  # the newest always stays
+                n -= len(buf.popleft().json)
+            self.buffer_bytes = n
         if self.waiter is not None and self.buffer:
             self.answer()
 
     def poll(self, proto: "HttpProtocol", req, cors_headers: list) -> None:
         self.last_poll = time.monotonic()
+        self.polled = True
         if self.waiter is not None:  # a second concurrent poll replaces the first
             self.answer()
         self.cors = cors_headers
@@ -236,6 +303,7 @@ class LongPollSession(Session):
             return
         events = list(self.buffer)
         self.buffer.clear()
+        self.buffer_bytes = 0
         for e in reversed(events):
             if e.seq:
                 self.last_event_id = self.hub.event_id(e)
@@ -245,7 +313,7 @@ class LongPollSession(Session):
             b",".join(e.json for e in events),
         )
         headers = self.cors + [
-            (b"set-cookie", b"last_event_id=%s; path=/" % orjson.dumps(self.last_event_id)),
+            (b"set-cookie", b"last_event_id=%s%s" % (orjson.dumps(self.last_event_id), self.cookie_attrs)),
             (b"cache-control", b"no-cache"),
         ]
         self.last_poll = time.monotonic()
@@ -253,7 +321,7 @@ class LongPollSession(Session):
         proto.unpark()
 
     def heartbeat(self) -> None:
-        if self.waiter is None and time.monotonic() - self.last_poll > self.ttl:
+        if self.waiter is None and time.monotonic() - self.last_poll > (self.ttl if self.polled else self.first_ttl):
             self.end()
 
     def drain(self) -> None:
