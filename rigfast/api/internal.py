@@ -1,14 +1,14 @@
 """Routes of the internal API port: health, metrics, trusted event submission, blacklist.
 
 No authentication unless RIGFAST_API_TOKEN is set (RIG has none): then every route but
-``/health`` and ``/health/ready`` want ``Authorization: Bearer <token>`` and answers 401 without it. Either
-way, bind the port to a private address (RIGFAST_API_HOST).
+``/health`` and ``/health/ready`` wants ``Authorization: Bearer <token>`` and answers 401
+without it. Either way, bind the port to a private address (RIGFAST_API_HOST).
 """
 
 from __future__ import annotations
 
-import os
 import hmac
+import os
 import time
 from typing import Any, Callable
 
