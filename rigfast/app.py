@@ -18,9 +18,10 @@ from rigfast.cluster.naming import enabled as cluster_enabled
 from rigfast.cluster.node import Cluster
 from rigfast.cluster.wire import token_prefix
 from rigfast.errors import CONFIG_EXIT_CODE, ConfigError
+from rigfast.fdlimit import max_connections
 from rigfast.hub.hub import KIND_NAMES, Hub
 from rigfast.ids import TokenIssuer
-from rigfast.net.protocol import HttpProtocol, ServerState
+from rigfast.net.protocol import ConnectionLimit, HttpProtocol, ServerState
 from rigfast.preflight import Resolved, listening_plan, resolve
 from rigfast.proxy.gateway import Proxy
 from rigfast.sources.kafka import KafkaSource
@@ -84,10 +85,11 @@ class Gateway:
         await self.proxy.start()
         # the public port answers errors with the CORS header too, so browsers can read them
         inbound_errors = [(b"access-control-allow-origin", cfg.cors.encode())]
+        public_limit = ConnectionLimit(max_connections(cfg))  # HTTP and TLS public ports together
         for env, host, port, with_tls in listening_plan(cfg):
             public = env.startswith("INBOUND")
             router, error_headers = (self.inbound, inbound_errors) if public else (self.internal, ())
-            state = ServerState(cfg, router, error_headers)
+            state = ServerState(cfg, router, error_headers, public_limit if public else None)
             if public:
                 state.early_body = self.proxy.stream_upload  # large proxied request bodies stream
             self.states.append(state)

@@ -125,6 +125,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RIGFAST_MAX_HEADER_BYTES", 16384, _int, "request line + headers larger than this get 431"),
     Setting("RIGFAST_MAX_HEADERS", 100, _int, "more header fields than this get 431"),
     Setting("RIGFAST_MAX_BODY_BYTES", 1 << 20, _int, "request bodies larger than this get 413"),
+    Setting("RIGFAST_MAX_PIPELINED", 64, _int, "pipelined requests parsed ahead of the one being answered, per connection (more wait unread)"),
+    Setting("RIGFAST_MAX_CONNECTIONS", 0, _int, "open public connections per worker before new ones get 503; 0: the open-file limit minus a reserve for the internal API"),
     Setting("RIGFAST_REQUEST_TIMEOUT_S", 30.0, _float, "a request not complete within this gets 408"),
     Setting("RIGFAST_KEEPALIVE_TIMEOUT_S", 75.0, _float, "idle keep-alive connections are closed after this"),
     # subscriptions and auth

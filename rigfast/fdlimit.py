@@ -31,3 +31,19 @@ def raise_nofile() -> int:
 def capacity(nofile: int) -> int:
     """Frontend connections one process can hold with ``nofile`` descriptors."""
     return max(nofile - RESERVED_FDS, 0)
+
+
+def max_connections(cfg) -> int:
+    """Public connections one worker accepts before answering 503: RIGFAST_MAX_CONNECTIONS, or
+    what the open-file limit holds after the reserve (so the internal API always has descriptors)."""
+    if cfg.max_connections > 0:
+        return cfg.max_connections
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except ImportError:  # pragma: no cover - not POSIX
+        return 1 << 30
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    return max(capacity(soft), 1)

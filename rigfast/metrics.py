@@ -108,6 +108,9 @@ CONNECTIONS_OPENED = REGISTRY.counter("rig_connections_opened_total", "Frontend 
 SLOW_CONSUMER_DISCONNECTS = REGISTRY.counter(
     "rig_slow_consumer_disconnects_total", "Connections closed because their send buffer overflowed", ("transport",)
 )
+CONNECTIONS_REFUSED = REGISTRY.counter(
+    "rig_connections_refused_total", "Public connections refused with 503 at RIGFAST_MAX_CONNECTIONS", ("reason",)
+)
 REQUESTS_REJECTED = REGISTRY.counter("rig_http_requests_rejected_total", "Requests answered with an error status", ("status",))
 # Counted by the reverse proxy (status = the HTTP status answered to the client).
 PROXY_REQUESTS = REGISTRY.counter("rig_proxy_requests_total", "Requests handled by the reverse proxy", ("status",))

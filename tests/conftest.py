@@ -83,8 +83,20 @@ class Gateway:
         return f"Gateway(inbound={self.inbound}, api={self.api}, pid={self.proc.pid})"
 
 
-def start_gateway(**env: str) -> Gateway:
-    """Start ``python -m rigfast`` with DEFAULT_ENV updated by `env`; wait until healthy."""
+def _nofile(n: int):
+    def set_limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+    return set_limit
+
+
+def start_gateway(*, nofile: int | None = None, **env: str) -> Gateway:
+    """Start ``python -m rigfast`` with DEFAULT_ENV updated by `env`; wait until healthy.
+
+    ``nofile``: the gateway's open-file limit (soft and hard), as ``prlimit --nofile`` would set it.
+    """
     port, api_port = free_port(), free_port()
     while api_port == port:
         api_port = free_port()
@@ -109,6 +121,7 @@ def start_gateway(**env: str) -> Gateway:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=_nofile(nofile) if nofile else None,
         )
     gw = Gateway(proc, port, api_port, log_path, full)
     _RUNNING.append(gw)
@@ -157,8 +170,8 @@ def gateway_factory():
     """``gateway_factory(**env)`` starts a gateway with special settings; stopped after the test."""
     started: list[Gateway] = []
 
-    def factory(**env: str) -> Gateway:
-        gw = start_gateway(**env)
+    def factory(*, nofile: int | None = None, **env: str) -> Gateway:
+        gw = start_gateway(nofile=nofile, **env)
         started.append(gw)
         return gw
 

@@ -7,6 +7,16 @@ later, or turns the connection into a stream (SSE, WebSocket) or a parked
 long-poll. Limits (head size, header count, body size, request time) are
 enforced here and answered with 431/413/408; the request-time and idle
 timeouts are checked by one sweeper for all connections, not a timer each.
+
+Memory per connection is bounded whatever the client does: at most
+``RIGFAST_MAX_PIPELINED`` parsed requests wait (input is parsed in slices, the
+rest of a read waits as bytes with reading paused), and when the answers pile
+up in the send buffer beyond ``RIGFAST_SEND_BUFFER_BYTES`` (a client that
+pipelines and never reads) the connection stops reading and answering until
+the buffer drains. A protocol error behind pipelined requests (or a parked
+long-poll) is answered in order, after them. Public ports refuse connections
+beyond ``RIGFAST_MAX_CONNECTIONS`` with 503, so file descriptors stay in
+reserve for the internal API.
 """
 
 from __future__ import annotations
@@ -19,11 +29,33 @@ import httptools
 
 from rigfast import metrics
 from rigfast.errors import RigError
+from rigfast.logs import RateLimitedLogger
 from rigfast.wire.http1 import Request, encode_response
 
 log = logging.getLogger("rigfast.net")
+_limited_log = RateLimitedLogger(log)
 
 _INF = float("inf")
+# Input is parsed at most this many bytes at a time, so a read full of pipelined
+# requests queues at most RIGFAST_MAX_PIPELINED (plus one slice's worth) of them.
+FEED_SLICE = 8192
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class ConnectionLimit:
+    """Open connections shared by the public ports (HTTP and TLS) of one worker."""
+
+    __slots__ = ("open", "max", "refused_answer")
+
+    def __init__(self, max_connections: int):
+        self.open = 0
+        self.max = max_connections
+        self.refused_answer = encode_response(
+            503,
+            b"the gateway is at its connection limit (RIGFAST_MAX_CONNECTIONS=%d): retry later\n" % max_connections,
+            headers=[(b"retry-after", b"1")],
+            keep_alive=False,
+        )
 
 
 class _Stop(Exception):
@@ -33,8 +65,9 @@ class _Stop(Exception):
 class ServerState:
     """What every protocol of one listening port shares."""
 
-    def __init__(self, cfg, router: Callable[["HttpProtocol", Request], Any], error_headers=()):
+    def __init__(self, cfg, router: Callable[["HttpProtocol", Request], Any], error_headers=(), limit: ConnectionLimit | None = None):
         self.cfg = cfg
+        self.limit = limit  # None: not counted (the internal API)
         self.router = router
         self.error_headers = list(error_headers)  # added to every error answer (e.g. CORS on the public port)
         self.loop = asyncio.get_event_loop()  # once per port: get_event_loop() per connection costs a getpid()
@@ -49,6 +82,7 @@ class ServerState:
         # (proto, req) -> a body sink or None, asked when a request with a body has its head and nothing
         # else is in flight: a sink gets the body as it arrives (reverse proxy uploads), no size limit here
         self.early_body: Callable[["HttpProtocol", Request], Any] | None = None
+        self.max_pipelined = max(cfg.max_pipelined, 1)
         self.draining = False  # set by the gateway's drain: answers close their connection
 
     def busy_requests(self) -> int:
@@ -66,7 +100,8 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         "server", "loop", "transport", "parser", "req", "body_parts", "body_size", "head_size", "nheaders",
         "in_head", "url_parts", "queue", "busy", "stream", "closing", "deadline", "error", "leftover",
-        "reading_paused", "nbytes", "eof", "flow", "body_sink",
+        "reading_paused", "nbytes", "eof", "flow", "body_sink", "backlog", "write_blocked", "failed", "counted",
+        "nhost", "expect",
     )
 
     def __init__(self, server: ServerState):
@@ -95,10 +130,31 @@ class HttpProtocol(asyncio.Protocol):
         # answer): told when the client's send buffer fills and drains, and when the client leaves
         self.flow: Any = None
         self.body_sink: Any = None  # the current request's body goes there (see ServerState.early_body)
+        self.backlog: bytes | None = None  # input not parsed yet: waits for the queue / send buffer to drain
+        self.write_blocked = False  # the send buffer is over its limit: no more answers until it drains
+        self.failed: tuple[int, str] | None = None  # a protocol error, answered after the requests before it
+        self.counted = 0  # 1: counted in the public connection limit; 2: refused, lingering
+        self.nhost = 0
+        self.expect = 0  # 1: the current request waits for "100 Continue"
 
     # -- asyncio callbacks --------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        limit = self.server.limit
+        if limit is not None:
+            if limit.open >= limit.max:
+                self.closing = True
+                metrics.CONNECTIONS_REFUSED.inc(1, "max_connections")
+                metrics.REQUESTS_REJECTED.inc(1, "503")
+                _limited_log.log(
+                    logging.WARNING, "max-connections",
+                    "refusing connections: %d open, the limit RIGFAST_MAX_CONNECTIONS is %d", limit.open, limit.max,
+                )
+                transport.write(limit.refused_answer)  # type: ignore[attr-defined]
+                transport.close()
+                return
+            limit.open += 1
+            self.counted = True
         transport.set_write_buffer_limits(high=self.server.send_buffer)  # type: ignore[attr-defined]
         self.server.all_conns.add(self)
         self.server.http_conns.add(self)
@@ -106,6 +162,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self.counted:
+            self.counted = False
+            self.server.limit.open -= 1  # type: ignore[union-attr]
         self.server.http_conns.discard(self)
         self.server.all_conns.discard(self)
         if self.stream is not None:
@@ -115,6 +174,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.busy is not None:
             self.busy.cancel()
         self.queue.clear()
+        self.backlog = None
 
     @property
     def peer(self):
@@ -124,46 +184,98 @@ class HttpProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self.flow is not None:
             self.flow.pause_writing()  # back-pressure: the producer of this answer waits
-        elif self.stream is not None:
+            return
+        if self.stream is not None:
             # The client does not read: its send buffer is full. Slow-consumer policy.
             self.stream.handle_slow_consumer()
+            return
+        # Request/response: answers pile up unread (a client pipelining without reading).
+        # Answer nothing more and read nothing more until the buffer drains.
+        self.write_blocked = True
+        self._pause_reading()
 
     def resume_writing(self) -> None:
         if self.flow is not None:
             self.flow.resume_writing()
+        if self.write_blocked:
+            self.write_blocked = False
+            if not self.closing:
+                self.run_queue()
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and not self.closing:
+            self.reading_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
         if self.stream is not None:
             self.stream.data_received(data)
             return
-        if self.closing:
+        if self.closing or self.failed is not None:
             return
+        if self.backlog is not None:  # arrived while reading was being paused
+            self.backlog += data
+            return
+        self._feed(data)
+        self.run_queue()
+
+    def _feed(self, data: bytes) -> None:
+        """Parse ``data``; what does not fit in the pipelining bound waits in ``backlog``."""
+        if len(data) <= FEED_SLICE:
+            self._parse(data, data, 0)
+            if len(self.queue) >= self.server.max_pipelined:
+                self._pause_reading()  # a pipelining client far ahead of us waits
+            return
+        view = memoryview(data)
+        off, n = 0, len(data)
+        while off < n:
+            if len(self.queue) >= self.server.max_pipelined or self.write_blocked:
+                self.backlog = bytes(view[off:])
+                self._pause_reading()
+                return
+            end = off + FEED_SLICE
+            if not self._parse(view[off:end], view, off):
+                return
+            off = end
+            if self.queue and self.busy is None:
+                self.run_queue()  # answer what is complete before parsing further
+            if self.closing or self.stream is not None:
+                return
+
+    def _parse(self, chunk, data, base: int) -> bool:
+        """Feed one slice to the parser. False: stop feeding (error, upgrade)."""
         if self.in_head or self.req is None:
-            self.head_size += len(data)
+            self.head_size += len(chunk)
         try:
-            self.parser.feed_data(data)
+            self.parser.feed_data(chunk)
         except httptools.HttpParserUpgrade as exc:
-            offset = exc.args[0] if exc.args else len(data)
-            self.leftover = data[offset:]
+            offset = exc.args[0] if exc.args else len(chunk)
+            self.leftover = bytes(data[base + offset:])
             if self.req is not None:  # headers done; the upgrade request carries no body
                 self._finish_request()
+            return False
         except (httptools.HttpParserError, _Stop):
             status, message = self.error or (400, "malformed HTTP request")
             self.error = None
-            self.fail(status, message)
-            return
+            self._protocol_error(status, message)
+            return False
         if self.in_head and self.head_size > self.server.max_head:
-            self.fail(431, "request header fields too large")
-            return
-        if len(self.queue) > 64 and not self.reading_paused:
-            self.reading_paused = True
-            self.transport.pause_reading()  # a pipelining client far ahead of us waits
-        self.run_queue()
+            self._protocol_error(431, "request header fields too large")
+            return False
+        return True
+
+    def _protocol_error(self, status: int, message: str) -> None:
+        """Answered and closed after the requests already queued (pipelining order)."""
+        self.req = None
+        self.in_head = False
+        self.failed = (status, message)
+        self.backlog = None
+        self._pause_reading()
 
     def eof_received(self) -> bool | None:
         # A streaming client that closes its side is gone: end the session.
         # An HTTP client that half-closes after its requests still gets its answers.
-        if self.stream is not None or (not self.queue and self.busy is None):
+        if self.stream is not None or (not self.queue and self.busy is None and self.backlog is None and self.failed is None):
             return None
         self.eof = True
         return True
@@ -177,6 +289,8 @@ class HttpProtocol(asyncio.Protocol):
         self.body_size = 0
         self.nheaders = 0
         self.nbytes = 0
+        self.nhost = 0
+        self.expect = 0
         self.deadline = self.loop.time() + self.server.request_timeout
 
     def on_url(self, url: bytes) -> None:
@@ -192,7 +306,12 @@ class HttpProtocol(asyncio.Protocol):
         if self.nbytes > self.server.max_head:
             self.error = (431, f"request header fields too large (limit {self.server.max_head} bytes)")
             raise _Stop
-        self.req.headers.append((name.lower(), value))  # type: ignore[union-attr]
+        name = name.lower()
+        if name == b"host":
+            self.nhost += 1
+        elif name == b"expect":
+            self.expect = 1 if value.strip().lower() == b"100-continue" else 2
+        self.req.headers.append((name, value))  # type: ignore[union-attr]
 
     def on_headers_complete(self) -> None:
         req = self.req
@@ -202,12 +321,30 @@ class HttpProtocol(asyncio.Protocol):
         req.method = self.parser.get_method().decode("ascii", "replace")
         req.keep_alive = self.parser.should_keep_alive()
         req.upgrade = self.parser.should_upgrade()
+        if self.nhost != 1:
+            # RFC 9112 3.2: an HTTP/1.1 request without Host, or any with several, is 400
+            if self.nhost > 1:
+                self.error = (400, "more than one Host header field")
+                raise _Stop
+            if self.parser.get_http_version() == "1.1":
+                self.error = (400, "missing Host header field (required in HTTP/1.1)")
+                raise _Stop
+        expect = self.expect
+        if expect:
+            if expect == 2:
+                self.error = (417, "unsupported Expect header field: only 100-continue is known")
+                raise _Stop
+            if self.parser.get_http_version() == "1.0":
+                expect = self.expect = 0  # RFC 9110 10.1.1: ignored in HTTP/1.0
         cl = req.header(b"content-length")
         early = self.server.early_body
         if (early is not None and self.busy is None and not self.queue and self.stream is None
                 and (cl is not None or req.header(b"transfer-encoding") is not None)):
             self.body_sink = early(self, req)
             if self.body_sink is not None:
+                if expect:
+                    self.expect = 0
+                    self.transport.write(CONTINUE)  # type: ignore[union-attr]
                 return
         if cl is not None:
             try:
@@ -215,7 +352,11 @@ class HttpProtocol(asyncio.Protocol):
             except ValueError:
                 n = -1
             if n > self.server.max_body:
-                self._body_too_large()
+                self._body_too_large()  # refused before the body: no 100 Continue
+        if expect and not self.queue and self.busy is None:
+            self.expect = 0
+            self.transport.write(CONTINUE)  # type: ignore[union-attr]
+        # else: sent when the answers before this request are out (run_queue)
 
     def on_body(self, body: bytes) -> None:
         if self.body_sink is not None:
@@ -248,6 +389,7 @@ class HttpProtocol(asyncio.Protocol):
         self.req = None
         self.in_head = False
         self.head_size = 0
+        self.expect = 0
         if self.body_parts:
             req.body = self.body_parts[0] if len(self.body_parts) == 1 else b"".join(self.body_parts)
             self.body_parts = []
@@ -256,7 +398,7 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- request processing ---------------------------------------------------
     def run_queue(self) -> None:
-        while self.queue and self.busy is None and self.stream is None and not self.closing:
+        while self.queue and self.busy is None and self.stream is None and not self.closing and not self.write_blocked:
             req = self.queue.pop(0)
             try:
                 result = self.server.router(self, req)
@@ -270,15 +412,30 @@ class HttpProtocol(asyncio.Protocol):
             if result is not None:
                 self.busy = self.loop.create_task(self._run_async(req, result))
                 return
-        if not self.queue and self.busy is None and self.stream is None and not self.closing:
-            if self.eof:
-                self.close()
-                return
-            if self.req is None:
-                self.deadline = self.loop.time() + self.server.keepalive_timeout
-            if self.reading_paused:
-                self.reading_paused = False
-                self.transport.resume_reading()
+        if self.queue or self.busy is not None or self.stream is not None or self.closing or self.write_blocked:
+            return
+        # every request so far is answered
+        if self.failed is not None:
+            status, message = self.failed
+            self.failed = None
+            self.fail(status, message)
+            return
+        if self.backlog is not None:
+            data, self.backlog = self.backlog, None
+            self._feed(data)
+            self.run_queue()
+            return
+        if self.eof:
+            self.close()
+            return
+        if self.req is None:
+            self.deadline = self.loop.time() + self.server.keepalive_timeout
+        elif self.expect == 1:
+            self.expect = 0
+            self.transport.write(CONTINUE)  # type: ignore[union-attr]
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
 
     async def _run_async(self, req: Request, coro) -> None:
         try:
