@@ -45,10 +45,17 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class ConnectionLimit:
     """Open connections shared by the public ports (HTTP and TLS) of one worker."""
 
-    __slots__ = ("open", "max", "refused_answer")
+    __slots__ = ("open", "max", "refused_answer", "lingering")
+
+    # Refused connections whose request may still be arriving: closed after the 503 has had
+    # time to be read (a close with unread input makes the kernel send a reset, which can
+    # destroy the 503 before the client reads it). Few and brief, so a flood cannot eat the reserve.
+    MAX_LINGERING = 64
+    LINGER_S = 1.0
 
     def __init__(self, max_connections: int):
         self.open = 0
+        self.lingering = 0
         self.max = max_connections
         self.refused_answer = encode_response(
             503,
@@ -151,10 +158,16 @@ class HttpProtocol(asyncio.Protocol):
                     "refusing connections: %d open, the limit RIGFAST_MAX_CONNECTIONS is %d", limit.open, limit.max,
                 )
                 transport.write(limit.refused_answer)  # type: ignore[attr-defined]
-                transport.close()
+                if limit.lingering < limit.MAX_LINGERING and transport.can_write_eof():  # type: ignore[attr-defined]
+                    limit.lingering += 1
+                    self.counted = 2
+                    transport.write_eof()  # type: ignore[attr-defined]
+                    self.loop.call_later(limit.LINGER_S, transport.abort)  # type: ignore[attr-defined]
+                else:
+                    transport.close()
                 return
             limit.open += 1
-            self.counted = True
+            self.counted = 1
         transport.set_write_buffer_limits(high=self.server.send_buffer)  # type: ignore[attr-defined]
         self.server.all_conns.add(self)
         self.server.http_conns.add(self)
@@ -163,8 +176,11 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         if self.counted:
-            self.counted = False
-            self.server.limit.open -= 1  # type: ignore[union-attr]
+            if self.counted == 1:
+                self.server.limit.open -= 1  # type: ignore[union-attr]
+            else:
+                self.server.limit.lingering -= 1  # type: ignore[union-attr]
+            self.counted = 0
         self.server.http_conns.discard(self)
         self.server.all_conns.discard(self)
         if self.stream is not None:
@@ -203,7 +219,8 @@ class HttpProtocol(asyncio.Protocol):
                 self.run_queue()
 
     def _pause_reading(self) -> None:
-        if not self.reading_paused and not self.closing:
+        if not self.closing:
+            # every time, not only on the first: the proxy's relay may have resumed it meanwhile
             self.reading_paused = True
             self.transport.pause_reading()  # type: ignore[union-attr]
 
