@@ -20,10 +20,12 @@ sink whose own output is full calls :meth:`Exchange.pause` (the upstream is
 then not read until :meth:`Exchange.resume`).
 
 - The timeout (``timeout_s``) covers connect, send and the wait for the
-  response head, then each pause in the body (a paused exchange does not
-  count); ``text/event-stream`` bodies have no idle timeout. When it fires
-  the connection is dropped (its late answer would otherwise be taken for
-  the next request's).
+  response head, then each pause in the body either way (a paused exchange
+  does not count); ``text/event-stream`` bodies have no idle timeout. One
+  sweep per client (every tenth of the shortest timeout, at most 0.1 s)
+  checks the exchanges in flight: no timer per request. When it fires the
+  connection is dropped (its late answer would otherwise be taken for the
+  next request's).
 - ``max_response_bytes``: a larger announced ``content-length`` is 502 before
   anything is passed on; a streamed body that grows past it is cut (error
   after the head). Event streams are not capped (they are endless by design).
@@ -86,7 +88,7 @@ class _TooBig(Exception):
 class Exchange:
     """One request in flight (or waiting for a connection)."""
 
-    __slots__ = ("pool", "data", "method", "head", "sink", "timer", "done", "conn", "tries", "started",
+    __slots__ = ("pool", "data", "method", "head", "sink", "timed", "done", "conn", "tries", "started",
                  "last", "streaming", "pending", "body_done", "upgrade", "timeout_s", "retry")
 
     def __init__(self, pool: "Pool", data: bytes, method: str, sink: Any, timeout_s: float):
@@ -95,13 +97,13 @@ class Exchange:
         self.method = method
         self.head = method == "HEAD"
         self.sink = sink
-        self.timer: asyncio.TimerHandle | None = None
+        self.timed = True  # watched by the client's sweep (no timer per request); off for event streams, tunnels
         self.timeout_s = timeout_s
         self.done = False
         self.conn: UpstreamConn | None = None
         self.tries = 0
         self.started = False  # the sink got the head
-        self.last = 0.0  # loop time of the last body bytes either way (idle timeout)
+        self.last = pool.loop.time()  # creation, then the last bytes either way: the timeout counts from there
         self.streaming = False  # request body still coming (send_body / end_body)
         self.pending: list[bytes] | None = None  # body bytes sent before a connection was there
         self.body_done = True
@@ -113,9 +115,6 @@ class Exchange:
         if self.done:
             return
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         _rl.warning(f"{self.pool.name}:{status}", "upstream %s (%s %s): %s", self.pool.label, self.method,
                     "answering" if self.started else "before the answer", detail)
         try:
@@ -124,16 +123,10 @@ class Exchange:
             log.exception("upstream: error callback failed")
 
     def timed_out(self) -> None:
-        self.timer = None
+        """No answer (or no further bytes either way) within the timeout: 504, or a cut once answering."""
         if self.done:
             return
         conn = self.conn
-        if self.started or not self.body_done:  # an idle timeout once bytes flow (either way)
-            loop = self.pool.loop
-            idle = loop.time() - self.last
-            if (conn is not None and conn.paused) or idle < self.timeout_s:
-                self.timer = loop.call_later(max(self.timeout_s - idle, 0.05), self.timed_out)
-                return
         if conn is not None:
             conn.abandon()
         else:
@@ -148,9 +141,6 @@ class Exchange:
         if self.done:
             return
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         conn = self.conn
         if conn is not None:
             conn.abandon()
@@ -354,9 +344,7 @@ class UpstreamConn(asyncio.Protocol):
                 kind = UNTIL_CLOSE
             if sse:
                 cap = 0
-                if ex.timer is not None:
-                    ex.timer.cancel()
-                    ex.timer = None
+                ex.timed = False
             if cap and kind == LENGTH and length > cap:
                 raise _TooBig
         self.kind = kind
@@ -405,9 +393,8 @@ class UpstreamConn(asyncio.Protocol):
         ex = self.ex
         self.tunnel = True
         self.parser = None
-        if ex.timer is not None:
-            ex.timer.cancel()
-            ex.timer = None
+        ex.timed = False
+        self.pool.tunnels.discard(ex)
         ex.started = True
         ex.sink.upgraded(self.status, self.headers, rest)
 
@@ -427,9 +414,6 @@ class UpstreamConn(asyncio.Protocol):
                 self.transport.resume_reading()
         if not ex.done:
             ex.done = True
-            if ex.timer is not None:
-                ex.timer.cancel()
-                ex.timer = None
             if not ex.body_done:
                 self.keep = False  # the upstream answered before the request body ended
         if self.keep and not self.closed and not ex.upgrade:
@@ -479,6 +463,8 @@ class Pool:
         self.conns: set[UpstreamConn] = set()
         self.connecting = 0
         self.waiting: deque[Exchange] = deque()
+        self.connecting_ex: set[Exchange] = set()  # waiting for their new connection (the sweep looks there too)
+        self.tunnels: set[Exchange] = set()  # upgrade requests before the 101
         self.opened = 0  # connections opened so far (tests, health)
 
     def submit(self, ex: Exchange, retry: bool = False) -> None:
@@ -491,6 +477,7 @@ class Pool:
                 return
         if len(self.conns) + self.connecting < self.max_conns:
             self.connecting += 1
+            self.connecting_ex.add(ex)
             self.loop.create_task(self._connect(ex))
         else:
             self.waiting.append(ex)
@@ -510,10 +497,12 @@ class Pool:
             raise
         except (OSError, ssl.SSLError, ValueError) as exc:
             self.connecting -= 1
+            self.connecting_ex.discard(ex)
             ex.fail(502, UNREACHABLE, f"unreachable: {getattr(exc, 'strerror', None) or exc}")
             self._next()
             return
         self.connecting -= 1
+        self.connecting_ex.discard(ex)
         self.opened += 1
         self.conns.add(conn)
         if ex.done:  # timed out while connecting
@@ -522,9 +511,11 @@ class Pool:
         conn.send(ex)
 
     async def _tunnel(self, ex: Exchange) -> None:
+        self.tunnels.add(ex)
         try:
             conn = await self.open()
         except (OSError, ssl.SSLError, ValueError) as exc:
+            self.tunnels.discard(ex)
             ex.fail(502, UNREACHABLE, f"unreachable: {getattr(exc, 'strerror', None) or exc}")
             return
         if ex.done:
@@ -561,7 +552,23 @@ class Pool:
             ex = self.waiting.popleft()
             if not ex.done:
                 self.connecting += 1
+                self.connecting_ex.add(ex)
                 self.loop.create_task(self._connect(ex))
+
+    def sweep(self, now: float) -> None:
+        """Time out exchanges whose last progress (creation, bytes either way) is older than their timeout."""
+        late = [ex for ex in self._watched() if ex.timed and not ex.done and now - ex.last >= ex.timeout_s
+                and not (ex.conn is not None and ex.conn.paused)]
+        for ex in late:
+            ex.timed_out()
+
+    def _watched(self):
+        for conn in self.conns:
+            if conn.ex is not None:
+                yield conn.ex
+        yield from self.waiting
+        yield from self.connecting_ex
+        yield from self.tunnels
 
     def close(self) -> None:
         for ex in list(self.waiting):
@@ -581,6 +588,18 @@ class HttpClient:
         self.max_response_bytes = max_response_bytes
         self.pools: dict[tuple[str, str, int], Pool] = {}
         self._ssl = ssl_context
+        self._sweeping: asyncio.TimerHandle | None = None
+        self._finest = timeout_s  # the shortest timeout asked for sets the sweep's period
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for pool in self.pools.values():
+            pool.sweep(now)
+        self._sweeping = self.loop.call_later(self._interval, self._sweep)
+
+    @property
+    def _interval(self) -> float:
+        return min(0.1, max(self._finest / 10, 0.01))
 
     def pool(self, key: tuple[str, str, int], label: str = "") -> Pool:
         pool = self.pools.get(key)
@@ -611,16 +630,24 @@ class HttpClient:
         if streaming:
             ex.streaming = True
             ex.body_done = False
-        ex.timer = self.loop.call_later(t, ex.timed_out)
+        if self._sweeping is None or t < self._finest:
+            self._start_sweep(t)
         pool.submit(ex)
         return ex
+
+    def _start_sweep(self, t: float) -> None:
+        self._finest = min(self._finest, t)
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+        self._sweeping = self.loop.call_later(self._interval, self._sweep)
 
     def tunnel(self, key: tuple[str, str, int], data: bytes, sink: Any, label: str = "") -> Exchange:
         """An Upgrade request on a connection of its own (see the module docstring)."""
         pool = self.pools.get(key) or self.pool(key, label)
         ex = Exchange(pool, data, "GET", sink, self.timeout_s)
         ex.upgrade = True
-        ex.timer = self.loop.call_later(self.timeout_s, ex.timed_out)
+        if self._sweeping is None:
+            self._start_sweep(self.timeout_s)
         self.loop.create_task(pool._tunnel(ex))
         return ex
 
@@ -641,6 +668,9 @@ class HttpClient:
             raise
 
     def close(self) -> None:
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            self._sweeping = None
         for pool in self.pools.values():
             pool.close()
 

@@ -119,6 +119,7 @@ class Proxy:
         self.waiting: dict[str, asyncio.Future] = {}
         self.kafka: Any = None
         self._tls_of: dict[int, bytes] = {}
+        self._host_lines: dict[tuple, bytes] = {}
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -288,7 +289,10 @@ class Proxy:
         elif body or req.method not in _NO_BODY_METHODS:
             app(b"content-length: %d\r\n" % len(body))
         if b"host" not in added:
-            app(self._host_line(up))
+            line = self._host_lines.get(up.key)
+            if line is None:
+                line = self._host_lines[up.key] = self._host_line(up)
+            app(line)
         return b"%s %s HTTP/1.1\r\n%s\r\n%s" % (req.method.encode(), target, b"".join(out), body)
 
     @staticmethod
