@@ -71,7 +71,7 @@ class Gateway:
     def _register_gauges(self) -> None:
         hub = self.hub
         metrics.REGISTRY.gauge(
-            "rig_connections", "Open frontend connections", lambda: {KIND_NAMES[i]: hub.counts[i] for i in range(3)}, ("transport",)
+            "rig_connections", "Open frontend connections", lambda: {KIND_NAMES[i]: hub.counts[i] for i in range(len(KIND_NAMES))}, ("transport",)
         )
         metrics.REGISTRY.gauge("rig_subscriptions", "Subscriptions held", lambda: hub.index.subscription_count)
         metrics.REGISTRY.gauge("rig_blacklist_size", "Blacklisted sessions", lambda: len(self.auth.blacklist))

@@ -97,7 +97,7 @@ class Registry:
 
 REGISTRY = Registry()
 
-# The gateway's counters. Labels: source = http | api | kafka; transport = sse | ws | longpolling.
+# The gateway's counters. Labels: source = http | api | kafka; transport = sse | ws | longpolling | phoenix (a Phoenix socket; its channels are not connections).
 EVENTS_RECEIVED = REGISTRY.counter("rig_events_received_total", "Events accepted from a source", ("source",))
 EVENTS_INVALID = REGISTRY.counter("rig_events_invalid_total", "Messages rejected as invalid CloudEvents", ("source",))
 EVENTS_DELIVERED = REGISTRY.counter(

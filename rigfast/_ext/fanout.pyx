@@ -2,7 +2,8 @@
 """The delivery loop, compiled: same interface and behaviour as fanout_ref.py.
 
 Per recipient it does one dict lookup, two attribute reads and a list
-append, with the frame encoded once per wire kind and shared.
+append, with the frame encoded once per wire kind (per serializer and topic
+name for Phoenix channels) and shared.
 """
 
 from cpython.dict cimport PyDict_GetItem
@@ -19,6 +20,7 @@ cdef class Recipient:
     def __cinit__(self, *args, **kwargs):
         self.outbox = []
         self.transport = None
+        self.wire = None
 
 
 cpdef tuple deliver(list slots, dict sessions, object encode, object touched):
@@ -26,9 +28,11 @@ cpdef tuple deliver(list slots, dict sessions, object encode, object touched):
     cdef Recipient s
     cdef object frame
     cdef object f0 = None, f1 = None, f2 = None
-    cdef long c0 = 0, c1 = 0, c2 = 0
+    cdef dict keyed = None
+    cdef long c0 = 0, c1 = 0, c2 = 0, c3 = 0
     cdef long kind
     cdef PyObject* p
+    cdef PyObject* q
     append_touched = touched.append
     for i in range(n):
         p = PyDict_GetItem(sessions, slots[i])
@@ -38,24 +42,34 @@ cpdef tuple deliver(list slots, dict sessions, object encode, object touched):
         kind = s.kind
         if kind == 0:
             if f0 is None:
-                f0 = encode(0)
+                f0 = encode(0, s)
             frame = f0
             c0 += 1
         elif kind == 1:
             if f1 is None:
-                f1 = encode(1)
+                f1 = encode(1, s)
             frame = f1
             c1 += 1
+        elif kind == 3:  # Phoenix channel: one frame per serializer + topic name (s.wire)
+            if keyed is None:
+                keyed = {}
+            q = PyDict_GetItem(keyed, s.wire)
+            if q is NULL:
+                frame = encode(3, s)
+                keyed[s.wire] = frame
+            else:
+                frame = <object>q
+            c3 += 1
         else:
             if f2 is None:
-                f2 = encode(kind)
+                f2 = encode(kind, s)
             frame = f2
             c2 += 1
         s.outbox.append(frame)
         if not s.dirty:
             s.dirty = True
             append_touched(s)
-    return c0, c1, c2
+    return c0, c1, c2, c3
 
 
 cpdef flush_slice(object touched, Py_ssize_t n):

@@ -2,8 +2,11 @@
 
 ``deliver`` appends one event's encoded frame to the outbox of every
 recipient session and queues each session once for writing; the frame is
-encoded at most once per wire kind (``encode(kind)`` is called lazily) and
-the same object is shared by all recipients of that kind.
+encoded at most once per wire kind (``encode(kind, session)`` is called lazily,
+with the first recipient of that kind) and the same object is shared by all
+recipients of that kind. Phoenix channels (kind 3) are keyed finer: one frame
+per distinct ``wire`` value (serializer and topic name), since the topic is part
+of the bytes.
 ``flush_slice`` writes up to ``n`` queued sessions; a session whose write
 fails is aborted and the others go on.
 
@@ -23,25 +26,34 @@ log = logging.getLogger("rigfast.hub")
 class Recipient:
     """What the delivery loop touches of a session (sessions derive from it)."""
 
-    __slots__ = ("kind", "outbox", "dirty", "closed", "transport")
+    __slots__ = ("kind", "outbox", "dirty", "closed", "transport", "wire")
 
 
-def deliver(slots: list, sessions: dict, encode: Callable[[int], Any], touched) -> tuple[int, int, int]:
-    """Fan one event out to ``slots``; returns the deliveries per kind (SSE, WS, long-polling)."""
+PHOENIX = 3
+
+
+def deliver(slots: list, sessions: dict, encode: Callable[[int, Any], Any], touched) -> tuple[int, int, int, int]:
+    """Fan one event out to ``slots``; returns the deliveries per kind (SSE, WS, long-polling, Phoenix)."""
     frames: list = [None, None, None]
-    counts = [0, 0, 0]
+    keyed: dict = {}
+    counts = [0, 0, 0, 0]
     for slot in slots:
         s = sessions[slot]
         kind = s.kind
-        frame = frames[kind]
-        if frame is None:
-            frame = frames[kind] = encode(kind)
+        if kind == PHOENIX:
+            frame = keyed.get(s.wire)
+            if frame is None:
+                frame = keyed[s.wire] = encode(kind, s)
+        else:
+            frame = frames[kind]
+            if frame is None:
+                frame = frames[kind] = encode(kind, s)
         s.outbox.append(frame)
         if not s.dirty:
             s.dirty = True
             touched.append(s)
         counts[kind] += 1
-    return counts[0], counts[1], counts[2]
+    return counts[0], counts[1], counts[2], counts[3]
 
 
 def flush_slice(touched, n: int) -> None:

@@ -62,6 +62,9 @@ class InboundApi:
         self.limits = Limits.from_config(cfg)
         self.cors_origin = self.cfg.cors.encode()
         self._cors_any = [(b"access-control-allow-origin", b"*")]
+        from rigfast.api.phoenix import PhoenixApi
+
+        self.phoenix = PhoenixApi(gw)  # Phoenix Channels: /socket/websocket, /socket/longpoll
 
     # -- routing --------------------------------------------------------------
     def __call__(self, proto: "HttpProtocol", req: "Request") -> Any:
@@ -87,6 +90,11 @@ class InboundApi:
                 if method == "OPTIONS":
                     return self.preflight(proto, req, b"PUT")
                 raise RigError("method not allowed: use PUT", 405)
+        if path.startswith("/socket/"):
+            if path == "/socket/websocket":
+                return self.phoenix.open_websocket(proto, req)
+            if path == "/socket/longpoll":
+                return self.phoenix.longpoll(proto, req)
         if path == "/_rig/health" and method in ("GET", "HEAD"):
             proto.respond(req, 200, b"OK")
             return None

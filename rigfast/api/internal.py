@@ -96,7 +96,7 @@ class InternalApi:
         return {
             "status": "ok",
             "uptime_s": round(time.monotonic() - self.started, 3),
-            "connections": {"sse": hub.counts[0], "ws": hub.counts[1], "longpolling": hub.counts[2]},
+            "connections": {"sse": hub.counts[0], "ws": hub.counts[1], "longpolling": hub.counts[2], "phoenix": hub.counts[3]},
             "subscriptions": hub.index.subscription_count,
             "build": hub.build,
             "worker": self.worker_id,

@@ -314,6 +314,11 @@ class Cluster:
                 self.reply(sender, {"request_id": request_id, "status": 410})
                 return
             session.poll(RemoteWaiter(self, sender, request_id), None, [])
+        elif op == "phx":  # a Phoenix long-poll request (GET poll or POST messages) for a socket held here
+            waiter = RemoteWaiter(self, sender, request_id)
+            body = (msg.get("body") or "").encode("latin-1")
+            if not self.gw.inbound.phoenix.remote_request(waiter, msg.get("token"), msg.get("method"), body):
+                self.reply(sender, {"request_id": request_id, "status": 410})
         elif op == "metrics":
             self.reply(sender, {"request_id": request_id, "status": 200, "text": metrics.REGISTRY.render().decode()})
         elif op == "proxy_response":
@@ -373,6 +378,27 @@ class Cluster:
                 return
             if rep.get("close"):
                 proto.close()
+                return
+            headers = cors + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in rep.get("headers", ())]
+            ctype = rep.get("ctype")
+            proto.respond(req, rep["status"], rep.get("body", "").encode(), ctype.encode() if ctype else None, headers)
+
+        return run()
+
+    def forward_phoenix(self, proto, req, token: str, method: str, body: bytes, cors: list) -> Any:
+        """A Phoenix long-poll request whose socket lives elsewhere: the owner answers, we pass it on.
+
+        None when the token routes nowhere (the caller answers 410)."""
+        route = self._route(token)
+        if route is None:
+            return None
+        wait = self.cfg.phoenix_poll_timeout_s + self.timeout
+        msg = {"op": "phx", "token": token, "method": method, "body": body.decode("latin-1")}
+
+        async def run() -> None:
+            rep = await self.ask(route[0], route[1], msg, wait)
+            if rep is None or rep.get("status") == 410 or rep.get("close"):
+                proto.respond(req, 200, b'{"status":410}', b"application/json; charset=utf-8", cors)
                 return
             headers = cors + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in rep.get("headers", ())]
             ctype = rep.get("ctype")

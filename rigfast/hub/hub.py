@@ -10,9 +10,9 @@ and each touched connection gets one write however many events it received.
 
 Per event: the field values the index wants are extracted once, the index
 names the recipients, the bytes are encoded once per wire kind (SSE, WS,
-long-poll JSON) and the same bytes object is appended to every recipient's
-outbox. Sessions know nothing of each other; a failing socket only ends its
-own session.
+long-poll JSON; Phoenix pushes once per serializer and topic name) and the
+same bytes object is appended to every recipient's outbox. Sessions know
+nothing of each other; a failing socket only ends its own session.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from rigfast.subscriptions import Extractors, Subscription
 
 log = logging.getLogger("rigfast.hub")
 
-SSE, WS, LONGPOLL = 0, 1, 2
-KIND_NAMES = ("sse", "ws", "longpolling")
+SSE, WS, LONGPOLL, PHOENIX = 0, 1, 2, 3
+KIND_NAMES = ("sse", "ws", "longpolling", "phoenix")
 
 # Sessions written per loop iteration. Between slices the loop reads new
 # requests and events; those land in the outboxes of sessions still waiting
@@ -71,7 +71,7 @@ class Hub:
         self.index = SubscriptionIndex()
         self.sessions: dict[int, Any] = {}
         self.by_token: dict[str, Any] = {}
-        self.counts = [0, 0, 0]
+        self.counts = [0, 0, 0, 0]
         self._next_slot = 1
         self._pending: list[tuple[Event, str]] = []
         self._scheduled = False
@@ -99,26 +99,30 @@ class Hub:
     def register(self, session) -> None:
         self.sessions[session.slot] = session
         self.by_token[session.token] = session
-        self.counts[session.kind] += 1
-        metrics.CONNECTIONS_OPENED.inc(1, KIND_NAMES[session.kind])
+        if session.COUNTED:  # a Phoenix channel is not a connection: its socket is
+            self.counts[session.kind] += 1
+            metrics.CONNECTIONS_OPENED.inc(1, KIND_NAMES[session.kind])
 
     def unregister(self, session) -> None:
         if self.sessions.pop(session.slot, None) is None:
             return
         self.by_token.pop(session.token, None)
         self.index.remove(session.slot)
-        self.counts[session.kind] -= 1
+        if session.COUNTED:
+            self.counts[session.kind] -= 1
 
     def set_subscriptions(self, session, subs: list[Subscription]) -> None:
-        """Replace a session's subscriptions and tell it with rig.subscriptions_set."""
+        """Replace a session's subscriptions and tell it with rig.subscriptions_set
+        (Phoenix channels are told in the reply of the join or push instead)."""
         session.subscriptions = subs
         if session.slot in self.sessions:
-            self.index.set(session.slot, [(s.event_type, s.conjunctions) for s in subs])
-        self.send_gateway_event(session, make_event("rig.subscriptions_set", [s.to_json() for s in subs]))
+            self.index.set(session.slot, [(s.event_type, s.conjunctions) for s in session.indexed(subs)])
+        if session.kind != PHOENIX:
+            self.send_gateway_event(session, make_event("rig.subscriptions_set", [s.to_json() for s in subs]))
 
     def send_gateway_event(self, session, event: Event) -> None:
         """A gateway-made event for one session (no id: it does not move Last-Event-ID)."""
-        session.enqueue(self.encode(session.kind, event, with_id=False))
+        session.enqueue(session.push_frame(event) if session.kind == PHOENIX else self.encode(session.kind, event, with_id=False))
         self._touch(session)
 
     def kill_session(self, session_id: str) -> None:
@@ -128,6 +132,8 @@ class Hub:
                 s.close(self.encode(SSE, make_event("rig.session_killed", {"session_id": session_id}), with_id=False))
             elif s.kind == WS:
                 s.close_with(1000, "Session killed.")
+            elif s.kind == PHOENIX:  # phx_error on every joined topic, then the socket closes
+                s.kill()
             else:
                 s.abort()
 
@@ -232,8 +238,8 @@ class Hub:
 
     def _fan_out(self, event: Event, source: str, slots: list[int]) -> None:
         """Queue the event's frames on the sessions in ``slots`` (one encoding per wire kind)."""
-        delivered = deliver(slots, self.sessions, lambda kind: self.encode(kind, event), self._touched)
-        for kind in (SSE, WS, LONGPOLL):
+        delivered = deliver(slots, self.sessions, lambda kind, s: s.push_frame(event) if kind == PHOENIX else self.encode(kind, event), self._touched)
+        for kind in (SSE, WS, LONGPOLL, PHOENIX):
             if delivered[kind]:
                 metrics.EVENTS_DELIVERED.inc(delivered[kind], source, KIND_NAMES[kind])
 

@@ -54,6 +54,7 @@ class Session(Recipient):
     # DRAIN_FIRST (requests waiting for an answer: long-polls), spread over RIGFAST_DRAIN_S on the
     # others. drain() ends the session the way its protocol says "this server goes away".
     DRAIN_FIRST = False
+    COUNTED = True  # counted as a connection of its kind (a Phoenix channel is not)
 
     def __init__(self, hub: "Hub", token: str, claims: list[dict] | None = None, session_ids: tuple[str, ...] = ()):
         self.kind = self.KIND
@@ -71,6 +72,10 @@ class Session(Recipient):
 
     def enqueue(self, frame: Any) -> None:
         self.outbox.append(frame)
+
+    def indexed(self, subs: list) -> list:
+        """The subscriptions the hub's index holds for this session (all of them)."""
+        return subs
 
     def end(self) -> None:
         if not self.closed:

@@ -79,7 +79,7 @@ def test_health_detailed(gw):
         assert h["status"] == "ok"
         assert h["uptime_s"] > 0
         assert h["connections"]["sse"] >= 1
-        assert set(h["connections"]) == {"sse", "ws", "longpolling"}
+        assert set(h["connections"]) == {"sse", "ws", "longpolling", "phoenix"}
         assert h["kafka"] == {"state": "disabled"}
 
 
@@ -93,7 +93,7 @@ def test_metrics_has_every_required_family(gw):
             if labels is not None:
                 assert set(s.labels) == labels, (name, s)
     assert sample(fams, "rig_kafka_consumer_lag") == 0
-    assert {s.labels["transport"] for s in fams["rig_connections"].samples} == {"sse", "ws", "longpolling"}
+    assert {s.labels["transport"] for s in fams["rig_connections"].samples} == {"sse", "ws", "longpolling", "phoenix"}
 
 
 def test_metrics_follow_traffic(gw):

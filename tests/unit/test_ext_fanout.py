@@ -32,7 +32,9 @@ class Wire:
         self.writes.append(data)
 
 
-def make_session(impl, kind: int, closed: bool = False, fail: bool = False):
+def make_session(impl, kind: int, closed: bool = False, fail: bool = False, wire: int = 0):
+    """kind 3 is a Phoenix channel: its frames are keyed by ``wire`` (topic "t2" stands for long-polling: no transport)."""
+
     class Session(impl.Recipient):
         __slots__ = ("flushed", "aborted", "polled")
 
@@ -41,7 +43,8 @@ def make_session(impl, kind: int, closed: bool = False, fail: bool = False):
             self.outbox = []
             self.dirty = False
             self.closed = closed
-            self.transport = None if kind == 2 else Wire(fail)
+            self.wire = f"t{wire}" if kind == 3 else None
+            self.transport = None if kind == 2 or (kind == 3 and wire == 2) else Wire(fail)
             self.aborted = False
             self.polled: list = []
 
@@ -66,9 +69,10 @@ def run(impl, specs, events, slice_n):
     encoded = []
     counts = []
     for n, slots in enumerate(events):
-        def encode(kind, n=n):
-            encoded.append((n, kind))
-            return b"e%d/k%d;" % (n, kind)
+        def encode(kind, session, n=n):
+            key = session.wire if kind == 3 else None
+            encoded.append((n, kind, key))
+            return b"e%d/k%d/%s;" % (n, kind, str(key).encode())
 
         counts.append(impl.deliver(list(slots), sessions, encode, touched))
         impl.flush_slice(touched, slice_n)
@@ -84,16 +88,19 @@ def run(impl, specs, events, slice_n):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_each_kind_encoded_once_and_shared(impl):
     """An event to many sessions is encoded once per wire kind and every recipient gets that same object."""
-    specs = [(0,), (0,), (1,), (2,), (1,)]
+    specs = [(0,), (0,), (1,), (2,), (1,), (3, False, False, 0), (3, False, False, 1), (3, False, False, 0)]
     sessions = {i: make_session(impl, *spec) for i, spec in enumerate(specs)}
     calls = []
     touched: deque = deque()
-    counts = impl.deliver([0, 1, 2, 3, 4], sessions, lambda k: calls.append(k) or object(), touched)
-    assert sorted(calls) == [0, 1, 2]
-    assert counts == (2, 2, 1)
+    encode = lambda k, s: calls.append((k, s.wire)) or object()  # noqa: E731
+    counts = impl.deliver(list(range(8)), sessions, encode, touched)
+    assert sorted(calls, key=str) == sorted([(0, None), (1, None), (2, None), (3, "t0"), (3, "t1")], key=str)
+    assert counts == (2, 2, 1, 3)
     assert sessions[0].outbox[0] is sessions[1].outbox[0]
     assert sessions[2].outbox[0] is sessions[4].outbox[0]
-    assert list(touched) == [sessions[i] for i in range(5)]
+    # Phoenix: one frame per topic key, shared by the channels of that key
+    assert sessions[5].outbox[0] is sessions[7].outbox[0] and sessions[6].outbox[0] is not sessions[5].outbox[0]
+    assert list(touched) == [sessions[i] for i in range(8)]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -102,7 +109,7 @@ def test_coalesces_events_into_one_write(impl):
     s = make_session(impl, 0)
     touched: deque = deque()
     for n in range(3):
-        impl.deliver([7], {7: s}, lambda k, n=n: b"ev%d;" % n, touched)
+        impl.deliver([7], {7: s}, lambda k, _s, n=n: b"ev%d;" % n, touched)
     assert len(touched) == 1
     impl.flush_slice(touched, 10)
     assert s.transport.writes == [b"ev0;ev1;ev2;"] and not s.dirty and s.outbox == []
@@ -113,7 +120,7 @@ def test_broken_session_aborted_others_written(impl):
     """A session whose write fails is aborted; the sessions after it are still written."""
     sessions = {0: make_session(impl, 0, fail=True), 1: make_session(impl, 0)}
     touched: deque = deque()
-    impl.deliver([0, 1], sessions, lambda k: b"x", touched)
+    impl.deliver([0, 1], sessions, lambda k, _s: b"x", touched)
     impl.flush_slice(touched, 10)
     assert sessions[0].aborted and sessions[1].transport.writes == [b"x"]
 
@@ -123,13 +130,13 @@ def test_flush_slice_writes_at_most_n(impl):
     """flush_slice writes at most n sessions and leaves the rest queued, in order."""
     sessions = {i: make_session(impl, 0) for i in range(5)}
     touched: deque = deque()
-    impl.deliver(list(range(5)), sessions, lambda k: b"x", touched)
+    impl.deliver(list(range(5)), sessions, lambda k, _s: b"x", touched)
     impl.flush_slice(touched, 2)
     assert [s for s in touched] == [sessions[2], sessions[3], sessions[4]]
     assert sessions[1].transport.writes == [b"x"] and sessions[2].transport.writes == []
 
 
-spec_st = st.tuples(st.integers(0, 2), st.booleans(), st.booleans())
+spec_st = st.tuples(st.integers(0, 3), st.booleans(), st.booleans(), st.integers(0, 2))
 
 
 @needs_compiled
