@@ -157,6 +157,9 @@ class PhxSocket(Session):
     def frame(self, msg: bytes) -> bytes:
         raise NotImplementedError
 
+    def take(self, frames: list, bounded: bool = True) -> None:
+        raise NotImplementedError
+
     def send(self, msg: bytes) -> None:
         raise NotImplementedError
 
@@ -283,15 +286,20 @@ class PhxSocket(Session):
         self.api.spawn(checked())
 
     def replay(self, ch: PhxChannel, last: str) -> None:
-        """What the channel missed since ``last`` (its resume id), after the join's reply."""
-        hub = self.hub
-        gap, events = hub.replay_since(last.strip(), ch.indexed(ch.subscriptions))
-        if gap:
-            hub.send_gateway_event(ch, make_event("rig.history_gap", {"last_event_id": last}))
-        for e in events:
-            ch.enqueue(ch.push_frame(e))
-        if events:
-            hub._touch(ch)
+        """What the channel missed since ``last`` (its resume id), after the join's reply.
+
+        Bounded by the history, not by the long-polling buffer: a client that comes back
+        after being dropped as a slow consumer must be able to catch up."""
+        gap, events = self.hub.replay_since(last.strip(), ch.indexed(ch.subscriptions))
+        frames = [ch.push_frame(make_event("rig.history_gap", {"last_event_id": last}))] if gap else []
+        frames += [ch.push_frame(e) for e in events]
+        if not frames:
+            return
+        if ch.transport is None:
+            self.take(frames, bounded=False)
+        else:
+            ch.outbox.extend(frames)
+            self.hub._touch(ch)
 
     def change_subscriptions(self, ch: PhxChannel, join_ref, ref, payload: Any) -> None:
         api = self.api
@@ -478,11 +486,11 @@ class PhxLpSocket(PhxSocket):
     def send(self, msg: bytes) -> None:
         self.take([self.frame(msg)])
 
-    def take(self, frames: list) -> None:
+    def take(self, frames: list, bounded: bool = True) -> None:
         if self.closed:
             return
         self.messages.extend(frames)
-        if len(self.messages) > self.limit:
+        if bounded and len(self.messages) > self.limit:
             metrics.SLOW_CONSUMER_DISCONNECTS.inc(1, "phoenix")
             log.info("slow consumer %s (phoenix long-polling): %d messages waiting, dropping the session", self.token, len(self.messages))
             self.abort()
