@@ -13,6 +13,7 @@ from rigfast.auth.ratelimit import client_key
 from rigfast.cloudevents import Event, make_event, parse_http_event
 from rigfast.errors import BadRequest, Gone, RigError, TooManyRequests
 from rigfast.hub.hub import LONGPOLL, Hub
+from rigfast.api.phoenix import PhoenixApi
 from rigfast.ids import TokenIssuer
 from rigfast.net.sessions import LongPollSession, SseSession, WsSession, cookie_attributes
 from rigfast.subscriptions import Limits, Subscription, merge, parse_subscriptions, parse_subscriptions_json
@@ -42,6 +43,8 @@ class Owners(Protocol):
 
     def forward_poll(self, proto, req, token: str, cors: list, fallback: Callable[[], Any]) -> Any: ...
 
+    def forward_phoenix(self, proto, req, token: str, method: str, body: bytes, cors: list) -> Any: ...
+
 
 class InboundApi:
     """``tokens`` issues connection tokens; ``fallback`` answers what no route takes (the reverse
@@ -62,9 +65,7 @@ class InboundApi:
         self.limits = Limits.from_config(cfg)
         self.cors_origin = self.cfg.cors.encode()
         self._cors_any = [(b"access-control-allow-origin", b"*")]
-        from rigfast.api.phoenix import PhoenixApi
-
-        self.phoenix = PhoenixApi(gw)  # Phoenix Channels: /socket/websocket, /socket/longpoll
+        self.phoenix = PhoenixApi(cfg, hub, auth, tokens, self, owners)  # /socket/websocket, /socket/longpoll
 
     # -- routing --------------------------------------------------------------
     def __call__(self, proto: "HttpProtocol", req: "Request") -> Any:

@@ -27,7 +27,10 @@ from rigfast.net.phoenix import V1, V2, PhxLpSocket, PhxWsSocket
 from rigfast.wire.http1 import header_has_token, ws_accept_key
 
 if TYPE_CHECKING:
-    from rigfast.app import Gateway
+    from rigfast.api.inbound import InboundApi, Owners
+    from rigfast.auth.authorizer import Authorizer
+    from rigfast.hub.hub import Hub
+    from rigfast.ids import TokenIssuer
 
 log = logging.getLogger("rigfast.phoenix")
 
@@ -51,19 +54,26 @@ def decode_auth_protocol(value: str) -> str | None:
 
 
 class PhoenixApi:
-    def __init__(self, gw: "Gateway"):
-        self.gw = gw
-        self.cfg = gw.cfg
-        self.hub = gw.hub
-        self.auth = gw.auth
-        self.extractors = gw.cfg.extractors
-        self.loop = gw.loop
+    """``http`` is the public port's API (its CORS headers and connection-rate admission);
+    ``owners`` (None on a lone worker) reaches long-polling sessions held elsewhere."""
+
+    def __init__(self, cfg: Any, hub: "Hub", auth: "Authorizer", tokens: "TokenIssuer", http: "InboundApi",
+                 owners: "Owners | None"):
+        self.cfg = cfg
+        self.hub = hub
+        self.auth = auth
+        self.tokens = tokens
+        self.http = http
+        self.owners = owners
+        self.extractors = cfg.extractors
         self._tasks: set[asyncio.Task] = set()
 
     def new_token(self) -> str:
-        from rigfast.api.inbound import new_connection_token
+        return self.tokens.new()
 
-        return new_connection_token(self.gw.token_prefix)
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self.hub.loop
 
     def spawn(self, coro) -> None:
         task = self.loop.create_task(coro)
@@ -111,7 +121,7 @@ class PhoenixApi:
         key = req.header(b"sec-websocket-key")
         if not key:
             raise BadRequest("missing Sec-WebSocket-Key")
-        if not self.gw.inbound.admit(proto, req):
+        if not self.http.admit(proto, req):
             return None
         tokens = self._query_tokens(req)
         protocol = None
@@ -157,7 +167,7 @@ class PhoenixApi:
         return None
 
     def longpoll(self, proto, req) -> Any:
-        cors = self.gw.inbound.cors(req, credentials=True)
+        cors = self.http.cors(req, credentials=True)
         method = req.method
         if method == "OPTIONS":
             proto.respond(req, 204, b"", None, cors + [
@@ -175,24 +185,18 @@ class PhoenixApi:
             return self._lp_open(proto, req, cors)
         sock = self.hub.by_token.get(token)
         if isinstance(sock, PhxLpSocket) and not sock.closed:
-            return self.lp_request(sock, proto, req, method, req.body, cors)
-        if sock is None and self.gw.cluster is not None:
-            forwarded = self.gw.cluster.forward_phoenix(proto, req, token, method, req.body, cors)
+            return sock.lp_request(proto, req, method, req.body, cors)
+        if sock is None and self.owners is not None:
+            forwarded = self.owners.forward_phoenix(proto, req, token, method, req.body, cors)
             if forwarded is not None:
                 return forwarded
         return self._lp_answer(proto, req, b'{"status":410}', cors)
-
-    def lp_request(self, sock: PhxLpSocket, proto, req, method: str, body: bytes, cors: list) -> None:
-        if method == "GET":
-            sock.poll(proto, req, cors)
-        else:
-            sock.post(proto, req, body, cors)
 
     def _lp_answer(self, proto, req, body: bytes, cors: list) -> None:
         proto.respond(req, 200, body, JSON, cors + [(b"cache-control", b"no-cache")])
 
     def _lp_open(self, proto, req, cors) -> None:
-        if not self.gw.inbound.admit(proto, req):
+        if not self.http.admit(proto, req):
             return None
         tokens = self._query_tokens(req)
         header_token = req.header_str(b"x-phoenix-authtoken")
@@ -208,15 +212,6 @@ class PhoenixApi:
         self.hub.register(sock)
         body = b'{"status":410,"token":"%s","messages":[]}' % sock.token.encode()
         return self._lp_answer(proto, req, body, cors)
-
-    # -- cluster ------------------------------------------------------------------------
-    def remote_request(self, waiter, token: str, method: str, body: bytes) -> bool:
-        """A long-poll request forwarded by another worker or node; False when the session is not here."""
-        sock = self.hub.by_token.get(token)
-        if not isinstance(sock, PhxLpSocket) or sock.closed:
-            return False
-        self.lp_request(sock, waiter, None, method, body, [])
-        return True
 
 
 __all__ = ["PhoenixApi", "PHOENIX", "WEBSOCKET_PATH", "LONGPOLL_PATH"]

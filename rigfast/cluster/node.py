@@ -315,10 +315,12 @@ class Cluster:
                 return
             session.poll(RemoteWaiter(self, sender, request_id), None, [])
         elif op == "phx":  # a Phoenix long-poll request (GET poll or POST messages) for a socket held here
-            waiter = RemoteWaiter(self, sender, request_id)
-            body = (msg.get("body") or "").encode("latin-1")
-            if not self.gw.inbound.phoenix.remote_request(waiter, msg.get("token"), msg.get("method"), body):
+            sock = self.hub.by_token.get(msg.get("token"))
+            if sock is None or sock.closed or not hasattr(sock, "lp_request"):
                 self.reply(sender, {"request_id": request_id, "status": 410})
+                return
+            body = (msg.get("body") or "").encode("latin-1")
+            sock.lp_request(RemoteWaiter(self, sender, request_id), None, msg.get("method"), body, [])
         elif op == "metrics":
             self.reply(sender, {"request_id": request_id, "status": 200, "text": metrics.REGISTRY.render().decode()})
         elif op == "proxy_response":
@@ -389,7 +391,7 @@ class Cluster:
         """A Phoenix long-poll request whose socket lives elsewhere: the owner answers, we pass it on.
 
         None when the token routes nowhere (the caller answers 410)."""
-        route = self._route(token)
+        route = self.route(token)
         if route is None:
             return None
         wait = self.cfg.phoenix_poll_timeout_s + self.timeout

@@ -504,6 +504,13 @@ class PhxLpSocket(PhxSocket):
             self.outbox.clear()
 
     # -- requests -----------------------------------------------------------------------
+    def lp_request(self, proto, req, method: str, body: bytes, cors: list) -> None:
+        """A GET (poll) or POST (messages) of the client, arrived here or forwarded by another worker or node."""
+        if method == "GET":
+            self.poll(proto, req, cors)
+        else:
+            self.post(proto, req, body, cors)
+
     def poll(self, proto, req, cors: list) -> None:
         self.last_seen = time.monotonic()
         if self.waiter is not None:  # a newer poll replaces a waiting one
