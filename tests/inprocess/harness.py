@@ -37,6 +37,7 @@ class FakeTransport(asyncio.Transport):
         self.written = 0
         self.closed = False
         self.aborted = False
+        self.eof_written = False
         self.reading = True
         self.high_water: int | None = None
 
@@ -71,6 +72,12 @@ class FakeTransport(asyncio.Transport):
 
     def is_reading(self) -> bool:
         return self.reading
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
 
     def close(self) -> None:
         self.closed = True
