@@ -44,7 +44,6 @@ log = logging.getLogger("rigfast.phoenix")
 
 V1, V2 = "1", "2"  # serializers 1.0.0 (objects) and 2.0.0 (arrays)
 TOPIC_PREFIX = "rig:"
-MAX_MESSAGE_BYTES = 1 << 20
 _EMPTY = b"{}"
 _dumps = orjson.dumps
 
@@ -404,7 +403,7 @@ class PhxWsSocket(PhxSocket):
                 if isinstance(ev, TextMessage):
                     if not ev.message_finished:
                         self.partial.append(ev.data)
-                        if sum(map(len, self.partial)) > MAX_MESSAGE_BYTES:
+                        if sum(map(len, self.partial)) > self.api.cfg.ws_max_message_bytes:
                             self.close_with(1009, "message too big")
                             return
                         continue

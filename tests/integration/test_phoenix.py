@@ -419,3 +419,31 @@ def test_longpoll_blacklist_and_auth_token_param(gateway_factory):
     err = lp.messages(until=lambda out: out)
     assert err == [["3", "3", "rig:me", "phx_error", {}]], err
     assert lp.get().json() == {"status": 410}
+
+
+def test_auth_token_subprotocol_and_put_on_a_channel_token(gateway):
+    """The client's authToken option (a base64url.bearer.phx. subprotocol) authenticates; a channel's
+    connection token works with PUT .../subscriptions like any connection's."""
+    import base64
+
+    name = uid("sub-user")
+    etype = uid("phx-put")
+    token = mint(uid("s"), username=name)
+    proto = "base64url.bearer.phx." + base64.b64encode(token.encode()).decode().rstrip("=")
+
+    async def main():
+        async with connect(url(gateway), subprotocols=["phoenix", proto], ping_interval=None, open_timeout=T, close_timeout=T) as ws:
+            assert ws.subprotocol == "phoenix"
+            p = Phx(ws, "2.0.0")
+            rep = await join(p, "rig:auth")
+            assert rep[4]["response"]["subscriptions"] == [{"eventType": "greeting", "oneOf": [{"name": name}]}], rep
+            ctoken = rep[4]["response"]["connection_token"]
+            r = await asyncio.to_thread(httpx.put, f"{gateway.inbound}/_rig/v1/connection/ws/{ctoken}/subscriptions",
+                                        json={"subscriptions": [{"eventType": etype}]}, timeout=T)
+            assert r.status_code == 204, r.text
+            ev = make_event(etype)
+            await asyncio.to_thread(publish_ok, gateway.inbound, ev)
+            m = await p.recv()
+            assert m[2:4] == ["rig:auth", etype] and m[4]["id"] == ev["id"], m
+
+    run(main())
