@@ -2,6 +2,10 @@
 
 Run: python bench/proxy_bench.py [--duration 5] [--connections 32] [--reps 3] [--workers 1]
 
+T10: rigfast's requests/s >= 0.8x nginx's as the proxy. Besides the rates it
+prints each proxy's own CPU time per request (process tree, from /proc),
+which a loaded machine disturbs less than the rates.
+
 What it does: starts nginx (one worker process, access log off) serving a
 small static file on a free loopback port, and a rigfast gateway whose
 PROXY_CONFIG_FILE routes ``GET /file.txt`` to it. Then it runs wrk against
@@ -34,7 +38,24 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BODY = b"x" * 64 + b"\n"
 sys.path.insert(0, REPO)
+from bench.procstat import proc_cpu_s  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its children (the gateway's worker, nginx's worker)."""
+    total = proc_cpu_s(pid)
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            kids = [int(k) for k in fh.read().split()]
+    except OSError:
+        kids = []
+    for kid in kids:
+        try:
+            total += tree_cpu_s(kid)
+        except OSError:
+            pass
+    return total
 
 
 def wait_http(url: str, timeout: float = 15.0) -> None:
@@ -113,15 +134,19 @@ def start_gateway(tmp: str, origin_port: int, workers: int, pin: str) -> tuple[s
     return proc, port
 
 
-def wrk(url: str, duration: int, connections: int) -> float:
+def wrk(url: str, duration: int, connections: int, pid: int | None = None) -> tuple[float, float]:
+    """(requests/s, CPU microseconds per request of the process tree ``pid``, 0 when none)."""
+    cpu0 = tree_cpu_s(pid) if pid else 0.0
     out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", url],
                          capture_output=True, text=True, timeout=duration + 30).stdout
+    cpu = tree_cpu_s(pid) - cpu0 if pid else 0.0
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    n = re.search(r"(\d+) requests in", out)
     if not m or "Non-2xx" in out or "Socket errors" in out and "timeout 0" not in out:
         print(out, file=sys.stderr)
-    if not m:
+    if not m or not n:
         raise RuntimeError("wrk printed no Requests/sec")
-    return float(m.group(1))
+    return float(m.group(1)), cpu * 1e6 / max(int(n.group(1)), 1)
 
 
 def stop(proc: subprocess.Popen | None, group: bool = False) -> None:
@@ -167,18 +192,24 @@ def main() -> int:
         wait_http(via_nginx)
         for url in (direct, proxied, via_nginx):
             wrk(url, 1, args.connections)  # warm-up
-        d, p, n = [], [], []
+        d, p, n, pc, nc = [], [], [], [], []
         for i in range(args.reps):
-            d.append(wrk(direct, args.duration, args.connections))
-            p.append(wrk(proxied, args.duration, args.connections))
-            n.append(wrk(via_nginx, args.duration, args.connections))
-            print(f"rep {i + 1}: direct {d[-1]:,.0f} req/s, rigfast proxy {p[-1]:,.0f} ({p[-1] / d[-1]:.2f}x), "
-                  f"nginx proxy {n[-1]:,.0f} ({n[-1] / d[-1]:.2f}x)")
+            d.append(wrk(direct, args.duration, args.connections)[0])
+            rate, cpu = wrk(proxied, args.duration, args.connections, gw.pid)
+            p.append(rate)
+            pc.append(cpu)
+            rate, cpu = wrk(via_nginx, args.duration, args.connections, nproxy.pid)
+            n.append(rate)
+            nc.append(cpu)
+            print(f"rep {i + 1}: direct {d[-1]:,.0f} req/s, rigfast proxy {p[-1]:,.0f} ({p[-1] / d[-1]:.2f}x, "
+                  f"{pc[-1]:.1f} us CPU/request), nginx proxy {n[-1]:,.0f} ({n[-1] / d[-1]:.2f}x, {nc[-1]:.1f} us CPU/request)")
         md, mp, mn = statistics.median(d), statistics.median(p), statistics.median(n)
+        mpc, mnc = statistics.median(pc), statistics.median(nc)
         print(f"median over {args.reps} x {args.duration}s, {args.connections} connections, {args.workers} gateway worker(s), "
               f"origin {'unpinned' if args.spread else 'on core 1'}: direct {md:,.0f} req/s, rigfast proxy {mp:,.0f} req/s "
-              f"= {mp / md:.2f}x (T10 target >= 0.70), nginx proxy {mn:,.0f} req/s = {mn / md:.2f}x; "
-              f"rigfast / nginx proxy = {mp / mn:.2f}")
+              f"= {mp / md:.2f}x, nginx proxy {mn:,.0f} req/s = {mn / md:.2f}x; rigfast / nginx proxy = {mp / mn:.2f} "
+              f"(T10 target >= 0.80); proxy CPU per request: rigfast {mpc:.1f} us, nginx {mnc:.1f} us "
+              f"= {mpc / mnc:.1f}x")
     finally:
         stop(nproxy)
         stop(gw, group=True)
