@@ -143,7 +143,7 @@ def run_workers(cfg: Any, command: list[str] | None = None) -> int:
         if result == 0:
             log.info("rigfast node %s: signal %d, stopping %d workers", node, stop["sig"], n)
     finally:
-        stop_all(workers, stop["sig"] or signal.SIGTERM, STOP_TIMEOUT_S + cfg.drain_s)
+        stop_all(workers, stop["sig"] if stop["sig"] > 0 else signal.SIGTERM, STOP_TIMEOUT_S + cfg.drain_s)
         signal.set_wakeup_fd(-1)
         os.close(rfd)
         os.close(wfd)
