@@ -58,6 +58,8 @@ class Gateway:
         self.inbound = InboundApi(cfg, hub, auth, tokens, self.proxy.handle, self.cluster, ready=self.ready_api)
         self.internal = InternalApi(hub, auth.blacklist, self.inbound.submit, self.proxy, self.cluster,
                                     self._kafka_health, cfg.worker_index, ready=self.ready_api, api_token=cfg.api_token)
+        if self.cluster is not None:
+            self.cluster.local_health = self.internal.detailed_health
         self.servers: list[asyncio.AbstractServer] = []
         self.states: list[ServerState] = []
         self._tasks: list[asyncio.Task] = []
@@ -75,6 +77,11 @@ class Gateway:
         )
         metrics.REGISTRY.gauge("rig_subscriptions", "Subscriptions held", lambda: hub.index.subscription_count)
         metrics.REGISTRY.gauge("rig_blacklist_size", "Blacklisted sessions", lambda: len(self.auth.blacklist))
+        metrics.RIG_CONTEXT.update({
+            "kafka_topics": ",".join(self.cfg.kafka_source_topics) or "N/A",
+            "subscriptions": lambda: hub.index.subscription_count,
+            "blacklist": lambda: len(self.auth.blacklist),
+        })
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
@@ -89,7 +96,8 @@ class Gateway:
         for env, host, port, with_tls in listening_plan(cfg):
             public = env.startswith("INBOUND")
             router, error_headers = (self.inbound, inbound_errors) if public else (self.internal, ())
-            state = ServerState(cfg, router, error_headers, public_limit if public else None)
+            state = ServerState(cfg, router, error_headers, public_limit if public else None,
+                                "inbound" if public else "internal")
             if public:
                 state.early_body = self.proxy.stream_upload  # large proxied request bodies stream
             self.states.append(state)

@@ -55,6 +55,8 @@ class InternalApi:
         path, method = req.path, req.method
         if path == "/health" and method in ("GET", "HEAD"):
             if "detailed" in req.query and self.authorized(req):
+                if self.cluster is not None and self.cluster.bus is not None and "local" not in req.query:
+                    return self.node_health(proto, req)  # every worker of the node
                 proto.respond(req, 200, orjson.dumps(self.detailed_health()), b"application/json")
             else:
                 proto.respond(req, 200, b"OK")
@@ -106,6 +108,10 @@ class InternalApi:
             "cluster": self.cluster.health() if self.cluster is not None else None,
             "proxy": self.proxy.health(),
         }
+
+    async def node_health(self, proto, req) -> None:
+        doc = await self.cluster.node_health(self.detailed_health())
+        proto.respond(req, 200, orjson.dumps(doc), b"application/json")
 
     async def cluster_metrics(self, proto, req) -> None:
         text = await self.cluster.metrics_text()

@@ -18,6 +18,8 @@ import math
 import time
 from typing import Callable
 
+from rigfast import metrics
+
 log = logging.getLogger(__name__)
 
 Listener = Callable[[str], None]
@@ -46,6 +48,8 @@ class Blacklist:
             raise ValueError("validity must be a positive, finite number of seconds")
         expiry = self._clock() + validity_s
         old = self._expiry.get(session_id)
+        if old is None:
+            metrics.BLACKLIST_ADDED.inc()
         if old is None or expiry > old:
             self._expiry[session_id] = expiry
             heapq.heappush(self._heap, (expiry, session_id))

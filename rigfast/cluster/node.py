@@ -123,6 +123,7 @@ class Cluster:
         self.timeout = cfg.cluster_timeout_s
         self.directory = runtime_dir(cfg, self.node)
         self.bus = None
+        self.local_health: Callable[[], dict] | None = None  # this worker's /health?detailed (set by the gateway)
         if self.count > 1:
             from rigfast.cluster.bus import Bus
 
@@ -323,6 +324,9 @@ class Cluster:
             sock.lp_request(RemoteWaiter(self, sender, request_id), None, msg.get("method"), body, [])
         elif op == "metrics":
             self.reply(sender, {"request_id": request_id, "status": 200, "text": metrics.REGISTRY.render().decode()})
+        elif op == "health":
+            local = self.local_health() if self.local_health is not None else {}
+            self.reply(sender, {"request_id": request_id, "status": 200, "health": local})
         elif op == "proxy_response":
             ctype = msg.get("ctype")
             ok = self.proxy.deliver(msg.get("corr"), int(msg.get("code", 200)), ctype.encode("latin-1") if ctype else None,
@@ -430,6 +434,28 @@ class Cluster:
         if self.kafka is not None:
             self.kafka.produce(self.cfg.cluster_topic, orjson.dumps(entries), key=self.node.encode(),
                                headers=[("rf-kind", b"apis"), ("rf-from", self.me.encode())])
+
+    async def node_health(self, local: dict) -> dict:
+        """``local`` (this worker's /health?detailed) for the whole node: every worker's own document
+        under ``workers``, connections, subscriptions summed; a worker that does not answer in
+        time is listed as ``{"worker": i, "status": "no answer"}``."""
+        per = {self.worker: local}
+        if self.bus is not None:
+            peers = [j for j in range(self.count) if j != self.worker]
+            replies = await asyncio.gather(*(self.ask(self.node, j, {"op": "health"}, METRICS_TIMEOUT_S) for j in peers))
+            for j, rep in zip(peers, replies):
+                per[j] = rep["health"] if rep is not None and "health" in rep else {"worker": j, "status": "no answer"}
+        workers = [per[j] for j in sorted(per)]
+        answering = [w for w in workers if "connections" in w]
+        out = dict(local)
+        out["node"] = self.node
+        out["workers"] = workers
+        out["workers_answering"] = len(answering)
+        out["connections"] = {k: sum(w["connections"].get(k, 0) for w in answering) for k in local["connections"]}
+        out["subscriptions"] = sum(w.get("subscriptions", 0) for w in answering)
+        if any(w.get("status") != "ok" for w in workers):
+            out["status"] = "degraded"
+        return out
 
     async def metrics_text(self) -> bytes:
         """Every worker's series of this node, each labelled with its worker index."""

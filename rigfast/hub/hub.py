@@ -23,6 +23,7 @@ import time
 from collections import deque
 from itertools import repeat
 from random import getrandbits
+from time import monotonic
 from typing import Any, Callable, Iterable
 
 from rigfast import metrics
@@ -75,6 +76,10 @@ class Hub:
         self._next_slot = 1
         self._pending: list[tuple[Event, str]] = []
         self._scheduled = False
+        # delivery latency: when the oldest pending event came; (that time, matched events by
+        # source) of fanned-out batches whose frames are not all written yet
+        self._since = 0.0
+        self._unwritten: list[tuple[float, dict]] = []
         self._touched: deque[Any] = deque()
         # Resume ids (the SSE id:). An event submitted over HTTP gets "<boot>-<n>" where
         # it enters and keeps it when relayed; one read from Kafka is "k:<topic>:<partition>:
@@ -142,6 +147,8 @@ class Hub:
         metrics.EVENTS_RECEIVED.inc(1, source)
         self._rids += 1
         event.rid = f"{self.rid_prefix}{self._rids}"
+        if not self._pending:
+            self._since = monotonic()
         self._pending.append((event, source))
         self._schedule()
         for fn in self.publish_listeners:
@@ -155,6 +162,8 @@ class Hub:
             n += 1
             e.rid = f"{prefix}{n}"
         self._rids = n
+        if not self._pending:
+            self._since = monotonic()
         self._pending.extend(zip(events, repeat(source)))
         self._schedule()
         for fn in self.publish_listeners:
@@ -164,6 +173,8 @@ class Hub:
         if not events:
             return
         metrics.EVENTS_RECEIVED.inc(len(events), source)
+        if not self._pending:
+            self._since = monotonic()
         self._pending.extend(zip(events, repeat(source)))  # the pairs made in C
         self._schedule()
         for fn in self.publish_listeners:
@@ -171,6 +182,8 @@ class Hub:
 
     def deliver_local(self, events: Iterable[Event], source: str) -> None:
         """Events relayed from another worker/node: fan out here, do not relay again."""
+        if not self._pending:
+            self._since = monotonic()
         self._pending.extend(zip(events, repeat(source)))
         self._schedule()
 
@@ -212,6 +225,7 @@ class Hub:
         history_append = self.history.append
         index, extractors = self.index, self.extractors
         dropped: dict[str, int] = {}
+        matched: dict[str, int] = {}
         seq = self._seq
         try:
             for event, source in pending:
@@ -225,23 +239,39 @@ class Hub:
                         dropped[source] = dropped.get(source, 0) + 1
                         continue
                     self._fan_out(event, source, slots)
+                    matched[source] = matched.get(source, 0) + 1
                 except Exception:  # noqa: BLE001 - one bad event never stops the batch
                     log.exception("fan-out failed for %r; event skipped", event)
         finally:
             self._seq = seq
             for source, n in dropped.items():
                 metrics.EVENTS_DROPPED.inc(n, source)
+        if matched:
+            self._unwritten.append((self._since, matched))
         touched = self._touched
         flush_slice(touched, FLUSH_SLICE)
         if touched:
             self._schedule()
+        # every frame queued so far is written: those events are delivered (bounded: under a load
+        # that never empties the touched list, observe at the 64th batch)
+        if self._unwritten and (not touched or len(self._unwritten) >= 64):
+            done = monotonic()
+            observe = metrics.DELIVERY_LATENCY.observe
+            for since, by_source in self._unwritten:
+                for source, n in by_source.items():
+                    observe(done - since, n, source)
+            self._unwritten.clear()
 
     def _fan_out(self, event: Event, source: str, slots: list[int]) -> None:
         """Queue the event's frames on the sessions in ``slots`` (one encoding per wire kind)."""
         delivered = deliver(slots, self.sessions, lambda kind, s: s.push_frame(event) if kind == PHOENIX else self.encode(kind, event), self._touched)
+        total = 0
         for kind in (SSE, WS, LONGPOLL, PHOENIX):
             if delivered[kind]:
                 metrics.EVENTS_DELIVERED.inc(delivered[kind], source, KIND_NAMES[kind])
+                total += delivered[kind]
+        if total:
+            metrics.DELIVERED_BY_TYPE.inc(total, event.type)
 
     # -- resumption -------------------------------------------------------
     def replay_since(self, last_event_id: str, subs: list[Subscription]) -> tuple[bool, list[Event]]:

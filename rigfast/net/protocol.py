@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_left
+from time import monotonic
 from typing import Any, Callable
 
 import httptools
@@ -72,9 +74,12 @@ class _Stop(Exception):
 class ServerState:
     """What every protocol of one listening port shares."""
 
-    def __init__(self, cfg, router: Callable[["HttpProtocol", Request], Any], error_headers=(), limit: ConnectionLimit | None = None):
+    def __init__(self, cfg, router: Callable[["HttpProtocol", Request], Any], error_headers=(), limit: ConnectionLimit | None = None,
+                 name: str = "inbound"):
         self.cfg = cfg
         self.limit = limit  # None: not counted (the internal API)
+        self.name = name  # "inbound" or "internal": the request-duration metric's port label
+        self.duration = metrics.REQUEST_DURATION.child(name)
         self.router = router
         self.error_headers = list(error_headers)  # added to every error answer (e.g. CORS on the public port)
         self.loop = asyncio.get_event_loop()  # once per port: get_event_loop() per connection costs a getpid()
@@ -410,6 +415,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.body_parts:
             req.body = self.body_parts[0] if len(self.body_parts) == 1 else b"".join(self.body_parts)
             self.body_parts = []
+        req.t0 = monotonic()
         self.queue.append(req)
         self.deadline = _INF
 
@@ -494,6 +500,10 @@ class HttpProtocol(asyncio.Protocol):
             return
         keep = req.keep_alive and not self.server.draining
         self.transport.write(encode_response(status, body, content_type, headers, keep))  # type: ignore[union-attr]
+        d = monotonic() - req.t0
+        h = self.server.duration
+        h.counts[bisect_left(h.bounds, d)] += 1
+        h.total += d
         if status >= 400:
             metrics.REQUESTS_REJECTED.inc(1, str(status))
         if not keep:

@@ -74,8 +74,30 @@ _NO_BODY_METHODS = frozenset(("GET", "HEAD", "DELETE", "OPTIONS", "TRACE"))
 STREAM_BODY_OVER = 64 << 10  # request bodies larger than this (or chunked) stream to the upstream
 
 
-def _count(status: int) -> None:
-    metrics.PROXY_REQUESTS.inc(1, _STATUS_STR.get(status) or str(status))
+def _rig_status(status: int, ep) -> str:
+    """RIG's status word for what the proxy answered (rig_proxy_requests_total{status})."""
+    if ep is None:
+        return "not_found"
+    if status == 502:
+        return "unreachable"
+    if status == 504:
+        return "response_timeout" if ep.response_from is not None else "request_timeout"
+    if status == 401:
+        return "unauthorized"
+    if status == 400 and ep.target == "kafka":
+        return "bad_request"
+    return "ok"
+
+
+def _count(status: int, req=None) -> None:
+    """One proxied request, with RIG's labels (method, path regex, target, response_from, status) and
+    rigfast's own code (the HTTP status answered)."""
+    ep = req.route if req is not None else None
+    if ep is None:
+        labels = (req.method if req is not None else "N/A", "N/A", "N/A", "N/A", "not_found")
+    else:
+        labels = (req.method, ep.regex.pattern, ep.target, ep.response_from or "http", _rig_status(status, ep))
+    metrics.PROXY_REQUESTS.inc(1, *labels, _STATUS_STR.get(status) or str(status))
 
 
 
@@ -143,6 +165,10 @@ class Proxy:
             self.kafka = ProxyKafka(self.cfg, self.loop, self.on_kafka_response)
         if any(e.target == "kafka" for e in api.endpoints):
             self.kafka.start_producer()
+            for e in api.endpoints:
+                if e.target == "kafka":  # the series exist from the start (0), as RIG declares them
+                    metrics.PRODUCED.inc(0, "kafka", e.topic)
+                    metrics.PRODUCE_FAILED.inc(0, "kafka", e.topic)
         if any(e.response_from == "kafka" for e in api.endpoints):
             self.kafka.start_consumer()
 
@@ -169,6 +195,7 @@ class Proxy:
         ep, m = self.table.match(req.method, matched)
         if ep is None and req.method == "HEAD":
             ep, m = self.table.match("GET", matched)
+        req.route = ep
         if ep is None:
             return None, b"", 404, f"Route is not available: no API endpoint matches {req.method} {matched}"
         if ep.secured and ep.api.auth_type == "jwt" and not self._authorized(ep.api, req):
@@ -311,7 +338,7 @@ class Proxy:
 
     def _pass_back(self, proto: "HttpProtocol", req: "Request", status: int, headers: list, body: bytes) -> None:
         """The upstream's answer to the client: its status and headers (minus hop-by-hop), its body."""
-        _count(status)
+        _count(status, req)
         if proto.closing:
             return
         out = [STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
@@ -342,7 +369,7 @@ class Proxy:
             proto.close()
 
     def _error(self, proto: "HttpProtocol", req: "Request", status: int, message: str) -> bool:
-        _count(status)
+        _count(status, req)
         proto.respond_error(req, status, message)
         return True
 
@@ -377,7 +404,7 @@ class Proxy:
 
     def _respond_correlated(self, proto, req, result: tuple[int, bytes | None, bytes]) -> None:
         status, ctype, body = result
-        _count(status)
+        _count(status, req)
         proto.respond(req, status, body, ctype)
 
     def _http_async(self, proto, req, ep: Endpoint, target: bytes) -> Any:
@@ -535,12 +562,14 @@ class Proxy:
                                                                               ("content-type", b"application/cloudevents+json")]),
                                            self.cfg.proxy_recv_timeout / 1000.0)
                 except (asyncio.TimeoutError, RuntimeError) as exc:
+                    metrics.PRODUCE_FAILED.inc(1, "kafka", ep.topic)
                     _rl.warning(f"produce:{ep.topic}", "proxy: could not produce to Kafka topic %s: %s", ep.topic,
                                 exc or "timeout")
                     self._error(proto, req, 502, "Bad gateway: could not forward the request to Kafka")
                     return
+                metrics.PRODUCED.inc(1, "kafka", ep.topic)
                 if fut is None:
-                    _count(202)
+                    _count(202, req)
                     proto.respond(req, 202, value, JSON)
                     return
                 await self._answer_correlated(proto, req, corr, fut, self.kafka_timeout_s, "PROXY_KAFKA_RESPONSE_TIMEOUT")
@@ -668,7 +697,7 @@ class _Relay:
 
     # -- from the upstream client --------------------------------------------------
     def head(self, status: int, headers: list, kind: int, length: int) -> None:
-        _count(status)
+        _count(status, self.req)
         self.started = True
         if self.uploading:
             self.keep = False  # answered before the client's body ended: the connection cannot go on
@@ -800,7 +829,7 @@ class _Tunnel(_Relay):
     __slots__ = ()
 
     def upgraded(self, status: int, headers: list, rest: bytes) -> None:
-        _count(status)
+        _count(status, self.req)
         self.started = True
         proto = self.proto
         if proto.closing:

@@ -22,9 +22,12 @@ WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 class Request:
     """One parsed request. Header names are lowercased bytes."""
 
-    __slots__ = ("method", "url", "path", "query_string", "headers", "body", "keep_alive", "upgrade", "_query", "_cookies")
+    __slots__ = ("method", "url", "path", "query_string", "headers", "body", "keep_alive", "upgrade", "_query", "_cookies",
+                 "t0", "route")
 
     def __init__(self) -> None:
+        self.t0 = 0.0  # loop time when the request was complete (request duration metric)
+        self.route = None  # the reverse proxy's endpoint, once matched (its metric labels)
         self.method = ""
         self.url = b""
         self.path = ""

@@ -129,13 +129,13 @@ def mint(exp_in: int = 300, **claims) -> str:
     return pyjwt.encode({"exp": int(time.time()) + exp_in, **claims}, JWT_SECRET, algorithm="HS256")
 
 
-def proxied(gw) -> dict:
-    """rig_proxy_requests_total by status."""
-    out = {}
+def proxied(gw, label: str = "code") -> dict:
+    """rig_proxy_requests_total summed by one label (code: the HTTP status answered; status: RIG's word)."""
+    out: dict = {}
     for line in httpx.get(gw.api + "/metrics?local", timeout=T).text.splitlines():
         if line.startswith("rig_proxy_requests_total{"):
-            status = line.split('status="', 1)[1].split('"', 1)[0]
-            out[status] = float(line.rsplit(" ", 1)[1])
+            value = line.split(f'{label}="', 1)[1].split('"', 1)[0]
+            out[value] = out.get(value, 0) + float(line.rsplit(" ", 1)[1])
     return out
 
 
@@ -478,13 +478,16 @@ def test_responses_without_correlation_400(gw):
 
 def test_metrics_counted(gw):
     """rig_proxy_requests_total counts proxied answers by status, errors included."""
-    before = proxied(gw)
+    before, rig_before = proxied(gw), proxied(gw, "status")
     httpx.get(gw.inbound + "/api/m", timeout=T)
     httpx.get(gw.inbound + "/no/such/api", timeout=T)
     httpx.get(gw.inbound + "/secure/x", timeout=T)
-    after = proxied(gw)
+    after, rig_after = proxied(gw), proxied(gw, "status")
     for status in ("200", "404", "401"):
         assert after.get(status, 0) == before.get(status, 0) + 1, (status, before, after)
+    # RIG's status words: forwarded, no route, refused for want of a token
+    for word in ("ok", "not_found", "unauthorized"):
+        assert rig_after.get(word, 0) == rig_before.get(word, 0) + 1, (word, rig_before, rig_after)
 
 
 # ------------------------------------------------------------------ Kafka (Tansu)
