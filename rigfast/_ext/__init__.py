@@ -33,6 +33,7 @@ _fanout, FANOUT_BUILD = _pick("fanout")
 SubscriptionIndex = _match.SubscriptionIndex
 encode_sse = _frames.encode_sse
 encode_ws_text = _frames.encode_ws_text
+unquote = _frames.unquote
 deliver = _fanout.deliver
 flush_slice = _fanout.flush_slice
 Recipient = _fanout.Recipient
@@ -43,5 +44,5 @@ del _builds
 
 __all__ = [
     "BUILD", "FANOUT_BUILD", "FRAMES_BUILD", "MATCH_BUILD",
-    "Recipient", "SubscriptionIndex", "deliver", "encode_sse", "encode_ws_text", "flush_slice",
+    "Recipient", "SubscriptionIndex", "deliver", "encode_sse", "encode_ws_text", "flush_slice", "unquote",
 ]

@@ -84,3 +84,48 @@ def encode_ws_text(payload):
             dst[9 - i] = <char>((un >> (8 * i)) & 0xFF)
     memcpy(dst + head, PyBytes_AS_STRING(payload), <size_t>n)
     return out
+
+
+cdef inline int _hexval(unsigned char c) noexcept:
+    if 48 <= c <= 57:
+        return c - 48
+    if 97 <= c <= 102:
+        return c - 87
+    if 65 <= c <= 70:
+        return c - 55
+    return -1
+
+
+def unquote(text, bint plus=False):
+    """Percent-decoding of a URL part, exactly ``urllib.parse.unquote`` (``plus``: ``+`` is a space
+    first, as ``unquote_plus``). ASCII text is decoded here in one pass; anything else (non-ASCII
+    characters, other types) goes to the reference."""
+    cdef Py_ssize_t n, i = 0, j = 0
+    cdef const unsigned char* src
+    cdef unsigned char c
+    cdef int hi, lo
+    cdef bytes buf
+    cdef char* dst
+    if type(text) is not str or not (<str>text).isascii():
+        return _ref.unquote(text, plus)
+    src = <const unsigned char*>PyUnicode_AsUTF8AndSize(text, &n)
+    buf = PyBytes_FromStringAndSize(NULL, n)
+    dst = PyBytes_AS_STRING(buf)
+    while i < n:
+        c = src[i]
+        if c == 37 and i + 2 < n:  # '%' and two more characters
+            hi = _hexval(src[i + 1])
+            lo = _hexval(src[i + 2])
+            if hi >= 0 and lo >= 0:
+                dst[j] = <char>(hi * 16 + lo)
+                j += 1
+                i += 3
+                continue
+        elif c == 43 and plus:  # '+'
+            c = 32
+        dst[j] = <char>c
+        j += 1
+        i += 1
+    if j == n:
+        return text if not plus else (<bytes>buf).decode("ascii")
+    return buf[:j].decode("utf-8", "replace")

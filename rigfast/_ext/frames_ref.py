@@ -6,6 +6,8 @@ recipient of that wire kind.
 
 from __future__ import annotations
 
+from urllib.parse import unquote as _unquote
+
 
 def encode_sse(event_type: str, event_id: str, json: bytes) -> bytes:
     """``event:``/``id:``/``data:`` lines and the blank line. JSON is single-line by construction."""
@@ -22,3 +24,11 @@ def encode_ws_text(payload: bytes) -> bytes:
     if n < 65536:
         return bytes((0x81, 126, n >> 8, n & 0xFF)) + payload
     return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
+def unquote(text: str, plus: bool = False) -> str:
+    """Percent-decoding of a URL part (UTF-8, invalid sequences replaced), exactly
+    ``urllib.parse.unquote``; ``plus``: ``+`` is a space first (``unquote_plus``, query strings)."""
+    if plus:
+        text = text.replace("+", " ")
+    return _unquote(text)

@@ -11,7 +11,9 @@ import base64
 import hashlib
 from http import HTTPStatus
 from typing import Iterable
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import unquote
+
+from rigfast._ext import unquote as _unquote  # compiled percent-decoding (urllib's result)
 
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in REASONS.items()}
@@ -43,7 +45,7 @@ class Request:
         self.url = url
         raw = url.decode("latin-1")
         path, _, qs = raw.partition("?")
-        self.path = unquote(path) if "%" in path else path
+        self.path = _unquote(path) if "%" in path else path
         self.query_string = qs
 
     @property
@@ -90,9 +92,9 @@ def parse_query(qs: str) -> dict[str, list[str]]:
             continue
         k, _, v = part.partition("=")
         if "%" in k or "+" in k:
-            k = unquote_plus(k)
+            k = _unquote(k, True)
         if "%" in v or "+" in v:
-            v = unquote_plus(v)
+            v = _unquote(v, True)
         vals = out.get(k)
         if vals is None:
             out[k] = [v]
