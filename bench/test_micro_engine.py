@@ -130,6 +130,17 @@ def test_encode_sse(benchmark, impl):
     assert out.endswith(b"\n\n")
 
 
+SUBSCRIPTIONS_QUERY = "%5B%7B%22eventType%22%3A%22bench.addressed%22%2C%22oneOf%22%3A%5B%7B%22name%22%3A%22u1234%22%7D%5D%7D%5D"
+
+
+@pytest.mark.benchmark(group="unquote-subscriptions")
+@pytest.mark.parametrize("impl", ENCODERS)
+def test_unquote_subscriptions(benchmark, impl):
+    """unquote(plus=True) of a connect's URL-encoded subscriptions parameter (104 characters)."""
+    out = benchmark(impl.unquote, SUBSCRIPTIONS_QUERY, True)
+    assert out.startswith('[{"eventType"')
+
+
 @pytest.mark.benchmark(group="encode-ws-200B")
 @pytest.mark.parametrize("impl", ENCODERS)
 def test_encode_ws_text(benchmark, impl):
