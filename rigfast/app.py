@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from rigfast import metrics
+from rigfast.api.dashboard import Dashboard
 from rigfast.api.inbound import InboundApi
 from rigfast.api.internal import InternalApi
 from rigfast.cluster.naming import default_node_id
@@ -58,14 +59,20 @@ class Gateway:
         self.inbound = InboundApi(cfg, hub, auth, tokens, self.proxy.handle, self.cluster, ready=self.ready_api)
         self.internal = InternalApi(hub, auth.blacklist, self.inbound.submit, self.proxy, self.cluster,
                                     self._kafka_health, cfg.worker_index, ready=self.ready_api, api_token=cfg.api_token)
+        self.dashboard = Dashboard(hub, cfg.worker_index, self.cluster, self._kafka_lag)
+        self.internal.dashboard = self.dashboard
         if self.cluster is not None:
             self.cluster.local_health = self.internal.detailed_health
+            self.cluster.local_dash = self.dashboard.snapshot
         self.servers: list[asyncio.AbstractServer] = []
         self.states: list[ServerState] = []
         self._tasks: list[asyncio.Task] = []
         self.started = False  # every port listens
         self.draining = False  # SIGTERM came: not ready, connections being closed
         self._register_gauges()
+
+    def _kafka_lag(self) -> float:
+        return float(self.kafka.health().get("lag", 0) or 0) if self.kafka is not None else 0.0
 
     def _kafka_health(self) -> dict:
         return self.kafka.health() if self.kafka is not None else {"state": "disabled"}
@@ -214,6 +221,7 @@ class Gateway:
             server.close()
         for t in self._tasks:
             t.cancel()
+        self.dashboard.close()
         self.hub.close_all()
         for state in self.states:
             for proto in list(state.all_conns):

@@ -41,6 +41,11 @@ class InternalApi:
         self.pid = os.getpid()
         self.started = time.monotonic()
         self.bearer = b"bearer " + api_token.encode() if api_token else None
+        self.dashboard: Any = None  # rigfast.api.dashboard.Dashboard, set by the gateway
+
+    def token_in_query(self, req) -> bool:
+        given = req.query_one("token")
+        return self.bearer is not None and bool(given) and hmac.compare_digest(b"bearer " + given.encode(), self.bearer)
 
     def authorized(self, req) -> bool:
         """RIGFAST_API_TOKEN unset, or the request carries it as a bearer token (compared in constant time)."""
@@ -65,6 +70,12 @@ class InternalApi:
             if self.ready is None:
                 raise NotFound("no readiness here")
             return self.ready(proto, req)
+        if path in ("/dashboard", "/dashboard/stream") and method == "GET" and self.dashboard is not None:
+            # a browser cannot send the bearer header on a page load or an EventSource: ?token= too
+            if self.authorized(req) or self.token_in_query(req):
+                if path == "/dashboard":
+                    return self.dashboard.serve_page(proto, req)
+                return self.dashboard.serve_stream(proto, req)
         if not self.authorized(req):
             proto.respond_error(
                 req, 401,

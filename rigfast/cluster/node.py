@@ -124,6 +124,7 @@ class Cluster:
         self.directory = runtime_dir(cfg, self.node)
         self.bus = None
         self.local_health: Callable[[], dict] | None = None  # this worker's /health?detailed (set by the gateway)
+        self.local_dash: Callable[[], dict] | None = None  # this worker's dashboard snapshot (set by the gateway)
         if self.count > 1:
             from rigfast.cluster.bus import Bus
 
@@ -324,6 +325,9 @@ class Cluster:
             sock.lp_request(RemoteWaiter(self, sender, request_id), None, msg.get("method"), body, [])
         elif op == "metrics":
             self.reply(sender, {"request_id": request_id, "status": 200, "text": metrics.REGISTRY.render().decode()})
+        elif op == "dash":
+            snap = self.local_dash() if self.local_dash is not None else {}
+            self.reply(sender, {"request_id": request_id, "status": 200, "snapshot": snap})
         elif op == "health":
             local = self.local_health() if self.local_health is not None else {}
             self.reply(sender, {"request_id": request_id, "status": 200, "health": local})
