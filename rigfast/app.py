@@ -97,8 +97,9 @@ class Gateway:
         if self.cluster is not None:
             await self.cluster.start()
         await self.proxy.start()
-        # the public port answers errors with the CORS header too, so browsers can read them
-        inbound_errors = [(b"access-control-allow-origin", cfg.cors.encode())]
+        # the public port answers errors with credentialed CORS headers too, so a browser's page
+        # (fetch with credentials, EventSource, long-polling) sees the status, not a CORS error
+        inbound_errors = self.inbound.error_cors
         public_limit = ConnectionLimit(max_connections(cfg))  # HTTP and TLS public ports together
         for env, host, port, with_tls in listening_plan(cfg):
             public = env.startswith("INBOUND")

@@ -202,10 +202,11 @@ def parse_http_event(req: Any) -> Event | list[Event]:
     if ce and ("specversion" in ce or "cloudeventsversion" in ce):
         return parse_binary(ce, req.body, ctype)
     if mt is not None and mt not in (STRUCTURED_MEDIA_TYPE, "application/json"):
-        raise RigError(
-            f"unsupported content-type {mt!r}: use application/cloudevents+json (structured), "
-            f"{BATCH_MEDIA_TYPE} (batched) or ce- headers (binary)",
-            415,
+        # any other content type is binary mode (as RIG): the attributes must come in ce- headers
+        missing = ", ".join("ce-" + n for n in ("specversion", "type", "source", "id") if n not in (ce or ()))
+        raise CloudEventError(
+            f"binary mode (content-type {mt!r}): missing header {missing}; structured mode takes "
+            f"application/cloudevents+json or application/json, batched mode {BATCH_MEDIA_TYPE}"
         )
     if not req.body:
         raise CloudEventError("empty body: expected a CloudEvent as JSON")
@@ -351,7 +352,7 @@ def random_uuid4() -> str:
 
 
 def make_event(etype: str, data: Any) -> Event:
-    """A gateway-made event (source "rig", fresh UUID id, RFC 3339 time)."""
+    """A gateway-made event: specversion 0.2 as RIG 3.0 makes them, source "rig", fresh UUID id, RFC 3339 time."""
     eid = random_uuid4()
-    obj = {"specversion": "1.0", "type": etype, "source": "rig", "id": eid, "time": now_rfc3339(), "data": data}
+    obj = {"specversion": "0.2", "type": etype, "source": "rig", "id": eid, "time": now_rfc3339(), "data": data}
     return Event(etype, eid, obj)

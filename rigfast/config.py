@@ -241,9 +241,38 @@ def parse_env(env: Mapping[str, str], overrides: Mapping[str, Any] | None = None
     return values
 
 
+# RIG settings rigfast does not implement: set to a value that would change what RIG does, they
+# stop the start (exit 2) instead of being ignored. (variable or prefix, is it set?, what to say)
+_OFF = ("", "false", "0", "no", "off")
+UNSUPPORTED: tuple[tuple[str, Callable[[str], bool], str], ...] = (
+    ("NATS_", lambda v: v.strip() != "", "NATS is not supported (events come from Kafka or HTTP)"),
+    ("KINESIS_", lambda v: v.strip().lower() not in _OFF, "Amazon Kinesis is not supported (events come from Kafka or HTTP)"),
+    ("PROXY_KINESIS_", lambda v: v.strip() != "", "the reverse proxy has no Kinesis target"),
+    ("PROXY_NATS_", lambda v: v.strip() != "", "the reverse proxy has no NATS target"),
+    ("KAFKA_SERIALIZER", lambda v: v.strip().lower() == "avro", "Avro serialization is not supported (CloudEvents as JSON only)"),
+    ("LOG_FMT", lambda v: v.strip().lower() not in ("", "text", "json"), "only text and json are supported"),
+    ("FIREHOSE_KAFKA_HTTP_TARGETS", lambda v: v.strip() not in ("", "[]"), "the Kafka firehose to HTTP targets is not supported"),
+    ("REQUEST_LOG", lambda v: v.strip() not in ("", "[]"), "proxy request logging (console, kafka) is not supported"),
+    ("DISCOVERY_TYPE", lambda v: v.strip() != "", "Erlang node discovery is not supported: rigfast nodes cluster over Kafka (KAFKA_BROKERS)"),
+    ("JAEGER_HOST", lambda v: v.strip() != "", "tracing (Jaeger) is not supported"),
+    ("RATE_LIMIT_ENABLED", lambda v: v.strip().lower() not in _OFF, "the proxy request rate limit is not supported (MAX_CONNECTIONS_PER_MINUTE limits connections)"),
+)
+
+
+def check_unsupported(env: Mapping[str, str]) -> None:
+    """ConfigError (one line, naming the variable) for the first unsupported RIG setting in ``env``."""
+    for name in sorted(env):
+        value = env[name]
+        for key, is_set, why in UNSUPPORTED:
+            if (name == key or (key.endswith("_") and name.startswith(key))) and is_set(value):
+                raise ConfigError(f"{name}={value!r}: not supported by rigfast ({why}); unset it")
+
+
 def load(env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
     """Build the configuration from the environment (and CLI overrides)."""
-    return Config(parse_env(os.environ if env is None else env, overrides))
+    env = os.environ if env is None else env
+    check_unsupported(env)
+    return Config(parse_env(env, overrides))
 
 
 def read_json_setting(env_name: str, raw: str) -> Any:

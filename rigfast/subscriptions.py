@@ -177,13 +177,18 @@ class Extractors:
 
 
 class Subscription:
-    """One subscription: an event type and a disjunction of conjunctions."""
+    """One subscription: an event type and a disjunction of conjunctions.
 
-    __slots__ = ("event_type", "one_of", "_key")
+    ``one_of`` is what is matched; ``shown`` (default: ``one_of``) is what the client sent and
+    sees again in ``rig.subscriptions_set``: constraints on fields no extractor defines are
+    kept there but not matched (RIG ignores them)."""
 
-    def __init__(self, event_type: str, one_of: tuple[dict, ...] = ()):
+    __slots__ = ("event_type", "one_of", "shown", "_key")
+
+    def __init__(self, event_type: str, one_of: tuple[dict, ...] = (), shown: tuple[dict, ...] | None = None):
         self.event_type = event_type
         self.one_of = one_of
+        self.shown = one_of if shown is None else shown
         conjs = (tuple(sorted((k, value_key(v)) for k, v in o.items())) for o in one_of)
         # value keys are str or bytes: order by (field, kind, key) so the two kinds are never compared
         self._key = (event_type, tuple(sorted(conjs, key=lambda c: [(f, type(k) is bytes, k) for f, k in c])))
@@ -195,7 +200,7 @@ class Subscription:
         return () if any(len(c) == 0 for c in conj) else conj
 
     def to_json(self) -> dict:
-        return {"eventType": self.event_type, "oneOf": list(self.one_of)}
+        return {"eventType": self.event_type, "oneOf": list(self.shown)}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Subscription) and self._key == other._key
@@ -270,20 +275,20 @@ def parse_subscriptions(raw: Any, extractors: Extractors, limits: Limits = NO_LI
                 raise SubscriptionError(
                     f"subscription #{i}: too many oneOf entries (limit {limits.max_oneof} per connection, RIGFAST_MAX_ONEOF)"
                 )
+        matched = []
         for j, cond in enumerate(one_of):
             if not isinstance(cond, dict):
                 raise SubscriptionError(f"subscription #{i}: oneOf[{j}] must be an object")
             for fname, value in cond.items():
-                if not extractors.has_field(etype, fname):
-                    raise SubscriptionError(
-                        f"subscription #{i}: no extractor defines field {fname!r} for event type {etype!r}"
-                    )
                 if max_value and _value_size(value) > max_value:
                     raise SubscriptionError(
                         f"subscription #{i}: oneOf[{j}].{fname} value too large"
                         f" (limit {max_value} bytes, RIGFAST_MAX_SUBSCRIPTION_VALUE_BYTES)"
                     )
-        out.append(Subscription(etype, tuple(one_of)))
+            known = {f: v for f, v in cond.items() if extractors.has_field(etype, f)}
+            matched.append(known if len(known) != len(cond) else cond)
+        # a constraint on a field no extractor defines is accepted, echoed and ignored (as in RIG)
+        out.append(Subscription(etype, tuple(matched), tuple(one_of)))
     return out
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import inspect
+import logging
 import math
 import re
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
@@ -15,7 +19,16 @@ from rigfast.errors import BadRequest, Gone, RigError, TooManyRequests
 from rigfast.hub.hub import LONGPOLL, Hub
 from rigfast.api.phoenix import PhoenixApi
 from rigfast.ids import TokenIssuer
-from rigfast.net.sessions import LongPollSession, SseSession, WsSession, cookie_attributes
+from rigfast.net.sessions import (
+    FIRST_EVENT,
+    LongPollSession,
+    SseSession,
+    WsSession,
+    apply_subscriptions,
+    cookie_attributes,
+    cookie_cursor,
+    longpoll_cookies,
+)
 from rigfast.subscriptions import Limits, Subscription, merge, parse_subscriptions, parse_subscriptions_json
 from rigfast.wire.http1 import encode_stream_head, encode_ws_accept, header_has_token
 
@@ -23,7 +36,11 @@ if TYPE_CHECKING:
     from rigfast.net.protocol import HttpProtocol
     from rigfast.wire.http1 import Request
 
+log = logging.getLogger("rigfast.inbound")
+
 CONNECTION_PREFIX = "/_rig/v1/connection/"
+WS_BAD_REQUEST = "Bad request."  # RIG's close reason for every refused WebSocket setup; details go to the log
+WS_VERSIONS = (b"13", b"8", b"7")  # what RIG's Cowboy accepts
 JSON_UTF8 = b"application/json; charset=utf-8"
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -39,9 +56,11 @@ class Owners(Protocol):
 
     def route(self, token: str) -> tuple[str, int] | None: ...
 
-    def apply_subscriptions_at(self, route: tuple[str, int], token: str, manual: list, subs: list) -> Awaitable[dict | None]: ...
+    def apply_subscriptions_at(self, route: tuple[str, int], token: str, manual: list, subs: list,
+                               session_ids: tuple[str, ...] = ()) -> Awaitable[dict | None]: ...
 
-    def forward_poll(self, proto, req, token: str, cors: list, fallback: Callable[[], Any]) -> Any: ...
+    def forward_poll(self, proto, req, token: str, cors: list, fallback: Callable[[], Any],
+                     last_event_id: str = "first_event") -> Any: ...
 
     def forward_phoenix(self, proto, req, token: str, method: str, body: bytes, cors: list) -> Any: ...
 
@@ -123,6 +142,10 @@ class InboundApi:
             out.append((b"vary", b"origin"))
         return out
 
+    def error_cors(self, req: "Request") -> list[tuple[bytes, bytes]]:
+        """CORS headers of every refusal on the public port: the same as a credentialed success."""
+        return self.cors(req, credentials=True)
+
     def preflight(self, proto, req, methods: bytes) -> None:
         headers = self.cors(req, credentials=True) + [
             (b"access-control-allow-methods", methods + b", OPTIONS"),
@@ -161,13 +184,20 @@ class InboundApi:
         )
         return False
 
-    def requested(self, req: "Request") -> tuple[list[str], list[dict], list[Subscription]]:
-        """(tokens, valid claims, merged subscriptions) of a connect request."""
+    def requested(self, req: "Request") -> tuple[list[str], list[dict], list[Subscription], bool]:
+        """(tokens, claims, merged subscriptions, whether subscriptions were named) of a connect.
+
+        As RIG: every token is decoded (for automatic subscriptions), so one that does not
+        verify, has expired or is blacklisted is 400 whatever SUBSCRIPTION_CHECK says."""
         raw = req.query_one("subscriptions")
         manual = parse_subscriptions_json(raw, self.extractors, self.limits) if raw else []
         tokens = self.auth.tokens(req)
-        claims = self.auth.valid_claims(tokens)
-        return tokens, claims, merge(manual, self.extractors.automatic(claims))
+        claims = self.auth.verified_claims(tokens)
+        return tokens, claims, merge(manual, self.extractors.automatic(claims)), bool(raw)
+
+    def connect_check(self, tokens: list[str], subs: list[Subscription], named: bool) -> Awaitable | None:
+        """SUBSCRIPTION_CHECK on connect runs only when the request names subscriptions (RIG)."""
+        return self.auth.check_subscription(tokens, subs) if named else None
 
     def then(self, check: Awaitable | None, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` after an authorization check that may need I/O."""
@@ -176,7 +206,9 @@ class InboundApi:
 
         async def run():
             await check
-            return fn()
+            result = fn()
+            if inspect.isawaitable(result):
+                await result
 
         return run()
 
@@ -200,8 +232,8 @@ class InboundApi:
     def open_sse(self, proto, req) -> Any:
         if not self.admit(proto, req):
             return None
-        tokens, claims, subs = self.requested(req)
-        return self.then(self.auth.check_subscription(tokens, subs), lambda: self._start_sse(proto, req, claims, subs))
+        tokens, claims, subs, named = self.requested(req)
+        return self.then(self.connect_check(tokens, subs, named), lambda: self._start_sse(proto, req, claims, subs))
 
     def _start_sse(self, proto, req, claims, subs) -> None:
         session = SseSession(self.hub, self.tokens.new(), proto, claims=claims, session_ids=self.auth.session_ids(claims))
@@ -213,18 +245,22 @@ class InboundApi:
 
     # -- WebSocket ----------------------------------------------------------
     def open_ws(self, proto, req) -> Any:
-        if not (header_has_token(req.header(b"connection"), b"upgrade") and (req.header(b"upgrade") or b"").lower() == b"websocket"):
-            raise BadRequest("WebSocket upgrade required (Connection: Upgrade, Upgrade: websocket)")
-        if req.header(b"sec-websocket-version") != b"13":
-            raise RigError("unsupported WebSocket version: use 13", 426)
-        key = req.header(b"sec-websocket-key")
-        if not key:
-            raise BadRequest("missing Sec-WebSocket-Key")
+        if (req.header(b"upgrade") or b"").lower() != b"websocket":
+            raise RigError("WebSocket upgrade required (Connection: Upgrade, Upgrade: websocket)", 426)
+        if not header_has_token(req.header(b"connection"), b"upgrade"):
+            raise BadRequest("WebSocket upgrade needs Connection: Upgrade")
+        version = (req.header(b"sec-websocket-version") or b"").strip()
+        if version not in WS_VERSIONS:
+            proto.respond_error(req, 400, "unsupported Sec-WebSocket-Version: use 13", [(b"sec-websocket-version", b"13")])
+            return None
+        key = (req.header(b"sec-websocket-key") or b"").strip()
+        if not valid_ws_key(key):
+            raise BadRequest("missing or invalid Sec-WebSocket-Key (base64 of 16 bytes)")
         if not self.admit(proto, req):
             return None
         try:
-            tokens, claims, subs = self.requested(req)
-            check = self.auth.check_subscription(tokens, subs)
+            tokens, claims, subs, named = self.requested(req)
+            check = self.connect_check(tokens, subs, named)
         except RigError as exc:
             return self._start_ws(proto, req, key, [], [], refuse=exc.message)
         if check is None:
@@ -245,7 +281,8 @@ class InboundApi:
         proto.become_stream(session)
         session.outbox.append(encode_ws_accept(key))  # leaves with the greeting in one write
         if refuse is not None:
-            session.close_with(1008, refuse[:120])
+            log.info("websocket from %s refused: %s", proto.peer, refuse)
+            session.close_with(1000, WS_BAD_REQUEST)
             return
         self.greet(session, subs)
         self.resume(session, req)
@@ -260,11 +297,13 @@ class InboundApi:
         token = req.cookies.get("connection_token")
         session = self.hub.by_token.get(token) if token else None
         if session is not None and session.kind == LONGPOLL:
-            session.poll(proto, req, cors)
+            session.poll(proto, req, cors, cookie_cursor(req))
             return None
         if token and session is None and self.owners is not None:
             # the session may live on another worker or node: its owner answers this poll
-            forwarded = self.owners.forward_poll(proto, req, token, cors, lambda: self._new_longpolling(proto, req, cors))
+            forwarded = self.owners.forward_poll(
+                proto, req, token, cors, lambda: self._new_longpolling(proto, req, cors), cookie_cursor(req)
+            )
             if forwarded is not None:
                 return forwarded
         return self._new_longpolling(proto, req, cors)
@@ -280,8 +319,8 @@ class InboundApi:
             return None
         if not self.admit(proto, req):
             return None
-        tokens, claims, subs = self.requested(req)
-        return self.then(self.auth.check_subscription(tokens, subs), lambda: self._start_lp(proto, req, claims, subs, cors))
+        tokens, claims, subs, named = self.requested(req)
+        return self.then(self.connect_check(tokens, subs, named), lambda: self._start_lp(proto, req, claims, subs, cors))
 
     def _start_lp(self, proto, req, claims, subs, cors) -> None:
         cfg = self.cfg
@@ -299,12 +338,7 @@ class InboundApi:
         )
         self.greet(session, subs)
         self.resume(session, req)
-        attrs = session.cookie_attrs
-        headers = cors + [
-            (b"set-cookie", b"connection_token=%s%s" % (session.token.encode(), attrs)),
-            (b"set-cookie", b'last_event_id="first_event"%s' % attrs),
-            (b"cache-control", b"no-cache"),
-        ]
+        headers = cors + longpoll_cookies(session.token, FIRST_EVENT, session.cookie_attrs)
         proto.respond(req, 200, b'"ok"', b"application/json; charset=utf-8", headers)
 
     # -- subscriptions --------------------------------------------------------
@@ -312,6 +346,9 @@ class InboundApi:
         if not TOKEN_RE.match(token):
             raise BadRequest("invalid connection token")
         self.limits.check_size(len(req.body))  # before decoding: a huge body is refused unread
+        ctype = (req.header_str(b"content-type") or "").split(";", 1)[0].strip().lower()
+        if ctype != "application/json":
+            raise BadRequest(f"content-type must be application/json, got {ctype or 'none'!r}")
         try:
             body = orjson.loads(req.body)
         except orjson.JSONDecodeError as exc:
@@ -319,37 +356,35 @@ class InboundApi:
         if not isinstance(body, dict) or "subscriptions" not in body:
             raise BadRequest('body must be an object like {"subscriptions": [...]}')
         manual = parse_subscriptions(body["subscriptions"], self.extractors, self.limits)
-        session = self.hub.by_token.get(token)
-        if session is None:
-            return self._put_elsewhere(proto, req, token, manual)
-        tokens = self.auth.tokens(req)
-        claims = self.auth.valid_claims(tokens)
+        auth = self.auth
+        tokens = auth.tokens(req)
+        claims = auth.valid_claims(tokens)
         subs = merge(manual, self.extractors.automatic(claims))
         cors = self.cors(req)
 
         def apply():
+            # after the check, as in RIG: every token must decode (400), a missing one was 403 above
+            auth.verified_claims(tokens)
+            sids = auth.session_ids(claims)
+            session = self.hub.by_token.get(token)
+            if session is None:
+                return self._put_elsewhere(proto, req, token, manual, subs, sids, cors)
             if session.closed:
                 raise Gone("the connection no longer exists")
-            session.manual = manual
-            self.hub.set_subscriptions(session, subs)
+            apply_subscriptions(self.hub, session, manual, subs, sids)
             proto.respond(req, 204, b"", None, cors)
+            return None
 
-        return self.then(self.auth.check_subscription(tokens, subs), apply)
+        return self.then(auth.check_subscription(tokens, subs), apply)
 
-    def _put_elsewhere(self, proto, req, token: str, manual: list) -> Any:
-        """PUT .../subscriptions for a connection held by another worker or node: check here, apply there."""
+    def _put_elsewhere(self, proto, req, token: str, manual: list, subs: list, sids: tuple, cors) -> Any:
+        """PUT .../subscriptions for a connection held by another worker or node: checked here, applied there."""
         route = self.owners.route(token) if self.owners is not None else None
         if route is None:
             raise Gone("the connection no longer exists")
-        tokens = self.auth.tokens(req)
-        subs = merge(manual, self.extractors.automatic(self.auth.valid_claims(tokens)))
-        cors = self.cors(req)
-        check = self.auth.check_subscription(tokens, subs)
 
         async def run() -> None:
-            if check is not None:
-                await check
-            rep = await self.owners.apply_subscriptions_at(route, token, manual, subs)
+            rep = await self.owners.apply_subscriptions_at(route, token, manual, subs, sids)
             status = rep.get("status") if rep else 410
             if status == 204:
                 proto.respond(req, 204, b"", None, cors)
@@ -387,4 +422,14 @@ class InboundApi:
         return self.then(check, accept)
 
 
-__all__ = ["InboundApi", "Owners"]
+def valid_ws_key(key: bytes) -> bool:
+    """Sec-WebSocket-Key: the base64 encoding of 16 bytes (RFC 6455 4.1)."""
+    if len(key) != 24:
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
+__all__ = ["InboundApi", "Owners", "valid_ws_key"]

@@ -11,13 +11,14 @@ import hmac
 import os
 import time
 from typing import Any, Callable
+from urllib.parse import quote
 
 import orjson
 
-from rigfast import metrics
+from rigfast import cloudevents, metrics
 from rigfast.api import openapi
 from rigfast.auth.blacklist import Blacklist
-from rigfast.errors import BadRequest, NotFound, RigError
+from rigfast.errors import BadRequest, CloudEventError, NotFound, RigError
 from rigfast.hub.hub import Hub
 
 
@@ -91,17 +92,23 @@ class InternalApi:
         if path == "/openapi.json" and method in ("GET", "HEAD"):
             proto.respond(req, 200, openapi.document_json(), b"application/json")
             return None
-        if path == "/v3/messages":
-            if method != "POST":
-                raise RigError("method not allowed: use POST", 405)
-            return self.submit(proto, req, source="api", checked=False)
-        if path == "/v3/apis" or path.startswith("/v3/apis/"):
-            return self.proxy.apis_api(proto, req, path[9:])
-        if path == "/v3/responses":
-            return self.proxy.responses_api(proto, req)
-        for prefix in ("/v3/session-blacklist", "/v2/session-blacklist"):
-            if path == prefix or path.startswith(prefix + "/"):
-                return self.blacklist_api(proto, req, path[len(prefix):].lstrip("/"))
+        # /v2 behaves as RIG 3.0's v2 controllers: messages, apis and the blacklist as in v3;
+        # responses take the correlation id from the CloudEvent body only
+        version, _, rest = path[1:].partition("/")
+        if version in ("v2", "v3"):
+            rest = "/" + rest
+            if rest == "/messages":
+                if method != "POST":
+                    raise RigError("method not allowed: use POST", 405)
+                return self.submit(proto, req, source="api", checked=False)
+            if rest == "/apis" or rest.startswith("/apis/"):
+                return self.proxy.apis_api(proto, req, rest[6:])
+            if rest == "/responses":
+                if version == "v2":
+                    v2_response_check(req)
+                return self.proxy.responses_api(proto, req)
+            if rest == "/session-blacklist" or rest.startswith("/session-blacklist/"):
+                return self.blacklist_api(proto, req, rest[len("/session-blacklist"):].lstrip("/"))
         raise NotFound(f"no route for {method} {path}")
 
     def detailed_health(self) -> dict:
@@ -146,7 +153,9 @@ class InternalApi:
             if not isinstance(validity, (int, float)) or isinstance(validity, bool) or validity <= 0:
                 raise BadRequest("validityInSeconds must be a positive number")
             bl.add(session_id, float(validity))
-            proto.respond(req, 201, orjson.dumps({"sessionId": session_id, "validityInSeconds": validity}), b"application/json")
+            # RIG: 201, location = the request path plus the id, body {}
+            location = req.path.rstrip("/") + "/" + quote(session_id, safe="!$&'()*+,;=:@-._~")
+            proto.respond(req, 201, b"{}", b"application/json; charset=utf-8", [(b"location", location.encode("latin-1", "replace"))])
             return
         if req.method == "GET" and sid:
             if bl.contains(sid):
@@ -154,3 +163,17 @@ class InternalApi:
                 return
             raise NotFound(f"session {sid!r} is not blacklisted")
         raise RigError("method not allowed: POST /v3/session-blacklist or GET /v3/session-blacklist/{sessionId}", 405)
+
+
+def v2_response_check(req) -> None:
+    """RIG's v2 responses controller: the body is a CloudEvent carrying ``rig.correlation``."""
+    if req.method != "POST":
+        raise RigError("method not allowed: use POST", 405)
+    try:
+        event = cloudevents.parse_structured(req.body)
+    except CloudEventError as exc:
+        raise BadRequest(f"Failed to parse request body: {exc.message}") from None
+    rig = event.obj.get("rig")
+    corr = rig.get("correlation") if isinstance(rig, dict) else None
+    if not isinstance(corr, str) or not corr:
+        raise BadRequest('Failed to parse request body: missing "rig": {"correlation": "<id>"}')

@@ -15,8 +15,8 @@ import orjson
 from rigfast.auth.blacklist import Blacklist
 from rigfast.auth.checks import make_check
 from rigfast.auth.ratelimit import ClientRateLimiter, ConnectionRateLimiter
-from rigfast.auth.tokens import TokenVerifier, tokens_from_request
-from rigfast.errors import Forbidden, RigError
+from rigfast.auth.tokens import InvalidToken, TokenVerifier, tokens_from_request
+from rigfast.errors import BadRequest, Forbidden, RigError
 
 
 CLIENT_MIN_PER_MINUTE = 10
@@ -62,6 +62,20 @@ class Authorizer:
         sid = self.verifier.session_id(claims)
         return sid is not None and self.blacklist.contains(sid)
 
+    def verified_claims(self, tokens: list[str]) -> list[dict]:
+        """Claims of every token, or BadRequest naming the first that does not verify, has
+        expired or belongs to a blacklisted session (RIG decodes every token it is given)."""
+        out = []
+        for i, tok in enumerate(tokens):
+            try:
+                claims = self.verifier.verify(tok)
+            except InvalidToken as exc:
+                raise BadRequest(f"invalid token{f' #{i + 1}' if len(tokens) > 1 else ''}: {exc.message}") from None
+            if len(self.blacklist) and self._blacklisted(claims):
+                raise BadRequest("the session of this token has been blacklisted")
+            out.append(claims)
+        return out
+
     def session_ids(self, claims: list[dict]) -> tuple[str, ...]:
         return tuple(sid for sid in (self.verifier.session_id(c) for c in claims) if sid is not None)
 
@@ -72,8 +86,9 @@ class Authorizer:
                 if self._blacklisted(c):
                     raise Forbidden("the session of this token has been blacklisted")
 
-    def _check(self, check, tokens: list[str], payload: Any) -> Awaitable | None:
-        self.refuse_blacklisted(tokens)
+    def _check(self, check, tokens: list[str], payload: Any, refuse: bool = True) -> Awaitable | None:
+        if refuse:
+            self.refuse_blacklisted(tokens)
         if not check.needs_io:
             check.authorize_sync(tokens)
             return None
@@ -81,8 +96,10 @@ class Authorizer:
         return check.authorize(tokens, body)
 
     def check_subscription(self, tokens: list[str], subs) -> Awaitable | None:
+        """SUBSCRIPTION_CHECK for a connect or a PUT. The tokens' own validity is the caller's
+        (``verified_claims``: 400), so a blacklisted token is not refused here first."""
         payload = {"subscriptions": [s.to_json() for s in subs]} if self.subscription_check.needs_io else None
-        return self._check(self.subscription_check, tokens, payload)
+        return self._check(self.subscription_check, tokens, payload, refuse=False)
 
     def check_submission(self, tokens: list[str], event_json: bytes) -> Awaitable | None:
         return self._check(self.submission_check, tokens, event_json)

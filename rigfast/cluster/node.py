@@ -39,6 +39,7 @@ from rigfast.auth.blacklist import Blacklist
 from rigfast.cluster.naming import runtime_dir
 from rigfast.errors import RigError
 from rigfast.hub.hub import LONGPOLL, Hub
+from rigfast.net.sessions import apply_subscriptions
 from rigfast.subscriptions import parse_subscriptions
 
 log = logging.getLogger("rigfast.cluster")
@@ -315,7 +316,8 @@ class Cluster:
             if session is None or session.closed or session.kind != LONGPOLL:
                 self.reply(sender, {"request_id": request_id, "status": 410})
                 return
-            session.poll(RemoteWaiter(self, sender, request_id), None, [])
+            last = msg.get("last")
+            session.poll(RemoteWaiter(self, sender, request_id), None, [], last if isinstance(last, str) and last else "first_event")
         elif op == "phx":  # a Phoenix long-poll request (GET poll or POST messages) for a socket held here
             sock = self.hub.by_token.get(msg.get("token"))
             if sock is None or sock.closed or not hasattr(sock, "lp_request"):
@@ -349,8 +351,8 @@ class Cluster:
             subs = parse_subscriptions(msg.get("subs"), extractors)
         except RigError as exc:
             return {"status": exc.status, "message": exc.message}
-        session.manual = manual
-        self.hub.set_subscriptions(session, subs)
+        sids = msg.get("sids") or ()
+        apply_subscriptions(self.hub, session, manual, subs, tuple(x for x in sids if isinstance(x, str)))
         return {"status": 204}
 
     def route(self, token: str) -> tuple[str, int] | None:
@@ -365,12 +367,15 @@ class Cluster:
         return route
 
     # -- hooks called by the gateway ----------------------------------------------------
-    async def apply_subscriptions_at(self, route: tuple[str, int], token: str, manual: list, subs: list) -> dict | None:
-        """PUT .../subscriptions for a connection held at ``route`` (checked by the caller): the owner's reply."""
-        msg = {"op": "subs", "token": token, "manual": [s.to_json() for s in manual], "subs": [s.to_json() for s in subs]}
+    async def apply_subscriptions_at(self, route: tuple[str, int], token: str, manual: list, subs: list,
+                                     session_ids: tuple[str, ...] = ()) -> dict | None:
+        """PUT .../subscriptions for a connection held at ``route`` (checked by the caller): the owner's reply.
+        The connection also joins ``session_ids``, the sessions of the PUT's tokens."""
+        msg = {"op": "subs", "token": token, "manual": [s.to_json() for s in manual], "subs": [s.to_json() for s in subs],
+               "sids": list(session_ids)}
         return await self.ask(route[0], route[1], msg, self.timeout)
 
-    def forward_poll(self, proto, req, token: str, cors: list, fallback: Callable[[], Any]) -> Any:
+    def forward_poll(self, proto, req, token: str, cors: list, fallback: Callable[[], Any], last_event_id: str = "first_event") -> Any:
         """A long-poll whose session lives elsewhere: the owner answers, we pass the answer on.
 
         None when the token routes nowhere (the caller opens a new session)."""
@@ -380,7 +385,7 @@ class Cluster:
         wait = self.cfg.longpoll_timeout_s + self.timeout
 
         async def run() -> None:
-            rep = await self.ask(route[0], route[1], {"op": "poll", "token": token}, wait)
+            rep = await self.ask(route[0], route[1], {"op": "poll", "token": token, "last": last_event_id}, wait)
             if rep is None or rep.get("status") == 410:
                 result = fallback()  # the session is gone: a new one, as for an unknown cookie
                 if asyncio.iscoroutine(result):

@@ -81,7 +81,8 @@ class ServerState:
         self.name = name  # "inbound" or "internal": the request-duration metric's port label
         self.duration = metrics.REQUEST_DURATION.child(name)
         self.router = router
-        self.error_headers = list(error_headers)  # added to every error answer (e.g. CORS on the public port)
+        # added to every error answer (e.g. CORS on the public port): a list, or a function of the request
+        self.error_headers = error_headers if callable(error_headers) else (lambda req, fixed=list(error_headers): fixed)
         self.loop = asyncio.get_event_loop()  # once per port: get_event_loop() per connection costs a getpid()
         self.http_conns: set[HttpProtocol] = set()
         self.all_conns: set[HttpProtocol] = set()
@@ -510,7 +511,7 @@ class HttpProtocol(asyncio.Protocol):
             self.close()
 
     def respond_error(self, req: Request, status: int, message: str, headers=()) -> None:
-        self.respond(req, status, message.encode() + b"\n", headers=list(headers) + self.server.error_headers)
+        self.respond(req, status, message.encode() + b"\n", headers=list(headers) + self.server.error_headers(req))
 
     def fail(self, status: int, message: str) -> None:
         """A protocol-level error: answer it and close the connection."""

@@ -16,6 +16,7 @@ import random
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import orjson
 from wsproto import ConnectionType
@@ -223,6 +224,9 @@ def close_frame(code: int, reason: str = "") -> bytes:
     return bytes((0x88, len(payload))) + payload
 
 
+FIRST_EVENT = "first_event"  # the long-polling cursor before any event
+
+
 def cookie_attributes(same_site: str, secure: bool) -> bytes:
     """Attributes of the long-polling cookies: scripts cannot read them (HttpOnly), other sites
     do not send them along (SameSite), and on TLS they never travel in clear (Secure)."""
@@ -235,13 +239,18 @@ def cookie_attributes(same_site: str, secure: bool) -> bytes:
 
 
 class LongPollSession(Session):
-    """A long-polling session: events wait in a buffer for the next poll, bounded by count
+    """A long-polling session: the last events, read like a cursor, bounded by count
     (RIGFAST_LONGPOLL_BUFFER) and bytes (RIGFAST_LONGPOLL_BUFFER_BYTES), oldest dropped first.
-    A session that never polls after the one that created it expires after ``first_ttl``
-    (RIGFAST_LONGPOLL_FIRST_POLL_TTL_S), one that polled after ``ttl``."""
+
+    As in RIG, a poll names the newest event it has seen (the ``last_event_id`` cookie: the
+    CloudEvent ``id``, gateway events included) and gets what came after it. Answering does not
+    drain the buffer, so a client whose answer was lost polls again with its old cookie and gets
+    the same events again; an id the buffer no longer holds (or ``"first_event"``) gets
+    everything it holds. A session that never polls after the one that created it expires after
+    ``first_ttl`` (RIGFAST_LONGPOLL_FIRST_POLL_TTL_S), one that polled after ``ttl``."""
 
     __slots__ = (
-        "buffer", "buffer_bytes", "limits", "waiter", "waiter_req", "timer", "last_poll", "last_event_id",
+        "buffer", "buffer_bytes", "limits", "waiter", "waiter_req", "waiter_last", "timer", "last_poll",
         "ttl", "first_ttl", "polled", "poll_timeout", "cors", "cookie_attrs",
     )
     KIND = LONGPOLL
@@ -252,18 +261,29 @@ class LongPollSession(Session):
         super().__init__(hub, token, **kw)
         self.buffer: deque = deque()
         self.buffer_bytes = 0
-        self.limits = (max_bytes, max(buffer_size, 0))  # (bytes, events); 0 bytes: no byte limit
+        self.limits = (max_bytes, max(buffer_size, 1))  # (bytes, events); 0 bytes: no byte limit
         self.waiter: "HttpProtocol | None" = None
         self.waiter_req = None
+        self.waiter_last = FIRST_EVENT
         self.timer = None
         self.last_poll = time.monotonic()
-        self.last_event_id = "first_event"
         self.ttl = ttl_s
         self.first_ttl = ttl_s if first_ttl_s is None else min(first_ttl_s, ttl_s)
         self.polled = False
         self.poll_timeout = poll_timeout_s
         self.cors: list = []
         self.cookie_attrs = cookie_attrs
+
+    def events_after(self, last_event_id: str) -> list:
+        """The buffered events after the newest one with id ``last_event_id`` (all when none has it)."""
+        buf = self.buffer
+        for i in range(len(buf) - 1, -1, -1):
+            if buf[i].id == last_event_id:
+                return list(buf)[i + 1:] if i + 1 < len(buf) else []
+        return list(buf)
+
+    def _has_news(self) -> bool:
+        return bool(self.buffer) and self.buffer[-1].id != self.waiter_last
 
     def flush(self) -> None:
         if self.outbox:
@@ -277,17 +297,17 @@ class LongPollSession(Session):
             while len(buf) > 1 and (len(buf) > max_events or (max_bytes and n > max_bytes)):  # the newest always stays
                 n -= len(buf.popleft().json)
             self.buffer_bytes = n
-        if self.waiter is not None and self.buffer:
-            self.answer()
+            if self.waiter is not None and self._has_news():
+                self.answer()
 
-    def poll(self, proto: "HttpProtocol", req, cors_headers: list) -> None:
+    def poll(self, proto: "HttpProtocol", req, cors_headers: list, last_event_id: str = FIRST_EVENT) -> None:
         self.last_poll = time.monotonic()
         self.polled = True
         if self.waiter is not None:  # a second concurrent poll replaces the first
             self.answer()
         self.cors = cors_headers
-        self.waiter, self.waiter_req = proto, req
-        if self.buffer:
+        self.waiter, self.waiter_req, self.waiter_last = proto, req, last_event_id or FIRST_EVENT
+        if self._has_news():
             self.answer()
             return
         proto.park()
@@ -303,24 +323,15 @@ class LongPollSession(Session):
         return waiting
 
     def answer(self) -> None:
+        last = self.waiter_last
         proto, req = self._take_waiter()
         if proto is None or proto.closing:
             return
-        events = list(self.buffer)
-        self.buffer.clear()
-        self.buffer_bytes = 0
-        for e in reversed(events):
-            if e.seq:
-                self.last_event_id = self.hub.event_id(e)
-                break
-        body = b'{"last_event_id":%s,"events":[%s]}' % (
-            orjson.dumps(self.last_event_id),
-            b",".join(e.json for e in events),
-        )
-        headers = self.cors + [
-            (b"set-cookie", b"last_event_id=%s%s" % (orjson.dumps(self.last_event_id), self.cookie_attrs)),
-            (b"cache-control", b"no-cache"),
-        ]
+        events = self.events_after(last)
+        if events:
+            last = events[-1].id
+        body = b'{"last_event_id":%s,"events":[%s]}' % (orjson.dumps(last), b",".join(e.json for e in events))
+        headers = self.cors + longpoll_cookies(self.token, last, self.cookie_attrs)
         self.last_poll = time.monotonic()
         proto.respond(req, 200, body, b"application/json; charset=utf-8", headers)
         proto.unpark()
@@ -330,7 +341,7 @@ class LongPollSession(Session):
             self.end()
 
     def drain(self) -> None:
-        """Answer a waiting poll now, with what is buffered (its connection then closes: the
+        """Answer a waiting poll now, with what it has not seen (its connection then closes: the
         port drains). The session itself ends when the process stops."""
         if self.waiter is not None:
             self.answer()
@@ -340,3 +351,35 @@ class LongPollSession(Session):
         self.end()
         if proto is not None:
             proto.close()
+
+_COOKIE_SAFE = "!#$&'()*+-./:<=>?@[]^_`{|}~\""  # cookie-octets (RFC 6265) kept as they are; the rest %-encoded
+
+
+def longpoll_cookies(token: str, last_event_id: str, attrs: bytes = b"; path=/") -> list[tuple[bytes, bytes]]:
+    """Both long-polling cookies, set on every answer (as RIG): the token and the JSON-encoded cursor."""
+    cursor = quote(orjson.dumps(last_event_id).decode(), safe=_COOKIE_SAFE)
+    return [
+        (b"set-cookie", b"connection_token=%s%s" % (token.encode(), attrs)),
+        (b"set-cookie", b"last_event_id=%s%s" % (cursor.encode("ascii"), attrs)),
+        (b"cache-control", b"no-cache"),
+    ]
+
+
+def cookie_cursor(req) -> str:
+    """The poll's ``last_event_id`` cookie (JSON-encoded as RIG sets it; a bare value is taken as it is)."""
+    raw = req.cookies.get("last_event_id")
+    if not raw:
+        return FIRST_EVENT
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+    return value if isinstance(value, str) and value else FIRST_EVENT
+
+
+def apply_subscriptions(hub, session, manual, subs, session_ids=()) -> None:
+    """A PUT's result on a connection: its subscriptions, and the sessions of the PUT's tokens."""
+    session.manual = manual
+    if session_ids:
+        session.session_ids = tuple(dict.fromkeys(tuple(session.session_ids) + tuple(session_ids)))
+    hub.set_subscriptions(session, subs)

@@ -26,6 +26,9 @@ from tests.helpers import T, LongPoll, free_port, make_event, open_sse, publish,
 SSE_PATH = "/_rig/v1/connection/sse"
 WS_PATH = "/_rig/v1/connection/ws"
 LP_PATH = "/_rig/v1/connection/longpolling"
+# SUBSCRIPTION_CHECK runs on connect only when the request names subscriptions (as in RIG)
+NAMED = [{"eventType": "auth-test"}]
+NAMED_Q = "?subscriptions=" + quote(json.dumps(NAMED), safe="")
 
 
 def mint(claims: dict | None = None, key=JWT_SECRET, alg: str = "HS256", exp_in: float | None = 300, **extra) -> str:
@@ -93,8 +96,8 @@ def jwt_gw():
 
 
 def test_sse_without_token_is_403_with_message(jwt_gw):
-    """jwt_validation: an SSE connect without any token is refused with 403 and a reason."""
-    status, body = sse_status(jwt_gw)
+    """jwt_validation: an SSE connect naming subscriptions without any token is refused with 403 and a reason."""
+    status, body = sse_status(jwt_gw, subscriptions=NAMED)
     assert status == 403
     assert "denied" in body and "token" in body
 
@@ -110,11 +113,14 @@ def test_sse_with_authorization_header_accepted(jwt_gw):
 
 
 def test_one_valid_among_several_authorization_headers(jwt_gw):
-    """Several Authorization headers: one valid token is enough."""
-    headers = [("authorization", "Bearer not.a.jwt"), ("authorization", f"Bearer {mint()}")]
-    with httpx.Client(timeout=T) as c, c.stream("GET", jwt_gw.inbound + SSE_PATH, headers=headers) as r:
+    """Several Authorization headers: all valid opens the stream; RIG decodes every token, so one bad one is 400."""
+    headers = [("authorization", f"Bearer {mint()}"), ("authorization", f"Bearer {mint()}")]
+    with httpx.Client(timeout=T) as c, c.stream("GET", jwt_gw.inbound + SSE_PATH + NAMED_Q, headers=headers) as r:
         assert r.status_code == 200
         assert next(r.iter_lines()).startswith("event: rig.connection.create")
+    headers = [("authorization", "Bearer not.a.jwt"), ("authorization", f"Bearer {mint()}")]
+    r = httpx.get(jwt_gw.inbound + SSE_PATH + NAMED_Q, headers=headers, timeout=T)
+    assert r.status_code == 400 and "token #1" in r.text, r.text
 
 
 @pytest.mark.parametrize(
@@ -130,9 +136,9 @@ def test_one_valid_among_several_authorization_headers(jwt_gw):
     ids=["expired", "no-exp", "nbf-future", "wrong-secret", "alg-none", "garbage"],
 )
 def test_bad_tokens_refused(jwt_gw, make_token, why):
-    """Expired, exp-less, not-yet-valid, wrongly signed, alg=none and malformed tokens are all 403."""
+    """Expired, exp-less, not-yet-valid, wrongly signed, alg=none and malformed tokens are all 400 (as RIG)."""
     status, body = sse_status(jwt_gw, make_token())
-    assert status == 403, body
+    assert status == 400, body
     assert why in body
 
 
@@ -142,11 +148,10 @@ def test_exp_within_leeway_accepted(jwt_gw):
 
 
 def test_ws_without_token_closed_with_reason(jwt_gw):
-    """jwt_validation: a WS connect without a token gets a close frame with a short reason."""
-    kind, val = asyncio.run(ws_first_or_close(ws_url(jwt_gw)))
+    """jwt_validation: a WS connect naming subscriptions without a token: close 1000 "Bad request." (RIG's)."""
+    kind, val = asyncio.run(ws_first_or_close(ws_url(jwt_gw, subscriptions=NAMED)))
     assert kind == "close"
-    code, reason = val
-    assert code == 1008 and "denied" in reason
+    assert val == (1000, "Bad request.")
 
 
 def test_ws_with_token_accepted(jwt_gw):
@@ -156,8 +161,8 @@ def test_ws_with_token_accepted(jwt_gw):
 
 
 def test_longpolling_needs_token(jwt_gw):
-    """jwt_validation: long-polling without a token is 403, with one it creates a session."""
-    lp = LongPoll(jwt_gw.inbound)
+    """jwt_validation: long-polling naming subscriptions without a token is 403, with one it creates a session."""
+    lp = LongPoll(jwt_gw.inbound, subscriptions=NAMED)
     try:
         r = lp.poll()
         assert r.status_code == 403, r.text
@@ -246,8 +251,8 @@ def test_rs256_inline_pem_and_algorithm_confusion(gateway_factory):
     unsigned = forged(head, claims).rsplit(".", 1)[0]
     sig = hmac.new(pem.encode(), unsigned.encode(), hashlib.sha256).digest()
     status, body = sse_status(gw, unsigned + "." + _b64(sig))
-    assert status == 403 and "algorithm" in body
-    assert sse_status(gw, mint(key=rsa.generate_private_key(public_exponent=65537, key_size=2048), alg="RS256"))[0] == 403
+    assert status == 400 and "algorithm" in body
+    assert sse_status(gw, mint(key=rsa.generate_private_key(public_exponent=65537, key_size=2048), alg="RS256"))[0] == 400
 
 
 def test_es256_public_key_file(gateway_factory, tmp_path):
@@ -258,7 +263,7 @@ def test_es256_public_key_file(gateway_factory, tmp_path):
     gw = gateway_factory(JWT_ALG="ES256", JWT_SECRET_KEY=str(path), SUBSCRIPTION_CHECK="jwt_validation")
     assert sse_status(gw, mint(key=key, alg="ES256"))[0] == 200
     status, body = sse_status(gw, mint(key=ec.generate_private_key(ec.SECP256R1()), alg="ES256"))
-    assert status == 403 and "signature" in body
+    assert status == 400 and "signature" in body
 
 
 # ------------------------------------------------------------------ external checker
@@ -350,13 +355,13 @@ def test_url_check_allows_and_gets_subscriptions_and_authorization(url_gw, check
 
 
 def test_url_check_denies(url_gw, mode):
-    """A checker answering 403 refuses SSE (403), WS (close frame) and long-polling (403)."""
+    """A checker answering 403 refuses SSE (403), WS (close 1000 "Bad request.") and long-polling (403)."""
     mode("deny")
-    status, body = sse_status(url_gw)
+    status, body = sse_status(url_gw, subscriptions=NAMED)
     assert status == 403 and "403" in body
-    kind, (code, reason) = asyncio.run(ws_first_or_close(ws_url(url_gw)))
-    assert kind == "close" and code == 1008
-    assert httpx.get(url_gw.inbound + LP_PATH, timeout=T).status_code == 403
+    kind, (code, reason) = asyncio.run(ws_first_or_close(ws_url(url_gw, subscriptions=NAMED)))
+    assert kind == "close" and (code, reason) == (1000, "Bad request.")
+    assert httpx.get(url_gw.inbound + LP_PATH + NAMED_Q, timeout=T).status_code == 403
 
 
 def test_url_check_timeout_denies(url_gw, checker, mode):
@@ -364,7 +369,7 @@ def test_url_check_timeout_denies(url_gw, checker, mode):
     mode("slow")
     checker.release.clear()
     started = time.monotonic()
-    status, body = sse_status(url_gw)
+    status, body = sse_status(url_gw, subscriptions=NAMED)
     elapsed = time.monotonic() - started
     checker.release.set()
     assert status == 403 and "did not answer" in body
@@ -417,7 +422,7 @@ def test_unreachable_checker_denies(gateway_factory):
     """A checker URL nobody listens on denies (403), for subscriptions and submissions."""
     url = f"http://127.0.0.1:{free_port()}/check"
     gw = gateway_factory(SUBSCRIPTION_CHECK=url, SUBMISSION_CHECK=url)
-    status, body = sse_status(gw)
+    status, body = sse_status(gw, subscriptions=NAMED)
     assert status == 403 and "unreachable" in body
     assert publish(gw.inbound, make_event(uid("u"))).status_code == 403
 

@@ -39,11 +39,14 @@ def is_blacklisted(gw, session_id: str, version: str = "v3") -> int:
 
 @pytest.mark.parametrize("version", ["v3", "v2"])
 def test_post_then_get(gateway, version):
-    """POST answers 201; GET answers 200 for a blacklisted session and 404 for another (v3 and v2 paths)."""
+    """POST answers 201 with location <path>/<id> and body {} (RIG's); GET answers 200 for a blacklisted
+    session and 404 for another (v3 and v2 paths)."""
     sid = uid("sid")
     r = blacklist(gateway, sid, 60, version)
     assert r.status_code == 201, r.text
-    assert r.json()["sessionId"] == sid
+    assert r.headers["location"] == f"/{version}/session-blacklist/{sid}"
+    assert r.json() == {}
+    assert r.headers["content-type"].startswith("application/json")
     assert is_blacklisted(gateway, sid, version) == 200
     assert is_blacklisted(gateway, uid("other"), version) == 404
     other = "v2" if version == "v3" else "v3"
@@ -119,7 +122,8 @@ def test_ws_closed_with_session_killed(gateway):
 
 
 def test_longpolling_session_dropped(gateway):
-    """A long-polling session of the session is dropped: its connection token is gone (PUT 410), new polls 403."""
+    """A long-polling session of the session is dropped: its connection token is gone (PUT 410), new polls
+    with the token 400 (RIG decodes every token on connect)."""
     sid = uid("lp-sid")
     token = mint(sid)
     lp = LongPoll(gateway.inbound, headers={"authorization": f"Bearer {token}"})
@@ -132,7 +136,7 @@ def test_longpolling_session_dropped(gateway):
                       json={"subscriptions": []}, timeout=T)
         assert r.status_code == 410, r.text
         r = lp.poll()
-        assert r.status_code == 403, r.text
+        assert r.status_code == 400 and "blacklisted" in r.text, r.text
     finally:
         lp.close()
 
@@ -167,12 +171,13 @@ def test_parked_longpoll_released(gateway):
 
 
 def test_new_requests_with_blacklisted_token_refused(gateway):
-    """After the blacklist call every new request with that session's token is 403: SSE, WS, publish, PUT."""
+    """After the blacklist call every new request with that session's token is refused: SSE 400, WS close 1000
+    "Bad request.", PUT 400 (RIG's answers), publish 403."""
     sid = uid("refuse")
     token = mint(sid)
     assert blacklist(gateway, sid).status_code == 201
     with open_sse(gateway.inbound, jwt=token) as s:
-        assert s.status_code == 403
+        assert s.status_code == 400
         assert "blacklisted" in s.body_text()
     r = publish(gateway.inbound, make_event(uid("x")), headers={"authorization": f"Bearer {token}"})
     assert r.status_code == 403
@@ -180,7 +185,7 @@ def test_new_requests_with_blacklisted_token_refused(gateway):
         conn, _ = s.expect_handshake()
         r = httpx.put(f"{gateway.inbound}/_rig/v1/connection/sse/{conn}/subscriptions",
                       json={"subscriptions": []}, headers={"authorization": f"Bearer {token}"}, timeout=T)
-        assert r.status_code == 403
+        assert r.status_code == 400 and "blacklisted" in r.text
 
     async def ws():
         url = f"{gateway.ws}/_rig/v1/connection/ws?jwt={quote(token, safe='')}"
@@ -190,7 +195,7 @@ def test_new_requests_with_blacklisted_token_refused(gateway):
             return info.value.rcvd
 
     rcvd = asyncio.run(ws())
-    assert rcvd is not None and rcvd.code == 1008
+    assert rcvd is not None and (rcvd.code, rcvd.reason) == (1000, "Bad request.")
 
 
 def test_all_transports_of_one_session_end_together(gateway):

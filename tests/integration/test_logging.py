@@ -43,7 +43,7 @@ def test_json_lines_with_fields(gateway_factory):
     """LOG_FMT=json: every line the gateway writes, start to stop, is one JSON object with time/level/logger/message."""
     url = f"http://127.0.0.1:{free_port()}/check"
     gw = gateway_factory(LOG_FMT="json", LOG_LEVEL="debug", SUBSCRIPTION_CHECK=url)
-    with open_sse(gw.inbound) as s:
+    with open_sse(gw.inbound, [{"eventType": "checked"}]) as s:  # named subscriptions: the check runs
         assert s.status_code == 403  # the unreachable checker is logged as a warning
     assert httpx.post(gw.api + "/v3/session-blacklist", json={"sessionId": uid(), "validityInSeconds": 5},
                       timeout=T).status_code == 201
@@ -61,7 +61,7 @@ def test_log_level_filters(gateway_factory):
     """LOG_LEVEL=warning drops info lines (e.g. the start-up banner) but keeps warnings."""
     url = f"http://127.0.0.1:{free_port()}/check"
     gw = gateway_factory(LOG_FMT="json", LOG_LEVEL="warning", SUBSCRIPTION_CHECK=url)
-    with open_sse(gw.inbound) as s:
+    with open_sse(gw.inbound, [{"eventType": "checked"}]) as s:  # named subscriptions: the check runs
         assert s.status_code == 403
     gw.stop()
     records = json_lines(gw.log(tail=1 << 20))

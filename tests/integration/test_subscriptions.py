@@ -241,17 +241,19 @@ def test_put_bad_body_400(gateway, body, word):
         assert word in text or "subscription" in text or "json" in text, r.text
 
 
-def test_put_undefined_field_400(gateway):
-    """PUT with a constraint on a field the extractors do not define answers 400 naming the field."""
+def test_put_undefined_field_accepted_echoed_ignored(gateway):
+    """PUT with a constraint only on a field the extractors do not define: 204, echoed in
+    rig.subscriptions_set, and ignored when matching, so every event of the type arrives (RIG)."""
     with open_sse(gateway.inbound) as s:
         token, _ = s.expect_handshake()
-        r = put_subs(gateway, "sse", token, [{"eventType": "greeting", "oneOf": [{"undefinedfield": 1}]}])
-        assert r.status_code == 400, (r.status_code, r.text)
-        assert "undefinedfield" in r.text
-        # the connection's subscriptions are unchanged: no rig.subscriptions_set, still connected
-        etype = uid("still")
-        assert put_subs(gateway, "sse", token, [{"eventType": etype}]).status_code == 204
-        assert s.next_event().data["data"] == [{"eventType": etype, "oneOf": []}]
+        etype = uid("unknown-field")
+        subs = [{"eventType": etype, "oneOf": [{"undefinedfield": 1}]}]
+        r = put_subs(gateway, "sse", token, subs)
+        assert r.status_code == 204, (r.status_code, r.text)
+        assert s.next_event().data["data"] == subs
+        hit = make_event(etype, {"anything": 2})
+        publish_ok(gateway.inbound, hit)
+        assert s.next_event().data["id"] == hit["id"]
 
 
 @pytest.mark.parametrize("token", ["abc", "%00%ff", "bad%20token!", "x" * 300])

@@ -124,9 +124,10 @@ def test_encrypted_key_with_password(tmp_path):
         ctx = ssl.create_default_context(cafile=cert)
         token = pyjwt.encode({"exp": int(time.time()) + 60, "jti": uid()}, JWT_SECRET, algorithm="HS256")
         with httpx.Client(verify=ctx, timeout=T) as c:
-            with c.stream("GET", gw.https + "/_rig/v1/connection/sse") as r:
+            named = {"subscriptions": '[{"eventType": "tls"}]'}  # the check runs when subscriptions are named
+            with c.stream("GET", gw.https + "/_rig/v1/connection/sse", params=named) as r:
                 assert r.status_code == 403
-            with c.stream("GET", gw.https + "/_rig/v1/connection/sse", params={"jwt": token}) as r:
+            with c.stream("GET", gw.https + "/_rig/v1/connection/sse", params={**named, "jwt": token}) as r:
                 assert r.status_code == 200
                 assert read_sse_events(r, 1)[0].event == "rig.connection.create"
     finally:
