@@ -27,7 +27,7 @@ _BLACKLIST_POST = {
         "Every open connection whose token carries this session id (the claim named by "
         "JWT_SESSION_FIELD, default /jti) is ended at once: SSE gets rig.session_killed and is "
         "closed, WebSocket gets a close frame \"Session killed.\", a long-polling session is dropped. "
-        "New requests with such a token are refused (403) until the entry expires."
+        "New requests with such a token are refused (connects and PUT 400, publishing 403) until the entry expires."
     ),
     "requestBody": {
         "required": True,
@@ -35,8 +35,9 @@ _BLACKLIST_POST = {
     },
     "responses": {
         "201": {
-            "description": "Blacklisted",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BlacklistRequest"}}},
+            "description": "Blacklisted (as RIG: body {}, the location header names the entry)",
+            "headers": {"location": {"description": "the request path plus /<sessionId>", "schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": {"type": "object"}}},
         },
         "400": _error("Body is not JSON, sessionId is missing or validityInSeconds is not a positive number"),
     },
@@ -228,8 +229,8 @@ _PATHS: dict[str, Any] = {
                     "description": "Accepted: the event as it will be delivered",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CloudEvent"}}},
                 },
-                "400": _error("Not a valid CloudEvent; the message names the problem"),
-                "415": _error("Unsupported content-type in structured mode"),
+                "400": _error("Not a valid CloudEvent (any content type other than the JSON ones is binary "
+                              "mode and needs the ce- headers); the message names the problem"),
             },
         }
     },
@@ -240,7 +241,13 @@ _PATHS: dict[str, Any] = {
     "/v3/apis": _APIS,
     "/v3/apis/{id}": _API,
     "/v3/responses": _RESPONSES,
+    "/v2/apis": _APIS,
+    "/v2/apis/{id}": _API,
+    "/v2/responses": {"post": {**_RESPONSES["post"], "summary": "Answer a waiting proxy request (v2: a CloudEvent "
+                                                                "carrying rig.correlation)"}},
 }
+
+_PATHS["/v2/messages"] = {"post": {**_PATHS["/v3/messages"]["post"], "summary": "Publish an event (v2 path, same as v3)"}}
 
 _SCHEMAS: dict[str, Any] = {
     "Api": {

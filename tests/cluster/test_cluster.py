@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import time
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -236,7 +237,7 @@ def test_blacklist_still_in_force_after_node_restart(two_nodes):
         assert b.pinned(w).get(f"/v3/session-blacklist/{sid}").status_code == 200
     refused = open_sse(b.inbound, [], jwt=jwt_for(sid))
     try:
-        assert refused.status_code == 403
+        assert refused.status_code == 400 and "blacklisted" in refused.body_text()  # RIG: a blacklisted token on connect
     finally:
         refused.close()
 
@@ -358,3 +359,58 @@ def test_kafka_event_resume_on_another_worker(two_nodes, tansu):
         assert [e.data["id"] for e in got] == [e["id"] for e in missed]
     finally:
         s1.close()
+
+
+def _cursor_poll(lp: LongPoll, base: str, cookies: dict) -> dict:
+    """One poll with the given cookies on a fresh connection to `base` (the kernel picks the worker)."""
+    lp.client.close()
+    lp.client = httpx.Client(timeout=2 * T)
+    lp.url = base + "/_rig/v1/connection/longpolling"
+    lp.cookies = dict(cookies)
+    r = lp.poll()
+    assert r.status_code == 200, (r.status_code, r.text)
+    return r.json()
+
+
+def test_longpolling_cursor_replays_on_other_worker(solo):
+    """The last_event_id cookie is a read cursor on every worker: polling again with an old cookie returns the
+    same events whichever worker takes the poll (some polls are forwarded to the session's worker)."""
+    etype = uid("type")
+    lp = LongPoll(solo.inbound, [{"eventType": etype}], timeout=2 * T)
+    try:
+        assert lp.poll().json() == "ok"
+        lp.collect_until(lambda e: e.get("type") == "rig.subscriptions_set")
+        cursor = dict(lp.cookies)
+        e1, e2 = make_event(etype, {"n": 1}), make_event(etype, {"n": 2})
+        post(solo.inbound, e1)
+        post(solo.inbound, e2)
+        lp.collect_until(lambda e: e.get("id") == e2["id"])
+        for _ in range(8):
+            body = _cursor_poll(lp, solo.inbound, cursor)
+            assert [e["id"] for e in body["events"]] == [e1["id"], e2["id"]]
+            assert body["last_event_id"] == e2["id"]
+        text = httpx.get(solo.api + "/metrics", timeout=T).text
+        assert re.search(r'rig_cluster_forwarded_total\{worker="\d",kind="poll",via="bus"\} [1-9]', text), "no poll was forwarded"
+    finally:
+        lp.close()
+
+
+def test_longpolling_cursor_replays_on_other_node(two_nodes):
+    """A poll with an old last_event_id cookie on node B, for a session of node A, gets the same events again."""
+    a, b = two_nodes
+    etype = uid("type")
+    lp = LongPoll(a.inbound, [{"eventType": etype}], timeout=2 * T)
+    try:
+        assert lp.poll().json() == "ok"
+        lp.collect_until(lambda e: e.get("type") == "rig.subscriptions_set")
+        cursor = dict(lp.cookies)
+        e1 = make_event(etype)
+        post(b.inbound, e1)
+        lp.collect_until(lambda e: e.get("id") == e1["id"])
+        for base in (b.inbound, a.inbound, b.inbound):
+            body = _cursor_poll(lp, base, cursor)
+            assert [e["id"] for e in body["events"]] == [e1["id"]], base
+            assert body["last_event_id"] == e1["id"]
+            assert json.loads(unquote(lp.cookies["last_event_id"])) == e1["id"]
+    finally:
+        lp.close()

@@ -133,3 +133,24 @@ def test_supervisor_stops_on_a_worker_configuration_error():
     started = time.monotonic()
     assert run_workers(cfg, command) == 2
     assert time.monotonic() - started < 15  # the sleeping worker was stopped, not waited for
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [("NATS_SERVERS", "nats://127.0.0.1:4222"), ("KINESIS_ENABLED", "true"), ("KAFKA_SERIALIZER", "avro"),
+     ("LOG_FMT", "erlang"), ("REQUEST_LOG", "console"), ("DISCOVERY_TYPE", "dns")],
+)
+def test_unsupported_rig_setting_stops_the_start(variable, value):
+    """A RIG setting rigfast does not implement, set to a value that would change behaviour, exits 2 with one
+    line naming it (instead of running without it)."""
+    assert_one_line(run_gateway(1, **{variable: value}), variable, "not supported")
+
+
+def test_unsupported_rig_setting_with_workers():
+    assert_one_line(run_gateway(2, NATS_SOURCE_TOPICS="rig"), "NATS_SOURCE_TOPICS", "not supported")
+
+
+def test_harmless_values_of_rig_settings_are_accepted():
+    """Values that change nothing (KINESIS_ENABLED=false, KAFKA_SERIALIZER empty, LOG_FMT=json) pass the check."""
+    for env in ({"KINESIS_ENABLED": "false"}, {"KAFKA_SERIALIZER": ""}, {"LOG_FMT": "json"}):
+        config.check_unsupported(env)
