@@ -149,11 +149,11 @@ def test_websocket_upgrade(make_gateway, rf):
     assert isinstance(c.proto.stream, rf.sessions.WsSession)
 
 
-def test_websocket_without_upgrade_headers_is_400(make_gateway):
+def test_websocket_without_upgrade_headers_is_426(make_gateway):
     g = make_gateway()
     c = g.client()
     c.send(http_request("GET", "/_rig/v1/connection/ws"))
-    assert parse_responses(c.read())[0][0] == 400
+    assert parse_responses(c.read())[0][0] == 426
 
 
 @pytest.mark.parametrize("method", ["DELETE", "PATCH"])

@@ -147,7 +147,8 @@ def test_blacklisting_a_session_ends_its_connections(make_gateway):
 
 
 def test_long_polling_buffers_between_polls(make_gateway, loop):
-    """A long-poll session collects events between polls; a waiting poll is answered when one arrives."""
+    """A long-poll session collects events between polls; a poll gets what came after its last_event_id
+    cookie (the same again with an old cookie); a waiting poll is answered when one arrives."""
     g = make_gateway()
     c = g.client()
     c.send(http_request("GET", '/_rig/v1/connection/longpolling?subscriptions=[{"eventType":"greeting"}]'))
@@ -160,9 +161,15 @@ def test_long_polling_buffers_between_polls(make_gateway, loop):
     g.settle()
     first = json.loads(parse_responses(c.read())[0][2])  # the greeting waited in the buffer
     assert [e["type"] for e in first["events"]] == ["rig.connection.create", "rig.subscriptions_set"]
+    c.send(poll)  # no last_event_id cookie: "first_event", so the same events again (a read cursor)
+    g.settle()
+    assert json.loads(parse_responses(c.read())[0][2])["events"] == first["events"]
+    cursor = quote(json.dumps(first["last_event_id"]))
+    poll = http_request("GET", "/_rig/v1/connection/longpolling",
+                        headers={"cookie": f"connection_token={cookie}; last_event_id={cursor}"})
     c.send(poll)
     g.settle()
-    assert c.read() == b""  # parked: nothing to say yet
+    assert c.read() == b""  # parked: nothing after the cursor yet
     publish(g, ev("greeting", "7"))
     answer = json.loads(parse_responses(c.read())[0][2])
     assert [e["id"] for e in answer["events"]] == ["7"] and answer["last_event_id"]
