@@ -158,7 +158,7 @@ class Gateway:
         """GET /health/ready, /_rig/health/ready: 200 when every check holds, else 503; JSON either way."""
         checks = self.readiness()
         ok = all(checks.values())
-        body = orjson.dumps({"ready": ok, "checks": checks})
+        body = orjson.dumps({"ready": ok, "worker": self.worker_id, "checks": checks})
         proto.respond(req, 200 if ok else 503, b"" if req.method == "HEAD" else body, b"application/json")
 
     async def drain(self, window_s: float) -> None:

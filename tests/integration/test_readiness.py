@@ -20,7 +20,7 @@ def test_ready_without_kafka_on_both_ports(gateway):
     for base, path in ((gateway.api, "/health/ready"), (gateway.inbound, "/_rig/health/ready")):
         r = ready(base, path)
         assert r.status_code == 200
-        assert r.json() == {"ready": True, "checks": {"listening": True, "not_draining": True}}
+        assert r.json() == {"ready": True, "worker": 0, "checks": {"listening": True, "not_draining": True}}
         head = httpx.head(base + path, timeout=T)
         assert head.status_code == 200 and head.content == b""
 
@@ -49,9 +49,17 @@ def test_not_ready_until_kafka_is_reached_then_ready():
 
 def test_several_workers_ready_once_linked():
     gw = start_gateway(RIGFAST_WORKERS="2")
+    seen: set = set()
+
+    def both_ready() -> bool:
+        r = ready(gw.api)  # a new connection each time: SO_REUSEPORT spreads them over the workers
+        if r.status_code == 200:
+            seen.add(r.json()["worker"])
+        return seen == {0, 1}
+
     try:
-        wait_until(lambda: ready(gw.api).status_code == 200, timeout=3 * T, what="both workers ready")
-        # whichever worker answers (new connection each time, SO_REUSEPORT spreads them) is linked
+        wait_until(both_ready, timeout=3 * T, what="both workers ready")
+        # once both are linked, whichever worker answers stays ready
         for _ in range(6):
             r = ready(gw.api)
             assert r.status_code == 200 and r.json()["checks"]["cluster_linked"] is True
