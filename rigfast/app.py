@@ -16,6 +16,7 @@ from rigfast.api.inbound import InboundApi
 from rigfast.api.internal import InternalApi
 from rigfast.cluster.naming import default_node_id
 from rigfast.cluster.naming import enabled as cluster_enabled
+from rigfast.cluster.naming import reader_in_use
 from rigfast.cluster.node import Cluster
 from rigfast.cluster.wire import token_prefix
 from rigfast.errors import CONFIG_EXIT_CODE, ConfigError
@@ -118,7 +119,7 @@ class Gateway:
             except OSError as exc:
                 raise ConfigError(f"{env}={port}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
             self.servers.append(server)
-        if cfg.kafka_brokers:
+        if cfg.kafka_brokers and not reader_in_use(cfg):  # else the node's reader consumes for every worker
             self.kafka = KafkaSource(cfg, self.loop, self.hub.publish_batch)
             self.kafka.start()
         self._tasks.append(self.loop.create_task(self._every(SWEEP_INTERVAL_S, self._sweep)))

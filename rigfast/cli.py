@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         return CONFIG_EXIT_CODE
     from rigfast.fdlimit import capacity, raise_nofile
 
+    if os.environ.get("RIGFAST_ROLE") == "reader":  # the node's event reader, started by the supervisor
+        from rigfast.cluster.reader import run_reader
+
+        return run_reader(cfg)
     if cfg.workers > 1:
         from rigfast.cluster.supervisor import run_workers
 

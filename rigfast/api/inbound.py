@@ -64,6 +64,8 @@ class Owners(Protocol):
 
     def forward_phoenix(self, proto, req, token: str, method: str, body: bytes, cors: list) -> Any: ...
 
+    def replay(self, last: str, subs: list) -> Awaitable | None: ...
+
 
 class InboundApi:
     """``tokens`` issues connection tokens; ``fallback`` answers what no route takes (the reverse
@@ -222,11 +224,31 @@ class InboundApi:
         last = req.header_str(b"last-event-id") or req.query_one("lastEventId")
         if not last:
             return
-        gap, events = self.hub.replay_since(last.strip(), session.subscriptions)
+        last = last.strip()
+        if last.startswith("k:") and self.owners is not None:
+            # a source-topic event: the node's reader holds the history of those
+            pending = self.owners.replay(last, session.subscriptions)
+            if pending is not None:
+                self.hub.hold(session)
+                self.hub.loop.create_task(self._resume_from_node(session, last, pending))
+                return
+        gap, events = self.hub.replay_since(last, session.subscriptions)
         if gap:
             self.hub.send_gateway_event(session, make_event("rig.history_gap", {"last_event_id": last}))
         for e in events:
             session.enqueue(self.hub.encode(session.kind, e))
+
+    async def _resume_from_node(self, session, last: str, pending: Awaitable) -> None:
+        try:
+            result = await pending
+        except Exception:  # noqa: BLE001 - the reader went away: the worker's own history below
+            result = None
+        if result is None:
+            result = self.hub.replay_since(last, session.subscriptions)
+        gap, events = result
+        if gap and not session.closed:
+            self.hub.send_gateway_event(session, make_event("rig.history_gap", {"last_event_id": last}))
+        self.hub.release(session, events)
 
     # -- SSE ------------------------------------------------------------------
     def open_sse(self, proto, req) -> Any:

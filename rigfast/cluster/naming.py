@@ -21,3 +21,8 @@ def runtime_dir(cfg: Any, node: str) -> str:
 
 def enabled(cfg: Any) -> bool:
     return cfg.worker_count > 1 or bool(cfg.kafka_brokers and cfg.cluster_topic)
+
+
+def reader_in_use(cfg: Any) -> bool:
+    """One event reader process per node: several workers and Kafka source topics (see cluster/reader.py)."""
+    return max(cfg.workers, cfg.worker_count) > 1 and bool(cfg.kafka_brokers) and bool(cfg.kafka_source_topics)

@@ -36,7 +36,7 @@ from rigfast import metrics
 from rigfast.cloudevents import Event
 from rigfast.cluster import wire
 from rigfast.auth.blacklist import Blacklist
-from rigfast.cluster.naming import runtime_dir
+from rigfast.cluster.naming import reader_in_use, runtime_dir
 from rigfast.errors import RigError
 from rigfast.hub.hub import LONGPOLL, Hub
 from rigfast.net.sessions import apply_subscriptions
@@ -135,6 +135,12 @@ class Cluster:
             from rigfast.cluster.kafka_link import KafkaLink
 
             self.kafka = KafkaLink(cfg, self.loop, self._on_records)
+        self.reader = None  # the node's event reader: source-topic events the worker's sessions want
+        if reader_in_use(cfg):
+            from rigfast.cluster.reader import ReaderLink
+
+            self.reader = ReaderLink(self.directory, self.worker, loop, hub.deliver_local)
+            hub.interest_listener = self.reader.change
         self._request_ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future] = {}
         self._out: list[tuple[list[Event], str]] = []
@@ -150,6 +156,8 @@ class Cluster:
             await self.bus.start()
         if self.kafka is not None:
             self.kafka.start()
+        if self.reader is not None:
+            self.reader.start()
         log.info("cluster: node %s worker %d of %d%s%s", self.node, self.worker, self.count,
                  f", bus in {self.directory}" if self.bus else "",
                  f", Kafka topics {self.cfg.cluster_topic} / {self.cfg.blacklist_topic}" if self.kafka else "")
@@ -160,13 +168,22 @@ class Cluster:
                 fut.cancel()
         if self.bus is not None:
             await self.bus.stop()
+        if self.reader is not None:
+            await self.reader.stop()
         if self.kafka is not None:
             await self.kafka.stop()
 
     @property
     def ready(self) -> bool:
         bus_ok = self.bus is None or len(self.bus.connected()) == self.count - 1
-        return bus_ok and (self.kafka is None or self.kafka.ready)
+        return bus_ok and (self.kafka is None or self.kafka.ready) and (self.reader is None or self.reader.connected)
+
+    def replay(self, last: str, subs: list) -> Any:
+        """An awaitable of the node history after ``last`` (a Kafka resume id) matching ``subs``:
+        (gap, events), or None when the reader cannot answer; None at once without a reader."""
+        if self.reader is None or not self.reader.connected:
+            return None
+        return self.reader.replay(last, subs)
 
     def health(self) -> dict:
         return {
@@ -176,6 +193,7 @@ class Cluster:
             "ready": self.ready,
             "peers_linked": self.bus.connected() if self.bus else [],
             "kafka": self.kafka.health() if self.kafka else {"state": "disabled"},
+            "reader": self.reader.health() if self.reader else {"state": "disabled"},
         }
 
     # -- events ---------------------------------------------------------------------

@@ -35,7 +35,7 @@ import sys
 import time
 from typing import Any
 
-from rigfast.cluster.naming import default_node_id, runtime_dir
+from rigfast.cluster.naming import default_node_id, reader_in_use, runtime_dir
 from rigfast.errors import CONFIG_EXIT_CODE
 from rigfast.fdlimit import capacity, raise_nofile
 
@@ -48,9 +48,15 @@ STABLE_AFTER_S = 10.0
 TICK_S = 1.0
 
 
+READER_INDEX = -1
+
+
 class Worker:
+    """A supervised child: worker ``index``, or the node's event reader (``READER_INDEX``)."""
+
     def __init__(self, index: int):
         self.index = index
+        self.name = "reader" if index == READER_INDEX else f"worker {index}"
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
         self.failures = 0
@@ -98,13 +104,17 @@ def run_workers(cfg: Any, command: list[str] | None = None) -> int:
     signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the select below
 
     workers = [Worker(i) for i in range(n)]
+    if reader_in_use(cfg):  # the node's event reader: one more child, restarted like a worker
+        workers.append(Worker(READER_INDEX))
     result = 0
 
     def spawn(w: Worker) -> None:
-        w.proc = subprocess.Popen(command, env=worker_env(cfg, node, w.index, directory),
-                                  stdin=subprocess.DEVNULL)
+        env = worker_env(cfg, node, max(w.index, 0), directory)
+        if w.index == READER_INDEX:
+            env["RIGFAST_ROLE"] = "reader"
+        w.proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
         w.started = time.monotonic()
-        log.info("worker %d started, pid %d", w.index, w.proc.pid)
+        log.info("%s started, pid %d", w.name, w.proc.pid)
 
     try:
         for w in workers:
@@ -119,15 +129,15 @@ def run_workers(cfg: Any, command: list[str] | None = None) -> int:
                         continue
                     lived = now - w.started
                     if code == CONFIG_EXIT_CODE:
-                        log.error("worker %d (pid %d) stopped on a configuration error; stopping the node",
-                                  w.index, w.proc.pid)
+                        log.error("%s (pid %d) stopped on a configuration error; stopping the node",
+                                  w.name, w.proc.pid)
                         result = CONFIG_EXIT_CODE
                         stop["sig"] = stop["sig"] or -1
                         break
                     w.failures = 0 if lived >= STABLE_AFTER_S else w.failures + 1
                     delay = 0.0 if w.failures <= 1 else min(RESTART_MAX_DELAY_S, RESTART_MIN_DELAY_S * 2 ** (w.failures - 2))
-                    log.warning("worker %d (pid %d) exited with %s after %.1fs; restarting in %.1fs",
-                                w.index, w.proc.pid, code, lived, delay)
+                    log.warning("%s (pid %d) exited with %s after %.1fs; restarting in %.1fs",
+                                w.name, w.proc.pid, code, lived, delay)
                     w.proc = None
                     w.restart_at = now + delay
                 if w.proc is None and not stop["sig"]:
@@ -147,6 +157,10 @@ def run_workers(cfg: Any, command: list[str] | None = None) -> int:
         signal.set_wakeup_fd(-1)
         os.close(rfd)
         os.close(wfd)
+        try:  # a clean stop: the next start reads new events only
+            os.unlink(os.path.join(directory, "reader.offsets"))
+        except OSError:
+            pass
         try:
             os.rmdir(directory)
         except OSError:

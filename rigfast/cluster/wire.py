@@ -17,8 +17,9 @@ import orjson
 
 from rigfast.cloudevents import Event, relayed
 
-EVENTS, REQUEST, REPLY, BLACKLIST, HELLO, APIS = 1, 2, 3, 4, 5, 6
-KIND_NAMES = {EVENTS: "events", REQUEST: "request", REPLY: "reply", BLACKLIST: "blacklist", HELLO: "hello", APIS: "apis"}
+EVENTS, REQUEST, REPLY, BLACKLIST, HELLO, APIS, INTEREST, REPLAY, READY = 1, 2, 3, 4, 5, 6, 7, 8, 9
+KIND_NAMES = {EVENTS: "events", REQUEST: "request", REPLY: "reply", BLACKLIST: "blacklist", HELLO: "hello", APIS: "apis",
+              INTEREST: "interest", REPLAY: "replay", READY: "ready"}
 
 HEADER = struct.Struct("!IB")
 MAX_FRAME_BYTES = 64 << 20

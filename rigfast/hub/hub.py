@@ -93,6 +93,9 @@ class Hub:
         self.replay_max_bytes = replay_max_bytes  # per resuming connect
         # hooks other parts register (e.g. a cluster relay): fn(events, source)
         self.publish_listeners: list[Callable[[list[Event], str], None]] = []
+        # fn(old, new): the subscriptions of one indexed session changed (the node reader's interest)
+        self.interest_listener: Callable[[Iterable[Subscription], Iterable[Subscription]], None] | None = None
+        self._indexed: dict[int, list[Subscription]] = {}
         self.build = BUILD
 
     # -- sessions ---------------------------------------------------------
@@ -115,15 +118,34 @@ class Hub:
         self.index.remove(session.slot)
         if session.COUNTED:
             self.counts[session.kind] -= 1
+        if self.interest_listener is not None:
+            self.interest_listener(self._indexed.pop(session.slot, ()), ())
 
     def set_subscriptions(self, session, subs: list[Subscription]) -> None:
         """Replace a session's subscriptions and tell it with rig.subscriptions_set
         (Phoenix channels are told in the reply of the join or push instead)."""
         session.subscriptions = subs
         if session.slot in self.sessions:
-            self.index.set(session.slot, [(s.event_type, s.conjunctions) for s in session.indexed(subs)])
+            indexed = session.indexed(subs)
+            self.index.set(session.slot, [(s.event_type, s.conjunctions) for s in indexed])
+            if self.interest_listener is not None:
+                self.interest_listener(self._indexed.get(session.slot, ()), indexed)
+                self._indexed[session.slot] = indexed
         if session.kind != PHOENIX:
             self.send_gateway_event(session, make_event("rig.subscriptions_set", [s.to_json() for s in subs]))
+
+    def hold(self, session) -> None:
+        """Keep live events from ``session`` until :meth:`release` (its replay is being fetched)."""
+        self.index.remove(session.slot)
+
+    def release(self, session, replayed: list[Event]) -> None:
+        """Queue ``replayed`` for ``session``, then let live events reach it again."""
+        if session.slot not in self.sessions or session.closed:
+            return
+        for e in replayed:
+            session.enqueue(self.encode(session.kind, e))
+        self.index.set(session.slot, [(s.event_type, s.conjunctions) for s in session.indexed(session.subscriptions)])
+        self._touch(session)
 
     def send_gateway_event(self, session, event: Event) -> None:
         """A gateway-made event for one session (no id: it does not move Last-Event-ID)."""

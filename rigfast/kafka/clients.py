@@ -119,9 +119,14 @@ def consumer_config(cfg: Any, role: str = "") -> dict[str, Any]:
 
 def producer_config(cfg: Any, role: str = "", **extra: Any) -> dict[str, Any]:
     conf = {"client.id": client_id(role), "linger.ms": 1, "acks": "1", "message.timeout.ms": 10000}
-    conf.update(connection_config(cfg))
+    conf.update(_not_consumer(connection_config(cfg)))
     conf.update(extra)
     return conf
+
+
+def _not_consumer(conf: dict[str, Any]) -> dict[str, Any]:
+    """``RIGFAST_KAFKA_CONFIG`` may hold consumer properties: producers and admin clients do not get them."""
+    return {k: v for k, v in conf.items() if k not in CONSUMER_ONLY}
 
 
 def with_logging(conf: dict[str, Any], error_cb: Callable[[Any], None] | None = None) -> dict[str, Any]:
@@ -281,7 +286,7 @@ _admins_lock = threading.Lock()
 
 def admin(cfg: Any) -> Admin:
     """The process's admin client for ``cfg``'s brokers (one, reused)."""
-    conf = connection_config(cfg)
+    conf = _not_consumer(connection_config(cfg))
     conf["client.id"] = client_id("admin")
     key = conf["bootstrap.servers"]
     with _admins_lock:
@@ -343,7 +348,7 @@ class ConsumerThread:
             await asyncio.get_running_loop().run_in_executor(None, t.join, timeout)
 
     def _run(self) -> None:
-        from confluent_kafka import Consumer
+        from confluent_kafka import Consumer, KafkaException
 
         while not self.stopping.is_set():
             consumer = None
@@ -356,7 +361,8 @@ class ConsumerThread:
                 if self.on_failure is not None:
                     self.on_failure(exc)
                 self._log.warning("failed", "%s: Kafka consumer failed, recreating it in %.1fs: %s",
-                                  self.name, self.restart_delay_s, exc)
+                                  self.name, self.restart_delay_s, exc,
+                                  exc_info=not isinstance(exc, KafkaException))
             finally:
                 if consumer is not None:
                     try:

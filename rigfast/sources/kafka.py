@@ -135,6 +135,9 @@ class KafkaSource:
         self._log = RateLimitedLogger(log, INVALID_LOG_INTERVAL_S)
         self._errors_log = clients.rate_limited(log)
         self._batches = 0
+        # fn({(topic, partition): next offset}) after each batch was published (the node reader saves them)
+        self.on_positions: Callable[[dict], None] | None = None
+        self._handed_positions: dict | None = None
         metrics.REGISTRY.gauge(
             "rig_kafka_connected", "1 when the Kafka consumer is connected to the brokers", self._gauge_connected
         )
@@ -175,12 +178,18 @@ class KafkaSource:
 
     # -- loop side --
 
-    def _deliver(self, events: list[Event], invalid: int) -> None:
+    def resume_at(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Before start(): read these partitions from these offsets (a restarted node reader)."""
+        self._offsets.update(offsets)
+
+    def _deliver(self, events: list[Event], invalid: int, positions: dict | None = None) -> None:
         try:
             if invalid:
                 metrics.EVENTS_INVALID.inc(invalid, "kafka")
             if events:  # publish_batch (the hub's) counts them as received
                 self._publish_batch(events)
+            if positions and self.on_positions is not None:
+                self.on_positions(positions)
         except Exception:
             log.exception("publish_batch failed on a Kafka batch of %d events", len(events))
         finally:
@@ -194,8 +203,9 @@ class KafkaSource:
             if self._stopping.is_set():
                 return False
         invalid, self._invalid_pending = self._invalid_pending, 0
+        positions, self._handed_positions = self._handed_positions, None
         try:
-            self._loop.call_soon_threadsafe(self._deliver, events, invalid)
+            self._loop.call_soon_threadsafe(self._deliver, events, invalid, positions)
         except RuntimeError:  # loop closed: nobody to deliver to
             self._slots.release()
             self._stopping.set()
@@ -246,6 +256,12 @@ class KafkaSource:
             msgs = c.consume(batch_rest, 0)
             msgs.insert(0, first)
             events, errors = self._decode_batch(msgs)
+            if self.on_positions is not None:
+                pos = self._handed_positions = self._handed_positions or {}
+                for m in msgs:
+                    if m.error() is None:
+                        pos[(m.topic(), m.partition())] = m.offset() + 1
+                self._offsets.update(pos)  # a recreated consumer resumes after what was handed off
             if events:
                 if self._state != "connected":
                     self._set_connected()

@@ -146,7 +146,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     if rep.failed:
-        for name in ("two_nodes", "solo"):
+        for name in ("two_nodes", "solo", "node"):
             nodes = item.funcargs.get(name) if hasattr(item, "funcargs") else None
             for n in (nodes if isinstance(nodes, list) else [nodes] if nodes else []):
                 rep.sections.append((f"node {n.node_id} log", n.log()))

@@ -1,0 +1,518 @@
+"""One event reader per node: the Kafka source topics read and matched once, forwarded only to the workers that want them.
+
+How this works (see docs/cluster.md, "The event reader")
+--------------------------------------------------------
+With several workers and ``KAFKA_SOURCE_TOPICS``, the supervisor starts one
+more child, the reader (``RIGFAST_ROLE=reader``), and no worker opens a
+Kafka consumer for events. The reader
+
+- consumes the source topics with the event source (:class:`KafkaSource`:
+  assignment, truncation checks, poison records, bounded hand-off);
+- listens on ``<cluster dir>/reader.sock``. Each worker keeps one connection
+  to it and says which subscriptions its sessions hold: ``INTEREST`` frames
+  with the subscriptions that appeared on the worker (first session with it)
+  and those that disappeared (last session gone), never one per session;
+- keeps a node-level index of those subscriptions (the compiled matcher,
+  one slot per (worker, subscription)), matches each event once, and sends
+  it, batched per loop iteration, only to the workers with a matching slot:
+  a worker with no interest in an event never sees it;
+- keeps the node's history of source-topic events (``RIGFAST_HISTORY_SIZE``,
+  ``RIGFAST_HISTORY_AGE_S``, ``RIGFAST_HISTORY_BYTES``; replays within
+  ``RIGFAST_REPLAY_MAX_BYTES``) and answers a worker's ``replay`` request (a
+  client resuming with a ``k:`` Last-Event-ID) with the events after that
+  id matching the client's subscriptions;
+- writes the positions it has forwarded up to (``reader.offsets``, atomically,
+  at most every ``OFFSETS_SAVE_S``): a restarted reader (SIGKILL, crash)
+  resumes there instead of at the end, so records produced while it was down
+  are delivered (at least once: a batch forwarded after the last save is sent
+  again).
+
+A worker's connection that closes drops its interest at once; its
+replacement says its interest again when it connects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from typing import Any, Callable
+
+import orjson
+
+from rigfast import metrics
+from rigfast._ext import SubscriptionIndex
+from rigfast.cluster import wire
+from rigfast.hub.history import History
+from rigfast.hub.hub import recipients
+from rigfast.subscriptions import Subscription, parse_subscriptions
+
+log = logging.getLogger("rigfast.reader")
+
+SOCKET_NAME = "reader.sock"
+OFFSETS_NAME = "reader.offsets"
+OFFSETS_SAVE_S = 0.05
+OFFSETS_MAX_AGE_S = 600.0  # positions older than this are not resumed from (a node down that long starts at the end)
+RECONNECT_MIN_S = 0.05
+RECONNECT_MAX_S = 1.0
+REPLAY_TIMEOUT_S = 2.0
+START_GRACE_S = 3.0  # a (re)started reader waits this long at most for every worker's interest
+LINK_BUFFER_LIMIT = 64 << 20
+
+FORWARDED = metrics.REGISTRY.counter(
+    "rig_reader_forwarded_total", "Source-topic events the node's reader sent to workers (one per event and worker)", ())
+
+
+def socket_path(directory: str) -> str:
+    return os.path.join(directory, SOCKET_NAME)
+
+
+def wanted(cfg: Any) -> bool:
+    """A separate reader process: several workers and source topics to read."""
+    return cfg.workers > 1 and bool(cfg.kafka_brokers) and bool(cfg.kafka_source_topics)
+
+
+def _rid(event) -> str:
+    return event.rid
+
+
+# --- the reader process ---------------------------------------------------------------------
+
+class _WorkerConn(asyncio.Protocol):
+    """One worker's connection to the reader (frames both ways)."""
+
+    def __init__(self, reader: "Reader"):
+        self.reader = reader
+        self.decoder = wire.FrameDecoder()
+        self.transport: asyncio.Transport | None = None
+        self.worker: int | None = None
+        self.slots: dict[Subscription, int] = {}
+        self.out: list = []
+        self.ready = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.feed(data)
+        except ValueError as exc:
+            log.error("reader: dropping a worker connection: %s", exc)
+            self.transport.abort()
+            return
+        for kind, payload in frames:
+            try:
+                self.reader.on_frame(self, kind, payload)
+            except Exception:  # noqa: BLE001 - one bad frame never stops the reader
+                log.exception("reader: a %s frame failed", wire.KIND_NAMES.get(kind, kind))
+
+    def connection_lost(self, exc) -> None:
+        self.reader.drop(self)
+
+    def send(self, frame: bytes) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        t.write(frame)
+        if t.get_write_buffer_size() > LINK_BUFFER_LIMIT:
+            log.error("reader: worker %s does not read; dropping its connection", self.worker)
+            t.abort()
+
+
+class Reader:
+    def __init__(self, cfg: Any, loop: asyncio.AbstractEventLoop, directory: str, source_factory: Callable | None = None):
+        from rigfast.sources.kafka import KafkaSource
+
+        self.cfg = cfg
+        self.loop = loop
+        self.directory = directory
+        self.extractors = cfg.extractors
+        self.index = SubscriptionIndex()
+        self.slot_conn: dict[int, _WorkerConn] = {}
+        self.conns: set[_WorkerConn] = set()
+        self._slots = itertools.count(1)
+        self.history = History(cfg.history_size, cfg.history_age_s, cfg.history_bytes)
+        self.replay_max_bytes = cfg.replay_max_bytes
+        self.positions: dict[str, int] = {}
+        self._positions_dirty = False
+        self._save_scheduled = False
+        self.server: asyncio.AbstractServer | None = None
+        self._start_timer: asyncio.TimerHandle | None = None
+        self._source_started = False
+        self.expected_workers = max(cfg.worker_count, 1)
+        start = self._load_offsets()
+        self.source = (source_factory or KafkaSource)(cfg, loop, self.on_events)
+        if start:
+            self.source.resume_at(start)
+        self.source.on_positions = self.on_positions
+
+    # -- lifecycle --
+    async def start(self) -> None:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        path = socket_path(self.directory)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        self.server = await self.loop.create_unix_server(lambda: _WorkerConn(self), path, backlog=64)
+        os.chmod(path, 0o600)
+        # read only once the workers have said what they want (a restarted reader would otherwise
+        # drop what it reads before they reconnect); a worker that does not come is not waited for long
+        self._start_timer = self.loop.call_later(START_GRACE_S, self._start_source)
+        log.info("reader: node event reader on %s, topics %s", path, ",".join(self.cfg.kafka_source_topics))
+
+    def _start_source(self) -> None:
+        if self._start_timer is not None:
+            self._start_timer.cancel()
+            self._start_timer = None
+        if not self._source_started:
+            self._source_started = True
+            self.source.start()
+
+    async def stop(self) -> None:
+        if self._start_timer is not None:
+            self._start_timer.cancel()
+        await self.source.stop()
+        self._save_offsets()
+        if self.server is not None:
+            self.server.close()
+        for c in list(self.conns):
+            if c.transport is not None:
+                c.transport.close()
+
+    # -- workers --
+    def on_frame(self, conn: _WorkerConn, kind: int, payload: bytes) -> None:
+        if kind == wire.HELLO:
+            conn.worker = int(orjson.loads(payload)["worker"])
+            self.conns.add(conn)
+            log.info("reader: worker %d connected", conn.worker)
+        elif kind == wire.READY:  # the worker's interest is all sent
+            conn.ready = True
+            if not self._source_started and sum(c.ready for c in self.conns) >= self.expected_workers:
+                self._start_source()
+        elif kind == wire.INTEREST:
+            msg = orjson.loads(payload)
+            for raw in msg.get("del", ()):
+                for s in parse_subscriptions([raw], self.extractors):
+                    slot = conn.slots.pop(s, None)
+                    if slot is not None:
+                        self.index.remove(slot)
+                        self.slot_conn.pop(slot, None)
+            for s in parse_subscriptions(msg.get("add", []), self.extractors):
+                if s in conn.slots:
+                    continue
+                slot = next(self._slots)
+                conn.slots[s] = slot
+                self.slot_conn[slot] = conn
+                self.index.set(slot, [(s.event_type, s.conjunctions)])
+        elif kind == wire.REQUEST:
+            msg = orjson.loads(payload)
+            if msg.get("op") == "replay":
+                gap, events = self.replay_since(msg.get("last", ""), parse_subscriptions(msg.get("subs"), self.extractors))
+                head = orjson.dumps({"request_id": msg.get("request_id"), "gap": gap})
+                conn.send(wire.encode_frame(wire.REPLAY, head + b"\n" + wire.encode_events(events, "kafka")))
+
+    def drop(self, conn: _WorkerConn) -> None:
+        self.conns.discard(conn)
+        for slot in conn.slots.values():
+            self.index.remove(slot)
+            self.slot_conn.pop(slot, None)
+        if conn.worker is not None:
+            log.info("reader: worker %d disconnected; its %d subscriptions dropped", conn.worker, len(conn.slots))
+        conn.slots = {}
+
+    # -- events --
+    def on_events(self, events: list) -> None:
+        """A batch from the source (loop thread): history, one match per event, one frame per worker."""
+        metrics.EVENTS_RECEIVED.inc(len(events), "kafka")
+        index, extractors, slot_conn = self.index, self.extractors, self.slot_conn
+        if self.history.enabled:
+            now = time.monotonic()
+            append = self.history.append
+            for ev in events:
+                append(ev, now)
+        touched: list[_WorkerConn] = []
+        dropped = 0
+        for ev in events:
+            try:
+                slots = recipients(index, extractors, ev)
+            except Exception:  # noqa: BLE001 - one bad event never stops the batch
+                log.exception("reader: matching failed for %r; event skipped", ev)
+                continue
+            if not slots:
+                dropped += 1
+                continue
+            if len(slots) == 1:
+                conn = slot_conn[slots[0]]
+                if not conn.out:
+                    touched.append(conn)
+                conn.out.append(ev)
+                continue
+            seen = set()
+            for slot in slots:
+                conn = slot_conn[slot]
+                if conn in seen:
+                    continue
+                seen.add(conn)
+                if not conn.out:
+                    touched.append(conn)
+                conn.out.append(ev)
+        if dropped:
+            metrics.EVENTS_DROPPED.inc(dropped, "kafka")
+        n = 0
+        for conn in touched:
+            out, conn.out = conn.out, []
+            n += len(out)
+            conn.send(wire.encode_frame(wire.EVENTS, wire.encode_events(out, "kafka")))
+        if n:
+            FORWARDED.inc(n)
+
+    def replay_since(self, last_event_id: str, subs: list[Subscription]) -> tuple[bool, list]:
+        """As the hub's: the node history after ``last_event_id`` matching ``subs``, within RIGFAST_REPLAY_MAX_BYTES."""
+        self.history.expire(time.monotonic())
+        if not subs:
+            return self.history.replay(last_event_id, _rid, lambda e: False, self.replay_max_bytes)
+        tmp = SubscriptionIndex()
+        tmp.set(0, [(s.event_type, s.conjunctions) for s in subs])
+        extractors = self.extractors
+        return self.history.replay(last_event_id, _rid, lambda e: bool(recipients(tmp, extractors, e)),
+                                   self.replay_max_bytes)
+
+    # -- positions --
+    def on_positions(self, positions: dict[tuple[str, int], int]) -> None:
+        """Next offsets after a batch was forwarded (loop thread)."""
+        for (topic, part), off in positions.items():
+            self.positions[f"{topic}:{part}"] = off
+        if not self._save_scheduled:
+            self._save_scheduled = True
+            self.loop.call_later(OFFSETS_SAVE_S, self._save_offsets)
+
+    def _save_offsets(self) -> None:
+        self._save_scheduled = False
+        if not self.positions:
+            return
+        path = os.path.join(self.directory, OFFSETS_NAME)
+        tmp = path + ".tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(orjson.dumps({"time": time.time(), "topics": list(self.cfg.kafka_source_topics),
+                                      "positions": self.positions}))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("reader: cannot save positions to %s: %s", path, exc)
+
+    def _load_offsets(self) -> dict[tuple[str, int], int]:
+        path = os.path.join(self.directory, OFFSETS_NAME)
+        try:
+            with open(path, "rb") as f:
+                saved = orjson.loads(f.read())
+        except (OSError, ValueError):
+            return {}
+        if time.time() - float(saved.get("time", 0)) > OFFSETS_MAX_AGE_S:
+            return {}
+        out = {}
+        for key, off in saved.get("positions", {}).items():
+            topic, _, part = key.rpartition(":")
+            if topic in self.cfg.kafka_source_topics:
+                out[(topic, int(part))] = int(off)
+        self.positions = {f"{t}:{p}": o for (t, p), o in out.items()}
+        if out:
+            log.info("reader: resuming where the previous reader stopped: %s",
+                     ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(out.items())))
+        return out
+
+
+async def serve_reader(cfg: Any) -> int:
+    import signal
+
+    from rigfast.cluster.naming import default_node_id, runtime_dir
+
+    loop = asyncio.get_running_loop()
+    node = cfg.node_id or default_node_id()
+    reader = Reader(cfg, loop, runtime_dir(cfg, node))
+    await reader.start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("reader: stopping")
+    await reader.stop()
+    return 0
+
+
+def run_reader(cfg: Any) -> int:
+    import uvloop
+
+    uvloop.install()
+    return asyncio.run(serve_reader(cfg))
+
+
+# --- the worker's end -----------------------------------------------------------------------
+
+class _ToReader(asyncio.Protocol):
+    def __init__(self, link: "ReaderLink"):
+        self.link = link
+        self.decoder = wire.FrameDecoder()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.feed(data)
+        except ValueError as exc:
+            log.error("reader link: bad frame: %s", exc)
+            self.transport.abort()
+            return
+        for kind, payload in frames:
+            try:
+                self.link.on_frame(kind, payload)
+            except Exception:  # noqa: BLE001
+                log.exception("reader link: a %s frame failed", wire.KIND_NAMES.get(kind, kind))
+
+    def connection_lost(self, exc) -> None:
+        self.link.lost(self)
+
+
+class ReaderLink:
+    """A worker's connection to its node's reader: interest out, matching events and replays in."""
+
+    def __init__(self, directory: str, worker: int, loop: asyncio.AbstractEventLoop,
+                 on_events: Callable[[list, str], None]):
+        self.path = socket_path(directory)
+        self.worker = worker
+        self.loop = loop
+        self.on_events = on_events
+        self.interest: dict[Subscription, int] = {}
+        self._add: dict[Subscription, None] = {}
+        self._del: dict[Subscription, None] = {}
+        self._flush_scheduled = False
+        self.proto: _ToReader | None = None
+        self.closing = False
+        self.task: asyncio.Task | None = None
+        self.wake = asyncio.Event()
+        self._request_ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future] = {}
+        self.events_in = 0  # events the reader forwarded to this worker
+
+    @property
+    def connected(self) -> bool:
+        return self.proto is not None
+
+    def health(self) -> dict:
+        return {"connected": self.connected, "interest": len(self.interest), "events_in": self.events_in}
+
+    def start(self) -> None:
+        self.task = self.loop.create_task(self._keep_connected())
+
+    async def stop(self) -> None:
+        self.closing = True
+        if self.task is not None:
+            self.task.cancel()
+        if self.proto is not None and self.proto.transport is not None:
+            self.proto.transport.close()
+
+    async def _keep_connected(self) -> None:
+        pause = RECONNECT_MIN_S
+        while not self.closing:
+            if self.proto is None:
+                try:
+                    _, proto = await self.loop.create_unix_connection(lambda: _ToReader(self), self.path)
+                except OSError:
+                    await asyncio.sleep(pause)
+                    pause = min(RECONNECT_MAX_S, pause * 2)
+                    continue
+                pause = RECONNECT_MIN_S
+                self.proto = proto
+                self.wake.clear()
+                t = proto.transport
+                t.write(wire.encode_json_frame(wire.HELLO, {"worker": self.worker}))
+                if self.interest:
+                    t.write(wire.encode_json_frame(wire.INTEREST, {"add": [s.to_json() for s in self.interest]}))
+                t.write(wire.encode_frame(wire.READY, b""))
+                self._add.clear()
+                self._del.clear()
+                log.info("reader link: worker %d connected to the node's reader", self.worker)
+            await self.wake.wait()
+            self.wake.clear()
+
+    def lost(self, proto: _ToReader) -> None:
+        if self.proto is proto:
+            self.proto = None
+            self.wake.set()
+            for fut in self._waiting.values():
+                if not fut.done():
+                    fut.set_result(None)
+            if not self.closing:
+                log.warning("reader link: lost the node's reader; reconnecting")
+
+    # -- interest: counted here, only changes go to the reader --
+    def change(self, old: list[Subscription], new: list[Subscription]) -> None:
+        interest = self.interest
+        for s in new:
+            n = interest.get(s, 0)
+            interest[s] = n + 1
+            if n == 0:
+                if s in self._del:
+                    del self._del[s]
+                else:
+                    self._add[s] = None
+        for s in old:
+            n = interest.get(s, 0) - 1
+            if n > 0:
+                interest[s] = n
+                continue
+            interest.pop(s, None)
+            if s in self._add:
+                del self._add[s]
+            else:
+                self._del[s] = None
+        if (self._add or self._del) and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush_interest)
+
+    def flush_interest(self) -> None:
+        self._flush_scheduled = False
+        if not (self._add or self._del):
+            return
+        msg = {"add": [s.to_json() for s in self._add], "del": [s.to_json() for s in self._del]}
+        self._add.clear()
+        self._del.clear()
+        if self.proto is not None and self.proto.transport is not None:
+            self.proto.transport.write(wire.encode_json_frame(wire.INTEREST, msg))
+        # not connected: the whole interest is sent on (re)connect
+
+    # -- replay --
+    async def replay(self, last: str, subs: list[Subscription]) -> tuple[bool, list] | None:
+        """The node history after ``last`` matching ``subs``; None when the reader is not reachable."""
+        self.flush_interest()  # the reader learns the new session's interest before it cuts the history
+        if self.proto is None or self.proto.transport is None:
+            return None
+        rid = next(self._request_ids)
+        fut = self.loop.create_future()
+        self._waiting[rid] = fut
+        self.proto.transport.write(wire.encode_json_frame(
+            wire.REQUEST, {"op": "replay", "request_id": rid, "last": last, "subs": [s.to_json() for s in subs]}))
+        try:
+            return await asyncio.wait_for(fut, REPLAY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self._waiting.pop(rid, None)
+
+    def on_frame(self, kind: int, payload: bytes) -> None:
+        if kind == wire.EVENTS:
+            source, events = wire.decode_events(payload)
+            if events:
+                self.events_in += len(events)
+                self.on_events(events, source)
+        elif kind == wire.REPLAY:
+            head, _, rest = payload.partition(b"\n")
+            meta = orjson.loads(head)
+            _, events = wire.decode_events(rest)
+            fut = self._waiting.get(meta.get("request_id"))
+            if fut is not None and not fut.done():
+                fut.set_result((bool(meta.get("gap")), events))
