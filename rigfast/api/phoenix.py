@@ -67,6 +67,7 @@ class PhoenixApi:
         self.owners = owners
         self.extractors = cfg.extractors
         self._tasks: set[asyncio.Task] = set()
+        self.lp_sessions = 0  # live Phoenix long-polling sockets, bounded by RIGFAST_LONGPOLL_MAX_SESSIONS
 
     def new_token(self) -> str:
         return self.tokens.new()
@@ -196,6 +197,11 @@ class PhoenixApi:
         proto.respond(req, 200, body, JSON, cors + [(b"cache-control", b"no-cache")])
 
     def _lp_open(self, proto, req, cors) -> None:
+        cap = self.cfg.longpoll_max_sessions
+        if cap and self.lp_sessions >= cap:  # the client retries with back-off (status 0: reconnect)
+            proto.respond_error(req, 503, f"too many long-polling sessions: RIGFAST_LONGPOLL_MAX_SESSIONS ({cap}) reached, retry later",
+                                [(b"retry-after", b"1")])
+            return None
         if not self.http.admit(proto, req):
             return None
         tokens = self._query_tokens(req)

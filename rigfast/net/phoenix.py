@@ -478,6 +478,7 @@ class PhxLpSocket(PhxSocket):
         self.cors: list = []
         self.poll_timeout = api.cfg.phoenix_poll_timeout_s
         self.dying = False  # killed: the next poll takes the phx_error messages, then the session is gone
+        api.lp_sessions += 1
 
     def frame(self, msg: bytes) -> bytes:
         return _dumps(msg.decode())  # a poll answer lists the messages as strings
@@ -560,6 +561,11 @@ class PhxLpSocket(PhxSocket):
             self.end()
 
     # -- lifecycle ----------------------------------------------------------------------
+    def end(self) -> None:
+        if not self.closed:
+            self.api.lp_sessions -= 1
+        super().end()
+
     def heartbeat(self) -> None:
         if self.waiter is None and self.idle():
             log.info("phoenix long-poll session %s idle for %.0f s: dropped", self.token, self.idle_s)

@@ -447,3 +447,18 @@ def test_auth_token_subprotocol_and_put_on_a_channel_token(gateway):
             assert m[2:4] == ["rig:auth", etype] and m[4]["id"] == ev["id"], m
 
     run(main())
+
+
+def test_longpoll_sessions_bounded(gateway_factory):
+    """Phoenix long-polling sessions count against RIGFAST_LONGPOLL_MAX_SESSIONS: past it a new one is 503 + Retry-After."""
+    gw = gateway_factory(RIGFAST_LONGPOLL_MAX_SESSIONS="2")
+    first, second = LP(gw).get().json(), LP(gw).get().json()
+    assert first["status"] == second["status"] == 410
+    r = httpx.get(gw.inbound + "/socket/longpoll", params={"vsn": "2.0.0"}, timeout=T)
+    assert r.status_code == 503 and r.headers["retry-after"] == "1" and "RIGFAST_LONGPOLL_MAX_SESSIONS" in r.text
+    # a session that ends frees its place
+    gone = LP(gw)
+    gone.token = first["token"]
+    assert gone.post(["1", "1", "rig:a", "phx_join", "not an object"]) == {"status": 200}
+    assert gone.post("not a frame") == {"status": 410}  # a bad message drops the session, as Phoenix's crash would
+    assert LP(gw).get().json()["status"] == 410
