@@ -516,3 +516,51 @@ class LongPoll:
 
     def close(self) -> None:
         self.client.close()
+
+
+# --------------------------------------------------------------------- browser pages
+
+
+class PageServer:
+    """A loopback HTTP server for browser test pages (another origin than the gateway).
+
+    ``html`` is served at ``/`` (and ``/index.html``); ``files`` maps more paths to
+    ``(body, content type)``."""
+
+    def __init__(self, html: bytes = b"", files: dict[str, tuple[bytes, str]] | None = None):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.html = html
+        self.files = dict(files or {})
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                path = self.path.split("?")[0]
+                body, ctype = (outer.html, "text/html; charset=utf-8") if path in ("/", "/index.html") else outer.files.get(path, (None, ""))
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("content-type", ctype)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.origin = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(T)

@@ -34,7 +34,7 @@ from rigfast._ext import encode_ws_text
 from rigfast.cloudevents import make_event
 from rigfast.errors import RigError
 from rigfast.hub.hub import PHOENIX
-from rigfast.net.sessions import DRAIN_REASON, Session
+from rigfast.net.sessions import DRAIN_REASON, OwnsConnection, Session
 from rigfast.subscriptions import merge, parse_subscriptions
 
 if TYPE_CHECKING:
@@ -365,7 +365,7 @@ class PhxSocket(Session):
         raise NotImplementedError
 
 
-class PhxWsSocket(PhxSocket):
+class PhxWsSocket(OwnsConnection, PhxSocket):
     """A Phoenix socket over WebSocket."""
 
     __slots__ = ("proto", "ws", "partial")
@@ -445,18 +445,6 @@ class PhxWsSocket(PhxSocket):
             pass
         self.end()
         self.proto.close()
-
-    def connection_lost(self) -> None:
-        self.end()
-
-    def handle_slow_consumer(self) -> None:
-        metrics.SLOW_CONSUMER_DISCONNECTS.inc(1, "phoenix")
-        log.info("slow consumer %s (phoenix): send buffer full, disconnecting", self.proto.peer)
-        self.abort()
-
-    def abort(self) -> None:
-        self.end()
-        self.proto.abort()
 
     def close(self, final: bytes = b"") -> None:
         self.close_with(1000, "")

@@ -88,7 +88,26 @@ class Session(Recipient):
         self.abort()
 
 
-class StreamSession(Session):
+class OwnsConnection:
+    """What a session that owns its connection (``proto``) does when that connection fails
+    (mixed into :class:`StreamSession` and the Phoenix WebSocket)."""
+
+    __slots__ = ()
+
+    def connection_lost(self) -> None:
+        self.end()
+
+    def handle_slow_consumer(self) -> None:
+        metrics.SLOW_CONSUMER_DISCONNECTS.inc(1, KIND_NAMES[self.kind])
+        log.info("slow consumer %s: send buffer full, disconnecting", self.proto.peer)
+        self.abort()
+
+    def abort(self) -> None:
+        self.end()
+        self.proto.abort()
+
+
+class StreamSession(OwnsConnection, Session):
     """A session that owns its connection (``proto``): frames go straight to the transport."""
 
     __slots__ = ("proto",)
@@ -106,18 +125,6 @@ class StreamSession(Session):
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         self.transport.write(data)
-
-    def connection_lost(self) -> None:
-        self.end()
-
-    def handle_slow_consumer(self) -> None:
-        metrics.SLOW_CONSUMER_DISCONNECTS.inc(1, KIND_NAMES[self.kind])
-        log.info("slow consumer %s: send buffer full, disconnecting", self.proto.peer)
-        self.abort()
-
-    def abort(self) -> None:
-        self.end()
-        self.proto.abort()
 
     def close(self, final: bytes = b"") -> None:
         """Graceful end: write what is pending (and ``final``), then close."""

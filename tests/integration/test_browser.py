@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.helpers import T, uid
+from tests.helpers import PageServer, T, uid
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -89,48 +87,12 @@ window.publishGreeting = async function () {
 """
 
 
-class _PageServer:
-    """A loopback HTTP server for the test page (another origin than the gateway)."""
-
-    def __init__(self):
-        self.html = b""
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                if self.path.split("?")[0] not in ("/", "/index.html"):
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("content-type", "text/html; charset=utf-8")
-                self.send_header("content-length", str(len(outer.html)))
-                self.end_headers()
-                self.wfile.write(outer.html)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.origin = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(T)
-
-
 def test_browser_receives_event_on_all_transports(gateway_factory):
     """EventSource, WebSocket and credentialed fetch long-polling in Chromium all receive one published event."""
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     from playwright.sync_api import sync_playwright
 
-    server = _PageServer()
+    server = PageServer()
     origin = server.origin
     gw = gateway_factory(CORS=origin, RIGFAST_LONGPOLL_TIMEOUT_S="1")
     name = uid("browser")

@@ -24,7 +24,6 @@ import socket
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -32,9 +31,9 @@ import jwt as pyjwt
 import pytest
 
 from tests.conftest import JWT_SECRET
-from tests.helpers import T, make_event, publish_ok, uid
+from tests.helpers import PageServer, T, make_event, publish_ok, uid
+from tests.integration.test_browser import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = "/usr/bin/chromium"
 PHOENIX_VERSION = "1.8"
 
 pytestmark = [
@@ -42,10 +41,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed"),
 ]
-
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
 
 @pytest.fixture(scope="session")
 def phoenix_js(tmp_path_factory) -> Path:
@@ -102,41 +97,6 @@ window.changeSubs = (next) => new Promise((resolve) => {
 </script>
 </body></html>
 """
-
-
-class _PageServer:
-    """The page and phoenix.mjs, from another origin than the gateway."""
-
-    def __init__(self, html: bytes, mjs: bytes):
-        files = {"/": (html, "text/html; charset=utf-8"), "/phoenix.mjs": (mjs, "text/javascript; charset=utf-8")}
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                f = files.get(self.path.split("?")[0])
-                if f is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("content-type", f[1])
-                self.send_header("content-length", str(len(f[0])))
-                self.end_headers()
-                self.wfile.write(f[0])
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(T)
 
 
 class Relay:
@@ -252,7 +212,7 @@ def test_official_phoenix_client(gateway_factory, phoenix_js, transport):
             n += 1
             publish_ok(gw.inbound, make_event(kind, {"n": n}))
 
-    with _PageServer(html, phoenix_js.read_bytes()) as server, sync_playwright() as p:
+    with PageServer(html, {"/phoenix.mjs": (phoenix_js.read_bytes(), "text/javascript; charset=utf-8")}) as server, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, timeout=4 * T * 1000)
         console: list[str] = []
 
