@@ -240,6 +240,8 @@ class UpstreamConn(asyncio.Protocol):
         self.got_bytes = True
         if ex.started:
             ex.last = self.pool.loop.time()
+        else:
+            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -261,6 +263,9 @@ class UpstreamConn(asyncio.Protocol):
                 self._fail(502, INVALID, f"invalid HTTP response ({exc})")
                 return
         if self.ex is not ex:
+            return
+        if not self.headers_done and self.head_bytes > MAX_HEAD_BYTES:
+            self._fail(502, INVALID, f"response head larger than {MAX_HEAD_BYTES} bytes")
             return
         if self.headers_done and self.kind == NO_BODY and not self.complete:
             self.complete = True  # a HEAD answer: the parser would wait for a body that does not come
@@ -310,16 +315,18 @@ class UpstreamConn(asyncio.Protocol):
         self.size = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_bytes += len(name) + len(value) + 4
-        if self.head_bytes > MAX_HEAD_BYTES or len(self.headers) >= MAX_HEADERS:
-            raise ValueError("response head too large")
-        self.headers.append((name.lower(), value))
+        # as they come (lowercased once the head is complete); the head's size is bounded in data_received
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.status = self.parser.get_status_code()
         if status < 200 and status != 101:  # interim (100 Continue, 103): wait for the final response
             return
         ex = self.ex
+        headers = self.headers
+        if len(headers) > MAX_HEADERS:
+            raise ValueError("too many response header fields")
+        headers = self.headers = [(k.lower(), v) for k, v in headers]
         self.headers_done = True
         kind = LENGTH
         length = 0
@@ -327,15 +334,11 @@ class UpstreamConn(asyncio.Protocol):
         if ex.head or status in (204, 304) or status == 101:
             kind = NO_BODY
         else:
-            te = cl = None
-            sse = False
-            for k, v in self.headers:
-                if k == b"content-length":
-                    cl = v
-                elif k == b"transfer-encoding":
-                    te = v
-                elif k == b"content-type" and v[:17].lower() == b"text/event-stream":
-                    sse = True
+            fields = dict(headers)  # the last of repeated fields (llhttp refused conflicting lengths)
+            te = fields.get(b"transfer-encoding")
+            cl = fields.get(b"content-length")
+            ctype = fields.get(b"content-type")
+            sse = ctype is not None and ctype[:17].lower() == b"text/event-stream"
             if te is not None:
                 kind = CHUNKED if te.rstrip().lower().endswith(b"chunked") else UNTIL_CLOSE
             elif cl is not None:
@@ -380,6 +383,7 @@ class UpstreamConn(asyncio.Protocol):
         self.headers_done = False
         self.got_bytes = False
         self.status = 0
+        self.head_bytes = 0
         self.transport.write(ex.data)
         if ex.pending is not None:
             pending, ex.pending = ex.pending, None

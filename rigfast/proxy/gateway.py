@@ -702,21 +702,17 @@ class _Relay:
         if self.uploading:
             self.keep = False  # answered before the client's body ended: the connection cannot go on
         req = self.req
-        out = [STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
-        app = out.append
+        skip = _RESP_SKIP
+        out = [b"%s: %s\r\n" % h for h in headers if h[0] not in skip]
         keep_length = kind == NO_BODY and (req.method == "HEAD" or status == 304)
-        conn_named = None
         for k, v in headers:
-            if k in _RESP_SKIP:
-                if k == b"content-length" and keep_length:
-                    app(b"content-length: %s\r\n" % v)
-                elif k == b"connection":
-                    conn_named = v
-                continue
-            app(b"%s: %s\r\n" % (k, v))
-        if conn_named is not None and conn_named not in _PLAIN_CONNECTION:
-            out = _without_connection_named(out, conn_named)
-            app = out.append
+            if k == b"connection":
+                if v not in _PLAIN_CONNECTION:
+                    out = _without_connection_named(out, v)
+            elif k == b"content-length" and keep_length:
+                out.append(b"content-length: %s\r\n" % v)
+        out.insert(0, STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status)
+        app = out.append
         if kind == LENGTH:
             app(b"content-length: %d\r\n" % length)
         elif kind == CHUNKED or kind == UNTIL_CLOSE:
