@@ -59,6 +59,9 @@ function sendGreeting() {
   const input = document.getElementById("greeting");
   const greeting = input.value;
   input.value = "";
+  const nameInput = document.getElementById("name");  // the simple-extractors pages ask for a name too
+  const name = nameInput ? nameInput.value : null;
+  if (nameInput) nameInput.value = "";
   return fetch(`${baseUrl}/events`, {
     method: "POST",
     mode: "cors",
@@ -70,7 +73,7 @@ function sendGreeting() {
       eventTime: new Date().toISOString(),
       source: CFG.transport + "-demo-ui",
       contentType: "text/plain",
-      data: CFG.dataIsObject ? { name: greeting } : greeting,
+      data: nameInput ? { name, greeting } : CFG.dataIsObject ? { name: greeting } : greeting,
     }),
   }).then((r) => r.json()).then((json) => console.log("CloudEvent sent:", json))
     .catch((err) => console.log("Failed to send CloudEvent:", err));
@@ -78,7 +81,7 @@ function sendGreeting() {
 function createSubscription(connectionToken) {
   const headers = { "Content-Type": "application/json; charset=utf-8" };
   if (CFG.jwt) headers.Authorization = "Bearer " + CFG.jwt;
-  return fetch(`${baseUrl}/connection/${CFG.transport}/${connectionToken}/subscriptions`, {
+  return fetch(`${baseUrl}/connection/${CFG.putTransport || CFG.transport}/${connectionToken}/subscriptions`, {
     method: "PUT", mode: "cors", headers, body: JSON.stringify({ subscriptions: CFG.putSubscriptions }),
   }).then((r) => { window.putStatus.push(r.status); console.log("Subscription created:", r); return r; })
     .catch((err) => { window.putStatus.push(String(err)); console.log("Failed to create subscription:", err); });
@@ -138,7 +141,10 @@ function axiosGet(url) {
 }
 function lpSubscribe() {
   const connectionToken = localStorage.getItem("connection_token");
-  if (!connectionToken) { console.error("Missing connectionToken > can't do subscriptions"); return; }
+  if (!connectionToken) {
+    console.error("Missing connectionToken > can't do subscriptions");
+    if (!CFG.putWithoutToken) return;  // lp-1-demo PUTs .../sse/null/subscriptions anyway (400, ignored)
+  }
   return createSubscription(connectionToken);
 }
 function fetchEvents() {
@@ -169,7 +175,7 @@ HTML = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>RIG demo replay</title></head>
 <body>
 <form onsubmit="sendGreeting(); return false;">
-  <input type="text" id="greeting" placeholder="Your greeting here" autofocus>
+  __NAME_INPUT__<input type="text" id="greeting" placeholder="Your greeting here" autofocus>
   <input type="submit" id="submit-button" __DISABLED__>
 </form>
 <ul id="eventList" style="list-style:none;padding-left:0"></ul>
@@ -194,11 +200,17 @@ def page_config(transport: str, variant: str, gateway: str) -> tuple[dict, str]:
     text = uid("hello")
     if variant == "plain":  # *-1-demo.html
         cfg["putSubscriptions"] = [{"eventType": simple}]
+        if transport == "longpolling":
+            # lp-1-demo.html: PUTs on the .../sse/<token>/ path, also once before it has a token
+            cfg.update(putTransport="sse", putWithoutToken=True, publishType="application/cloudevents+json; charset=utf-8")
     elif variant == "single-call":  # *-demo-single-call.html: one request, subscriptions in the URL
         cfg["connectSubscriptions"] = [{"eventType": simple}]
         cfg["publishType"] = "application/cloudevents+json; charset=utf-8"
-    elif variant == "simple-extractors":  # *-2-demo-simple-extractors.html
-        cfg.update(eventType="greeting", dataIsObject=True, putSubscriptions=[{"eventType": "greeting", "oneOf": [{"name": text}]}])
+    elif variant == "simple-extractors":  # *-2-demo-simple-extractors.html: a name and a greeting; oneOf on the name
+        # (RIG's page subscribes to the name "john"; a fresh one keeps the tests apart)
+        cfg.update(eventType="greeting", dataIsObject=True, nameField=uid("john"),
+                   putSubscriptions=[{"eventType": "greeting", "oneOf": [{"name": None}]}])
+        cfg["putSubscriptions"][0]["oneOf"][0]["name"] = cfg["nameField"]
     elif variant == "jwt-extractors":  # *-demo-jwt-extractors.html: the token's username subscribes automatically
         text = uid("john.doe")
         cfg.update(eventType="greeting", dataIsObject=True, jwt=demo_token(fullname="John Doe", username=text),
@@ -256,7 +268,8 @@ def test_rig_demo_page_shows_the_greeting(browser, pages, demo_gw, jwt_demo_gw, 
     gw = jwt_demo_gw if variant == "3-demo-jwt" else demo_gw
     cfg, text = page_config(transport, variant, gw.inbound)
     disabled = "disabled" if transport != "ws" else ""
-    pages.html = HTML.replace("__DISABLED__", disabled).replace(
+    name_input = '<input type="text" id="name" placeholder="Your name here">' if cfg.get("nameField") else ""
+    pages.html = HTML.replace("__DISABLED__", disabled).replace("__NAME_INPUT__", name_input).replace(
         "__SCRIPT__", COMMON.replace("__CONFIG__", json.dumps(cfg)) + TRANSPORT_JS[transport]).encode()
     context = browser.new_context()  # own localStorage and cookies per page
     page = context.new_page()
@@ -274,11 +287,17 @@ def test_rig_demo_page_shows_the_greeting(browser, pages, demo_gw, jwt_demo_gw, 
         except Exception:
             pytest.fail(f"page not subscribed: seen={page.evaluate('window.seen')} put={page.evaluate('window.putStatus')}"
                         f" refused={refused} console={console[-10:]}")
+        expected_puts = [400, 204] if cfg.get("putWithoutToken") else [204]  # .../null/...: 400, as RIG
         if cfg["putSubscriptions"]:
-            assert page.evaluate("window.putStatus") == [204], console
+            wait = f"() => window.putStatus.length >= {len(expected_puts)}"
+            page.wait_for_function(wait, timeout=T * 1000)
+            assert page.evaluate("window.putStatus") == expected_puts, console
+        if cfg.get("nameField"):
+            page.fill("#name", cfg["nameField"])
         page.fill("#greeting", text)
         page.click("#submit-button", timeout=T * 1000)
-        shown = json.dumps({"name": text}, separators=(",", ":")) if cfg["dataIsObject"] else text
+        data = {"name": cfg["nameField"], "greeting": text} if cfg.get("nameField") else {"name": text}
+        shown = json.dumps(data, separators=(",", ":")) if cfg["dataIsObject"] else text
         try:
             page.wait_for_function("(s) => [...document.querySelectorAll('#eventList li')].some((li) => li.textContent.endsWith('] ' + s))",
                                    arg=shown, timeout=3 * T * 1000)
@@ -287,6 +306,9 @@ def test_rig_demo_page_shows_the_greeting(browser, pages, demo_gw, jwt_demo_gw, 
                         f" refused={refused} console={console[-10:]}")
         items = page.eval_on_selector_all("#eventList li", "(lis) => lis.map((li) => li.textContent)")
         assert [i for i in items if i.endswith("] " + shown)] and len(items) >= 1, items
-        assert not refused, refused
+        if cfg.get("putWithoutToken"):
+            assert len(refused) == 1 and "/connection/sse/null/subscriptions 400" in refused[0], refused
+        else:
+            assert not refused, refused
     finally:
         context.close()
