@@ -266,7 +266,8 @@ class InboundApi:
         self.resume(session, req)
 
     # -- WebSocket ----------------------------------------------------------
-    def open_ws(self, proto, req) -> Any:
+    def ws_key(self, proto, req) -> bytes | None:
+        """The Sec-WebSocket-Key of a valid upgrade request; None after answering a bad one."""
         if (req.header(b"upgrade") or b"").lower() != b"websocket":
             raise RigError("WebSocket upgrade required (Connection: Upgrade, Upgrade: websocket)", 426)
         if not header_has_token(req.header(b"connection"), b"upgrade"):
@@ -278,6 +279,12 @@ class InboundApi:
         key = (req.header(b"sec-websocket-key") or b"").strip()
         if not valid_ws_key(key):
             raise BadRequest("missing or invalid Sec-WebSocket-Key (base64 of 16 bytes)")
+        return key
+
+    def open_ws(self, proto, req) -> Any:
+        key = self.ws_key(proto, req)
+        if key is None:
+            return None
         if not self.admit(proto, req):
             return None
         try:

@@ -21,10 +21,10 @@ import binascii
 import logging
 from typing import TYPE_CHECKING, Any
 
-from rigfast.errors import BadRequest, RigError
+from rigfast.errors import RigError
 from rigfast.hub.hub import PHOENIX
 from rigfast.net.phoenix import V1, V2, PhxLpSocket, PhxWsSocket
-from rigfast.wire.http1 import header_has_token, ws_accept_key
+from rigfast.wire.http1 import ws_accept_key
 
 if TYPE_CHECKING:
     from rigfast.api.inbound import InboundApi, Owners
@@ -115,13 +115,9 @@ class PhoenixApi:
     def open_websocket(self, proto, req) -> Any:
         if req.method != "GET":
             raise RigError("method not allowed: use GET", 405)
-        if not (header_has_token(req.header(b"connection"), b"upgrade") and (req.header(b"upgrade") or b"").lower() == b"websocket"):
-            raise BadRequest("WebSocket upgrade required (Connection: Upgrade, Upgrade: websocket)")
-        if req.header(b"sec-websocket-version") not in (b"13", b"8", b"7"):
-            raise RigError("unsupported WebSocket version: use 13", 426)
-        key = req.header(b"sec-websocket-key")
-        if not key:
-            raise BadRequest("missing Sec-WebSocket-Key")
+        key = self.http.ws_key(proto, req)  # the same handshake rules as /_rig/v1/connection/ws
+        if key is None:
+            return None
         if not self.http.admit(proto, req):
             return None
         tokens = self._query_tokens(req)

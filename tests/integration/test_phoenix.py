@@ -462,3 +462,12 @@ def test_longpoll_sessions_bounded(gateway_factory):
     assert gone.post(["1", "1", "rig:a", "phx_join", "not an object"]) == {"status": 200}
     assert gone.post("not a frame") == {"status": 410}  # a bad message drops the session, as Phoenix's crash would
     assert LP(gw).get().json()["status"] == 410
+
+
+def test_websocket_handshake_rules(gateway):
+    """/socket/websocket checks the upgrade as /_rig/v1/connection/ws does: not an upgrade 426, bad key 400."""
+    base = gateway.inbound + "/socket/websocket?vsn=2.0.0"
+    assert httpx.get(base, timeout=T).status_code == 426
+    r = httpx.get(base, headers={"upgrade": "websocket", "connection": "Upgrade", "sec-websocket-version": "13",
+                                 "sec-websocket-key": "short"}, timeout=T)
+    assert r.status_code == 400 and "Sec-WebSocket-Key" in r.text
