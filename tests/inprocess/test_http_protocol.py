@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from urllib.parse import quote
 
 import pytest
 
-from tests.inprocess.harness import http_request, parse_responses
+from tests.inprocess.harness import Client, http_request, parse_responses
 
 EVENT = {"specversion": "1.0", "type": "greeting", "source": "t", "id": "e1", "data": {"name": "ann"}}
 
@@ -164,3 +165,52 @@ def test_wrong_method_is_405(make_gateway, method):
     status, headers, _ = parse_responses(c.read())[0]
     assert status == 405
     assert headers["access-control-allow-origin"] == "*"  # errors on the public port carry CORS
+
+
+def test_pipelined_answers_wait_for_an_async_handler(rf, loop, make_gateway):
+    """A request answered later (a coroutine, as an external check) holds the next one back: answers stay in order."""
+    g = make_gateway()
+    pending = []
+
+    def router(proto, req):
+        if req.path == "/slow":
+            fut = loop.create_future()
+            pending.append(fut)
+
+            async def later():
+                await fut
+                proto.respond(req, 200, b"slow")
+
+            return later()
+        proto.respond(req, 200, b"fast")
+        return None
+
+    state = rf.protocol.ServerState(g.cfg, router)
+    c = Client(rf.protocol, state)
+    c.send(http_request("GET", "/slow") + http_request("GET", "/fast"))
+    loop.run_ready()
+    assert c.read() == b""  # the fast one waits behind the slow one
+    pending[0].set_result(None)
+    loop.run_ready()
+    assert [a[2] for a in parse_responses(c.read())] == [b"slow", b"fast"]
+
+
+def test_long_poll_times_out_empty(make_gateway, loop):
+    """A parked long-poll is answered with no events when RIGFAST_LONGPOLL_TIMEOUT_S passes (fake clock)."""
+    g = make_gateway(RIGFAST_LONGPOLL_TIMEOUT_S=3)
+    c = g.client()
+    c.send(http_request("GET", '/_rig/v1/connection/longpolling?subscriptions=[{"eventType":"greeting"}]'))
+    g.settle()
+    c.read()
+    token = next(iter(g.gw.hub.by_token))
+    c.send(http_request("GET", "/_rig/v1/connection/longpolling", headers={"cookie": f"connection_token={token}"}))
+    g.settle()
+    cursor = quote(json.dumps(json.loads(parse_responses(c.read())[0][2])["last_event_id"]))  # after the greeting
+    c.send(http_request("GET", "/_rig/v1/connection/longpolling",
+                        headers={"cookie": f"connection_token={token}; last_event_id={cursor}"}))
+    g.settle()
+    loop.advance(2.9)
+    assert c.read() == b""
+    loop.advance(0.2)
+    status, _, body = parse_responses(c.read())[0]
+    assert status == 200 and json.loads(body)["events"] == []

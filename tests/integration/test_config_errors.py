@@ -154,3 +154,14 @@ def test_harmless_values_of_rig_settings_are_accepted():
     """Values that change nothing (KINESIS_ENABLED=false, KAFKA_SERIALIZER empty, LOG_FMT=json) pass the check."""
     for env in ({"KINESIS_ENABLED": "false"}, {"KAFKA_SERIALIZER": ""}, {"LOG_FMT": "json"}):
         config.check_unsupported(env)
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+def test_bad_extractors(workers):
+    assert_one_line(run_gateway(workers, EXTRACTORS='{"greeting": 5}'), "EXTRACTORS", "greeting")
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+def test_bad_proxy_api(workers):
+    apis = '[{"id": "a", "proxy": {"target_url": "x", "port": 1}, "version_data": {"default": {"endpoints": [{"id": "e"}]}}}]'
+    assert_one_line(run_gateway(workers, PROXY_CONFIG_FILE=apis), "PROXY_CONFIG_FILE", "'a'")
