@@ -89,3 +89,41 @@ def test_fanout_broadcast_2000(benchmark, gateway):
             gw.hub._flush()
 
     benchmark(one)
+
+
+PROXY_APIS = ('[{"id": "bench", "proxy": {"target_url": "127.0.0.1", "port": 9}, "version_data": {"default": '
+              '{"endpoints": [{"id": "file", "method": "GET", "path_regex": "/file\\\\.txt"}]}}}]')
+NGINX_ANSWER = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 02 Dec 2026 01:00:00 GMT\r\n"
+                b"Content-Type: text/plain\r\nContent-Length: 65\r\nLast-Modified: Wed, 02 Dec 2026 00:00:00 GMT\r\n"
+                b"Connection: keep-alive\r\nETag: \"x-41\"\r\nAccept-Ranges: bytes\r\n\r\n" + b"x" * 64 + b"\n")
+
+
+def test_proxy_forward(benchmark):
+    """One proxied GET (T10's request): inbound parse, route, upstream request, the upstream's answer parsed
+    and streamed back, over fake transports on both sides: the forwarding loop's Python cost per request."""
+    from rigfast.net.httpclient import UpstreamConn
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        gw = Gateway(config.load({"RIGFAST_WORKERS": "1", "PROXY_CONFIG_FILE": PROXY_APIS}))
+        state = ServerState(gw.cfg, gw.inbound)
+        proto, tr = HttpProtocol(state), CountingTransport()
+        proto.connection_made(tr)
+        pool = gw.proxy.client.pool(("http", "127.0.0.1", 9))
+        up_tr = CountingTransport()
+        conn = UpstreamConn(pool)
+        conn.connection_made(up_tr)
+        pool.conns.add(conn)
+        pool.idle.append(conn)
+        req = b"GET /file.txt HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+
+        def one():
+            proto.data_received(req)
+            conn.data_received(NGINX_ANSWER)
+
+        benchmark(one)
+        assert tr.written > 0 and up_tr.written > 0 and pool.idle == [conn]
+        gw.proxy.client.close()
+    finally:
+        loop.close()
