@@ -85,3 +85,48 @@ def test_phoenix_longpoll_on_another_node(two_nodes):
     post_event(b.inbound, ev)
     got = lp.messages_until(lambda out: out, base=b.inbound)
     assert [m[4]["id"] for m in got] == [ev["id"]], got
+
+
+def test_phoenix_websocket_on_each_worker_gets_events_published_anywhere(solo):
+    """Phoenix sockets held by either worker of the node: joins work there, and every event published
+    on the node (landing on either worker) reaches each socket once."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    etype = uid("phx-ws-cl")
+
+    async def main():
+        held: dict[int, tuple] = {}
+        extra = []
+        for _ in range(40):
+            ws = await connect(solo.inbound.replace("http://", "ws://") + "/socket/websocket?vsn=2.0.0", ping_interval=None, open_timeout=T, close_timeout=T)
+            await ws.send(json.dumps(["1", "1", "rig:cl", "phx_join", {"subscriptions": [{"eventType": etype}]}]))
+            rep = json.loads(await asyncio.wait_for(ws.recv(), T))
+            assert rep[4]["status"] == "ok", rep
+            worker = int(rep[4]["response"]["connection_token"].split(".")[1][1:])
+            if worker in held:
+                extra.append(ws)
+            else:
+                held[worker] = ws
+            if len(held) == 2:
+                break
+        assert set(held) == {0, 1}, f"sockets landed only on workers {set(held)}"
+        for ws in extra:
+            await ws.close()
+        sent = []
+        for i in range(6):  # fresh connections: the events enter on either worker
+            ev = make_event(etype, {"i": i})
+            await asyncio.to_thread(post_event, solo.inbound, ev)
+            sent.append(ev["id"])
+        for worker, ws in held.items():
+            got = [json.loads(await asyncio.wait_for(ws.recv(), T))[4]["id"] for _ in sent]
+            assert got == sent, (worker, got)
+            try:
+                more = await asyncio.wait_for(ws.recv(), 0.3)
+            except asyncio.TimeoutError:
+                more = None
+            assert more is None, (worker, more)
+            await ws.close()
+
+    asyncio.run(asyncio.wait_for(main(), 6 * T))

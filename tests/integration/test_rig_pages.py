@@ -26,8 +26,8 @@ import jwt as pyjwt
 import pytest
 
 from tests.conftest import JWT_SECRET, start_gateway
-from tests.helpers import T, uid
-from tests.integration.test_browser import CHROMIUM, CHROMIUM_ARGS, _PageServer
+from tests.helpers import PageServer, T, uid
+from tests.integration.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [
     pytest.mark.browser,
@@ -239,7 +239,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def pages():
-    server = _PageServer()
+    server = PageServer()
     with server:
         yield server
 
