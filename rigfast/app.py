@@ -71,6 +71,8 @@ class Gateway:
         self.started = False  # every port listens
         self.draining = False  # SIGTERM came: not ready, connections being closed
         self._register_gauges()
+        if cfg.access_log:  # its lines are info: shown even when LOG_LEVEL is higher
+            logging.getLogger("rigfast.access").setLevel(logging.INFO)
 
     def _kafka_lag(self) -> float:
         return float(self.kafka.health().get("lag", 0) or 0) if self.kafka is not None else 0.0

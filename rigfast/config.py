@@ -163,6 +163,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RIGFAST_PROXY_MAX_RESPONSE_BYTES", 64 << 20, _int, "reverse proxy: largest upstream response body passed on (streamed, never held; a larger content-length is 502); 0: no limit; event streams are exempt"),
     # logging
     Setting("LOG_LEVEL", "info", _str, "debug | info | warning | error"),
+    Setting("RIGFAST_ACCESS_LOG", False, _bool, "one log line per answered HTTP request (logger rigfast.access, level info)"),
     Setting("LOG_FMT", "text", _str, "text (default) or json (one JSON object per line)"),
 )
 

@@ -17,6 +17,7 @@ import orjson
 
 from rigfast import cloudevents, metrics
 from rigfast.api import openapi
+from rigfast.api.swagger import SwaggerUi
 from rigfast.auth.blacklist import Blacklist
 from rigfast.errors import BadRequest, CloudEventError, NotFound, RigError
 from rigfast.hub.hub import Hub
@@ -43,6 +44,7 @@ class InternalApi:
         self.started = time.monotonic()
         self.bearer = b"bearer " + api_token.encode() if api_token else None
         self.dashboard: Any = None  # rigfast.api.dashboard.Dashboard, set by the gateway
+        self.swagger = SwaggerUi()
 
     def token_in_query(self, req) -> bool:
         given = req.query_one("token")
@@ -71,6 +73,8 @@ class InternalApi:
             if self.ready is None:
                 raise NotFound("no readiness here")
             return self.ready(proto, req)
+        if (path == "/swagger-ui" or path.startswith("/swagger-ui/")) and method in ("GET", "HEAD"):
+            return self.swagger(proto, req, path[len("/swagger-ui"):])  # static files (the document itself is /openapi.json)
         if path in ("/dashboard", "/dashboard/stream") and method == "GET" and self.dashboard is not None:
             # a browser cannot send the bearer header on a page load or an EventSource: ?token= too
             if self.authorized(req) or self.token_in_query(req):

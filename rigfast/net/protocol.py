@@ -34,6 +34,7 @@ from rigfast.errors import RigError
 from rigfast.logs import RateLimitedLogger
 from rigfast.wire.http1 import Request, encode_response
 
+_access = logging.getLogger("rigfast.access")
 log = logging.getLogger("rigfast.net")
 _limited_log = RateLimitedLogger(log)
 
@@ -80,6 +81,8 @@ class ServerState:
         self.limit = limit  # None: not counted (the internal API)
         self.name = name  # "inbound" or "internal": the request-duration metric's port label
         self.duration = metrics.REQUEST_DURATION.child(name)
+        self.access_log = bool(getattr(cfg, "access_log", False))  # RIGFAST_ACCESS_LOG
+        self.debug = log.isEnabledFor(logging.DEBUG)  # connection open/close lines (LOG_LEVEL=debug)
         self.router = router
         # added to every error answer (e.g. CORS on the public port): a list, or a function of the request
         self.error_headers = error_headers if callable(error_headers) else (lambda req, fixed=list(error_headers): fixed)
@@ -175,12 +178,17 @@ class HttpProtocol(asyncio.Protocol):
             limit.open += 1
             self.counted = 1
         transport.set_write_buffer_limits(high=self.server.send_buffer)  # type: ignore[attr-defined]
+        if self.server.debug:
+            log.debug("connection open on %s from %s", self.server.name, self.peer)
         self.server.all_conns.add(self)
         self.server.http_conns.add(self)
         self.deadline = self.loop.time() + self.server.keepalive_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self.server.debug:
+            log.debug("connection closed on %s from %s%s", self.server.name, self.peer,
+                      f" ({exc})" if exc is not None else "")
         if self.counted:
             if self.counted == 1:
                 self.server.limit.open -= 1  # type: ignore[union-attr]
@@ -507,6 +515,12 @@ class HttpProtocol(asyncio.Protocol):
         h.total += d
         if status >= 400:
             metrics.REQUESTS_REJECTED.inc(1, str(status))
+        if self.server.access_log:
+            p = self.peer
+            peer = f"{p[0]}:{p[1]}" if isinstance(p, tuple) and len(p) >= 2 else str(p)
+            _access.info("%s %s %s %d %d %.2fms", peer, req.method, req.url.decode("latin-1"), status, len(body),
+                         d * 1000, extra={"peer": peer, "method": req.method, "path": req.path, "status": status,
+                                          "bytes": len(body), "ms": round(d * 1000, 3), "port": self.server.name})
         if not keep:
             self.close()
 
