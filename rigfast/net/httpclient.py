@@ -33,7 +33,9 @@ then not read until :meth:`Exchange.resume`).
   body, a ``HEAD`` answer with one) are dropped with the connection, never
   taken for a second response.
 - An idle connection the upstream closes is noticed by the loop
-  (``connection_lost``) and leaves the pool. A request on a reused
+  (``connection_lost``) and leaves the pool; one idle for longer than
+  ``idle_timeout_s`` (30 s) is closed by the sweep (a peer or a middlebox
+  may forget it without a word). A request on a reused
   connection that dies before any response byte arrives is sent once more
   on a fresh one, for idempotent methods with their whole body at hand only.
 - When every connection is busy, requests wait in a FIFO queue (their
@@ -189,6 +191,7 @@ class UpstreamConn(asyncio.Protocol):
     __slots__ = (
         "pool", "transport", "parser", "ex", "status", "headers", "head_bytes", "size", "complete", "reused",
         "got_bytes", "keep", "closed", "headers_done", "paused", "tunnel", "kind", "cap", "write_paused",
+        "idle_since",
     )
 
     def __init__(self, pool: "Pool"):
@@ -211,6 +214,7 @@ class UpstreamConn(asyncio.Protocol):
         self.paused = False
         self.tunnel = False
         self.write_paused = False
+        self.idle_since = 0.0
 
     # -- asyncio --------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -470,6 +474,8 @@ class Pool:
         self.connecting_ex: set[Exchange] = set()  # waiting for their new connection (the sweep looks there too)
         self.tunnels: set[Exchange] = set()  # upgrade requests before the 101
         self.opened = 0  # connections opened so far (tests, health)
+        self.idle_timeout = 30.0  # an idle connection older than this is closed (a peer may drop it silently)
+        self.tick = loop.time()  # the sweep's clock (no clock call per request)
 
     def submit(self, ex: Exchange, retry: bool = False) -> None:
         ex.tries += 1
@@ -536,6 +542,7 @@ class Pool:
                     conn.send(ex)
                     return
         if len(self.idle) < self.max_idle:
+            conn.idle_since = self.tick
             self.idle.append(conn)
         else:
             conn.close()
@@ -560,7 +567,12 @@ class Pool:
                 self.loop.create_task(self._connect(ex))
 
     def sweep(self, now: float) -> None:
-        """Time out exchanges whose last progress (creation, bytes either way) is older than their timeout."""
+        """Time out exchanges whose last progress (creation, bytes either way) is older than their timeout;
+        close connections idle for longer than ``idle_timeout``."""
+        self.tick = now
+        if self.idle and now - self.idle[0].idle_since > self.idle_timeout:
+            for conn in [c for c in self.idle if now - c.idle_since > self.idle_timeout]:
+                conn.close()
         late = [ex for ex in self._watched() if ex.timed and not ex.done and now - ex.last >= ex.timeout_s
                 and not (ex.conn is not None and ex.conn.paused)]
         for ex in late:
@@ -584,7 +596,8 @@ class Pool:
 
 class HttpClient:
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float, max_conns: int = 256, max_idle: int = 64,
-                 max_response_bytes: int = 64 << 20, ssl_context: ssl.SSLContext | None = None):
+                 max_response_bytes: int = 64 << 20, ssl_context: ssl.SSLContext | None = None,
+                 idle_timeout_s: float = 30.0):
         self.loop = loop
         self.timeout_s = timeout_s
         self.max_conns = max_conns
@@ -594,6 +607,7 @@ class HttpClient:
         self._ssl = ssl_context
         self._sweeping: asyncio.TimerHandle | None = None
         self._finest = timeout_s  # the shortest timeout asked for sets the sweep's period
+        self.idle_timeout_s = idle_timeout_s
 
     def _sweep(self) -> None:
         now = self.loop.time()
@@ -616,6 +630,7 @@ class HttpClient:
                 ctx = self._ssl
             pool = self.pools[key] = Pool(self.loop, scheme, host, port, self.max_conns, self.max_idle,
                                           self.max_response_bytes, ctx, label)
+            pool.idle_timeout = self.idle_timeout_s
         return pool
 
     def request(self, key: tuple[str, str, int], data: bytes, method: str, sink: Any,
