@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import signal
@@ -249,6 +250,15 @@ def kafka_reached(kafka: Any) -> bool:
     return kafka.health().get("state") == "connected"
 
 
+def settle_gc() -> None:
+    """Once listening: what start-up allocated (modules, settings, the gateway) moves out of the
+    cyclic collector's reach (gc.freeze), so its collections scan only what requests and
+    connections made. The collection thresholds stay CPython's: a higher one held cyclic garbage
+    of refused requests longer (+25 MB RSS over 500 refused 15 KB connects)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(cfg, resolved: Resolved | None = None) -> int:
     """Run one gateway process until SIGTERM (drain, then stop) or SIGINT (stop at once)."""
     gw = None
@@ -260,6 +270,7 @@ async def serve(cfg, resolved: Resolved | None = None) -> int:
         if gw is not None:
             await gw.stop()
         return CONFIG_EXIT_CODE
+    settle_gc()
     got: list[int] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
