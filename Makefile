@@ -11,7 +11,7 @@ STAMP := $(VENV)/.rigfast-test
 EXT_SOURCES := $(wildcard rigfast/_ext/*.pyx rigfast/_ext/*.pxd)
 PYTEST_ARGS ?=
 
-.PHONY: fuzz run run-kafka test test-pure bench bench-peers install install-run annotate clean
+.PHONY: fuzz soak run run-kafka test test-pure bench bench-peers install install-run annotate clean
 
 $(PY):
 	@echo "== creating $(VENV)"
@@ -54,6 +54,12 @@ FUZZ_EXAMPLES ?= 5000
 fuzz: install
 	RIGFAST_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q --timeout=0 tests/fuzz $(PYTEST_ARGS)
 	RIGFAST_NO_EXTENSIONS=1 RIGFAST_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q --timeout=0 tests/fuzz/test_fuzz_http.py tests/fuzz/test_fuzz_ws.py $(PYTEST_ARGS)
+
+# A soak (not in CI): mixed load and hostile input against a 2-worker node for SOAK_MINUTES,
+# printing RSS, fds, event-loop lag and delivered/expected per minute (bench/soak.py --help).
+SOAK_MINUTES ?= 30
+soak: install
+	$(PY) bench/soak.py --minutes $(SOAK_MINUTES)
 
 # The plain-Python engine only (what a machine without a compiler runs).
 test-pure: install

@@ -141,3 +141,18 @@ def test_wrong_key_password_stops_start(tmp_path):
         start_tls_gateway(cert, key, HTTPS_KEYFILE_PASS="wrong")
     assert "exited" in str(info.value)
     assert "HTTPS_KEYFILE" in str(info.value)
+
+
+def test_longpoll_cookies_secure_on_tls(tls):
+    """On the TLS port the long-polling cookies also carry Secure (HttpOnly and SameSite=Lax as on plain HTTP)."""
+    gw, ctx = tls
+    with httpx.Client(verify=ctx, timeout=T) as c:
+        r = c.get(gw.https + "/_rig/v1/connection/longpolling")
+        assert r.status_code == 200
+        cookies = r.headers.get_list("set-cookie")
+        assert len(cookies) == 2
+        for cookie in cookies:
+            attrs = {a.strip().lower() for a in cookie.split(";")[1:]}
+            assert {"secure", "httponly", "samesite=lax", "path=/"} <= attrs, cookie
+        r = c.get(gw.https + "/_rig/v1/connection/longpolling")  # the poll answer sets last_event_id again
+        assert all("Secure" in v for v in r.headers.get_list("set-cookie"))
