@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from rigfast.errors import RigError
 from rigfast.hub.hub import PHOENIX
 from rigfast.net.phoenix import V1, V2, PhxLpSocket, PhxWsSocket
+from rigfast.subscriptions import Limits
 from rigfast.wire.http1 import ws_accept_key
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class PhoenixApi:
         self.http = http
         self.owners = owners
         self.extractors = cfg.extractors
+        self.limits = Limits.from_config(cfg)  # per channel, as per connection on the other transports
         self._tasks: set[asyncio.Task] = set()
         self.lp_sessions = 0  # live Phoenix long-polling sockets, bounded by RIGFAST_LONGPOLL_MAX_SESSIONS
 

@@ -34,7 +34,7 @@ from rigfast._ext import encode_ws_text
 from rigfast.cloudevents import make_event
 from rigfast.errors import RigError
 from rigfast.hub.hub import PHOENIX
-from rigfast.net.sessions import DRAIN_REASON, OwnsConnection, Session
+from rigfast.net.sessions import DRAIN_REASON, OwnsConnection, Session, close_frame
 from rigfast.subscriptions import merge, parse_subscriptions
 
 if TYPE_CHECKING:
@@ -246,7 +246,7 @@ class PhxSocket(Session):
             return
         api = self.api
         try:
-            manual = parse_subscriptions(payload.get("subscriptions") or [], api.extractors)
+            manual = parse_subscriptions(payload.get("subscriptions") or [], api.extractors, api.limits)
             subs = merge(manual, api.extractors.automatic(self.claims))
             # as on connect: the check runs when the join names subscriptions
             check = api.auth.check_subscription(self.tokens, subs) if manual else None
@@ -307,7 +307,7 @@ class PhxSocket(Session):
             self.reply(join_ref, ref, topic, "error", {"reason": 'payload must be an object like {"subscriptions": [...]}'})
             return
         try:
-            manual = parse_subscriptions(payload["subscriptions"], api.extractors)
+            manual = parse_subscriptions(payload["subscriptions"], api.extractors, api.limits)
             subs = merge(manual, api.extractors.automatic(self.claims))
             check = api.auth.check_subscription(self.tokens, subs)  # always checked, as a PUT
         except RigError as exc:
@@ -401,11 +401,12 @@ class PhxWsSocket(OwnsConnection, PhxSocket):
             self.ws.receive_data(data)
             for ev in self.ws.events():
                 if isinstance(ev, TextMessage):
+                    limit = self.api.cfg.ws_max_message_bytes
+                    if limit and sum(map(len, self.partial)) + len(ev.data) > limit:
+                        self.close_with(1009, f"message too big (limit {limit} bytes)")
+                        return
                     if not ev.message_finished:
                         self.partial.append(ev.data)
-                        if sum(map(len, self.partial)) > self.api.cfg.ws_max_message_bytes:
-                            self.close_with(1009, "message too big")
-                            return
                         continue
                     text = "".join(self.partial) + ev.data if self.partial else ev.data
                     self.partial.clear()
@@ -418,6 +419,11 @@ class PhxWsSocket(OwnsConnection, PhxSocket):
                 elif isinstance(ev, Ping):
                     self.proto.write(self.ws.send(ev.response()))
                 elif isinstance(ev, CloseConnection):
+                    if self.ws.state is ConnectionState.OPEN:
+                        # not a close frame: wsproto reports a protocol error this way (1002, 1007 for bad UTF-8)
+                        log.debug("phoenix websocket protocol error from %s: %s", self.proto.peer, ev.reason)
+                        self.close_with(ev.code if ev.code in (1002, 1007, 1009) else 1002, (ev.reason or "protocol error")[:120])
+                        return
                     if self.ws.state is ConnectionState.REMOTE_CLOSING:
                         self.proto.write(self.ws.send(ev.response()))
                     self.end()
@@ -441,8 +447,8 @@ class PhxWsSocket(OwnsConnection, PhxSocket):
             return
         try:
             self.proto.write(self.ws.send(CloseConnection(code=code, reason=reason)))
-        except LocalProtocolError:
-            pass
+        except LocalProtocolError:  # wsproto's state machine refuses: write the frame ourselves
+            self.proto.write(close_frame(code, reason))
         self.end()
         self.proto.close()
 

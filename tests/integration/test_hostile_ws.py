@@ -41,14 +41,15 @@ def frame(opcode: int, payload: bytes = b"", fin: bool = True, masked: bool = Tr
 
 
 class RawWs:
-    """A WebSocket client on a plain socket: handshake, then raw frames."""
+    """A WebSocket client on a plain socket: handshake, then raw frames (``path``: RIG's one-way
+    endpoint, whose two greeting frames are read, or the Phoenix socket, which greets nobody)."""
 
-    def __init__(self, gw):
+    def __init__(self, gw, path: str = WS_PATH):
         self.sock = socket.create_connection(gw.hostport, timeout=T)
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
             (
-                f"GET {WS_PATH} HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+                f"GET {path} HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
                 f"sec-websocket-key: {key}\r\nsec-websocket-version: 13\r\n\r\n"
             ).encode()
         )
@@ -57,7 +58,7 @@ class RawWs:
             self._more()
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
         assert head.startswith(b"HTTP/1.1 101"), head
-        for _ in range(2):  # rig.connection.create, rig.subscriptions_set
+        for _ in range(2 if path == WS_PATH else 0):  # rig.connection.create, rig.subscriptions_set
             op, _ = self.read_frame()
             assert op == 1
 
@@ -109,11 +110,15 @@ CASES = {
 }
 
 
+PHX_PATH = "/socket/websocket?vsn=2.0.0"
+
+
+@pytest.mark.parametrize("path", [WS_PATH, PHX_PATH], ids=["rig", "phoenix"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_ws_protocol_error_closes_with_code(gateway, case):
+def test_ws_protocol_error_closes_with_code(gateway, case, path):
     """A protocol error gets a close frame with its code (not a bare TCP close); the gateway stays up."""
     data, code = CASES[case]
-    ws = RawWs(gateway)
+    ws = RawWs(gateway, path)
     try:
         ws.sock.sendall(data)
         got, reason = ws.close_code()
@@ -123,23 +128,32 @@ def test_ws_protocol_error_closes_with_code(gateway, case):
         ws.close()
 
 
-def test_ws_message_over_limit_closes_1009(gateway_factory):
+@pytest.mark.parametrize("path, opcode", [(WS_PATH, 2), (PHX_PATH, 1)], ids=["rig", "phoenix"])
+def test_ws_message_over_limit_closes_1009(gateway_factory, path, opcode):
     """A client message larger than RIGFAST_WS_MAX_MESSAGE_BYTES: close 1009 once the limit is passed,
     without waiting for (or keeping) the rest; a message within the limit gets the one-way close 1000."""
     gw = gateway_factory(RIGFAST_WS_MAX_MESSAGE_BYTES="1000")
-    ws = RawWs(gw)
+    ws = RawWs(gw, path)
     try:
         # declares 100 MB but sends 2 KB: the limit is crossed on what arrived
-        ws.sock.sendall(frame(2, b"x" * 2000, length=100_000_000)[: 14 + 2000])
+        ws.sock.sendall(frame(opcode, b"x" * 2000, length=100_000_000)[: 14 + 2000])
         code, reason = ws.close_code()
         assert code == 1009, reason
         assert "1000 bytes" in reason
     finally:
         ws.close()
+    if path != WS_PATH:
+        return
     ws = RawWs(gw)
     try:
         ws.sock.sendall(frame(1, b"y" * 900))
         assert ws.close_code()[0] == 1000
+    finally:
+        ws.close()
+    ws = RawWs(gw, PHX_PATH)
+    try:  # one complete 2 KB Phoenix message in one segment: also 1009
+        ws.sock.sendall(frame(1, b"[" + b" " * 2000 + b"]"))
+        assert ws.close_code()[0] == 1009
     finally:
         ws.close()
 
