@@ -258,9 +258,15 @@ class KafkaSource:
             events, errors = self._decode_batch(msgs)
             if self.on_positions is not None:
                 pos = self._handed_positions = self._handed_positions or {}
-                for m in msgs:
+                seen: set = set()
+                for m in reversed(msgs):  # the last record of each partition, from the end: a few calls per batch
                     if m.error() is None:
-                        pos[(m.topic(), m.partition())] = m.offset() + 1
+                        key = (m.topic(), m.partition())
+                        if key not in seen:
+                            seen.add(key)
+                            pos[key] = m.offset() + 1
+                            if len(seen) == len(assigned):
+                                break
                 self._offsets.update(pos)  # a recreated consumer resumes after what was handed off
             if events:
                 if self._state != "connected":
