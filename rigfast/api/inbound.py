@@ -86,6 +86,7 @@ class InboundApi:
         self.limits = Limits.from_config(cfg)
         self.cors_origin = self.cfg.cors.encode()
         self._cors_any = [(b"access-control-allow-origin", b"*")]
+        self._sse_head_any = encode_stream_head(200, SSE_HEADERS + self._cors_any)  # the head under CORS=*, made once
         self.phoenix = PhoenixApi(cfg, hub, auth, tokens, self, owners)  # /socket/websocket, /socket/longpoll
 
     # -- routing --------------------------------------------------------------
@@ -261,7 +262,8 @@ class InboundApi:
         session = SseSession(self.hub, self.tokens.new(), proto, claims=claims, session_ids=self.auth.session_ids(claims))
         proto.become_stream(session)
         # the head waits in the outbox: it leaves with the greeting events in one write
-        session.outbox.append(encode_stream_head(200, SSE_HEADERS + self.cors(req)))
+        cors = self.cors(req)
+        session.outbox.append(self._sse_head_any if cors is self._cors_any else encode_stream_head(200, SSE_HEADERS + cors))
         self.greet(session, subs)
         self.resume(session, req)
 
