@@ -95,6 +95,7 @@ class TansuBroker:
 
     def kill(self, timeout_s: float = 10.0) -> None:
         """SIGKILL the broker (a crash, no goodbye) and reap it."""
+        self._admin = None  # its retries against a dead broker would only log
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -104,6 +105,7 @@ class TansuBroker:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM, then SIGKILL if it does not exit in time."""
+        self._admin = None
         if self.proc is not None:
             if self.proc.poll() is None:
                 os.kill(self.proc.pid, signal.SIGTERM)
