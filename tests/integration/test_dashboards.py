@@ -127,13 +127,18 @@ def test_rig_and_rigfast_dashboard_queries_name_exported_metrics_with_their_labe
     assert httpx.get(node.inbound + "/dash/x", timeout=T).status_code == 200  # status="ok"
     httpx.get(node.inbound + "/nothing-here", timeout=T)  # 404, status="not_found"
     httpx.post(node.api + "/v3/session-blacklist", json={"sessionId": uid("s"), "validityInSeconds": 60}, timeout=T)
+    publish_ok(node.inbound, make_event(uid("nobody"), {"x": 1}))  # matches no subscription: dropped
 
     def scrape() -> dict:
         return samples(httpx.get(node.api + "/metrics", timeout=T).text)
 
-    # the latency histogram is observed once the frames are written: wait for it on the node's scrape
-    got = wait_until(lambda: (lambda m: m if m.get("rig_delivery_latency_seconds_bucket") else None)(scrape()),
-                     what="delivery latency observed")
+    # the latency histogram is observed once the frames are written, the drop once the unwanted event's
+    # fan-out ran: wait for both on the node's scrape
+    def observed() -> dict | None:
+        m = scrape()
+        return m if m.get("rig_delivery_latency_seconds_bucket") and m.get("rig_events_dropped_total") else None
+
+    got = wait_until(observed, what="delivery latency and a dropped event observed")
     # RIG's dashboards
     for dash, name, labels, selected in RIG_DASHBOARD_FACTS:
         assert name in got, f"{dash}: {name} not exported"
