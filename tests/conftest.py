@@ -50,6 +50,10 @@ DEFAULT_ENV = {
 
 _RUNNING: list["Gateway"] = []
 
+# a bound, not a wait: a gateway usually answers in well under a second, but a loaded machine
+# (several suites at once) has taken over 15 s to import, build its config and listen
+STARTUP_S = 12 * T
+
 
 class Gateway:
     """A running gateway process on loopback ports."""
@@ -125,7 +129,7 @@ def start_gateway(*, nofile: int | None = None, **env: str) -> Gateway:
         )
     gw = Gateway(proc, port, api_port, log_path, full)
     _RUNNING.append(gw)
-    deadline = time.monotonic() + 3 * T
+    deadline = time.monotonic() + STARTUP_S
     last_err = None
     while True:
         if proc.poll() is not None:
@@ -140,7 +144,7 @@ def start_gateway(*, nofile: int | None = None, **env: str) -> Gateway:
             last_err = repr(exc)
         if time.monotonic() > deadline:
             gw.stop()
-            raise RuntimeError(f"gateway not healthy after {3 * T:.0f}s ({last_err}):\n{gw.log()}")
+            raise RuntimeError(f"gateway not healthy after {STARTUP_S:.0f}s ({last_err}):\n{gw.log()}")
         time.sleep(0.05)
 
 
