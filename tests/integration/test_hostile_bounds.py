@@ -271,7 +271,7 @@ def test_abandoned_longpoll_sessions_expire_early(gateway_factory):
     """Reproduction of the pile-up: sessions that never poll again. With the first-poll TTL they
     are gone after seconds, not the hour of RIGFAST_LONGPOLL_SESSION_TTL_S; a session that polled
     again lives on."""
-    gw = gateway_factory(RIGFAST_LONGPOLL_FIRST_POLL_TTL_S="3", RIGFAST_HEARTBEAT_INTERVAL_S="0.2",
+    gw = gateway_factory(RIGFAST_LONGPOLL_FIRST_POLL_TTL_S="5", RIGFAST_HEARTBEAT_INTERVAL_S="0.2",
                          RIGFAST_LONGPOLL_TIMEOUT_S="0.2", MAX_CONNECTIONS_PER_MINUTE="0")
     with httpx.Client(timeout=T) as c:
         for _ in range(50):
@@ -282,7 +282,7 @@ def test_abandoned_longpoll_sessions_expire_early(gateway_factory):
         keeper.poll()
         keeper.poll()  # polled again: the long TTL applies
         assert health(gw.api)["connections"]["longpolling"] > 1  # (some may be gone already on a slow machine)
-        wait_until(lambda: health(gw.api)["connections"]["longpolling"] == 1, timeout=3 * T, what="abandoned sessions expired")
+        wait_until(lambda: health(gw.api)["connections"]["longpolling"] == 1, timeout=4 * T, what="abandoned sessions expired")
         token = keeper.token
         assert keeper.poll().status_code == 200 and keeper.token == token  # the one that polled is still there
         assert health(gw.api)["connections"]["longpolling"] == 1
