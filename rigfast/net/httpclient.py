@@ -128,14 +128,7 @@ class Exchange:
         """No answer (or no further bytes either way) within the timeout: 504, or a cut once answering."""
         if self.done:
             return
-        conn = self.conn
-        if conn is not None:
-            conn.abandon()
-        else:
-            try:
-                self.pool.waiting.remove(self)
-            except ValueError:
-                pass
+        self._detach()
         self.fail(504, TIMEOUT, f"no {'further bytes' if self.started else 'answer'} within {self.timeout_s:g} s")
 
     def cancel(self) -> None:
@@ -143,6 +136,10 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        self._detach()
+
+    def _detach(self) -> None:
+        """Let go of the connection (dropped mid-exchange) or of the place in the pool's waiting list."""
         conn = self.conn
         if conn is not None:
             conn.abandon()
