@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from wsproto import ConnectionType
-from wsproto.connection import Connection, ConnectionState
+from wsproto.connection import Connection
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
@@ -34,7 +34,7 @@ from rigfast._ext import encode_ws_text
 from rigfast.cloudevents import make_event
 from rigfast.errors import RigError
 from rigfast.hub.hub import PHOENIX
-from rigfast.net.sessions import DRAIN_REASON, OwnsConnection, Session, close_frame
+from rigfast.net.sessions import DRAIN_REASON, OwnsConnection, Session, WsClosing
 from rigfast.subscriptions import merge, parse_subscriptions
 
 if TYPE_CHECKING:
@@ -365,7 +365,7 @@ class PhxSocket(Session):
         raise NotImplementedError
 
 
-class PhxWsSocket(OwnsConnection, PhxSocket):
+class PhxWsSocket(WsClosing, OwnsConnection, PhxSocket):
     """A Phoenix socket over WebSocket."""
 
     __slots__ = ("proto", "ws", "partial")
@@ -419,19 +419,15 @@ class PhxWsSocket(OwnsConnection, PhxSocket):
                 elif isinstance(ev, Ping):
                     self.proto.write(self.ws.send(ev.response()))
                 elif isinstance(ev, CloseConnection):
-                    if self.ws.state is ConnectionState.OPEN:
-                        # not a close frame: wsproto reports a protocol error this way (1002, 1007 for bad UTF-8)
-                        log.debug("phoenix websocket protocol error from %s: %s", self.proto.peer, ev.reason)
-                        self.close_with(ev.code if ev.code in (1002, 1007, 1009) else 1002, (ev.reason or "protocol error")[:120])
-                        return
-                    if self.ws.state is ConnectionState.REMOTE_CLOSING:
-                        self.proto.write(self.ws.send(ev.response()))
-                    self.end()
-                    self.proto.close()
+                    self.close_event(ev)
                     return
         except (RemoteProtocolError, LocalProtocolError) as exc:
             log.debug("phoenix websocket protocol error from %s: %s", self.proto.peer, exc)
             self.close_with(1002, "protocol error")
+
+    def protocol_error(self, code: int, reason: str) -> None:
+        log.debug("phoenix websocket protocol error from %s: %s", self.proto.peer, reason)
+        self.close_for_error(code, reason)
 
     def close_bad(self, reason: str) -> None:
         self.close_with(1011, reason[:120])  # Phoenix's socket process dies: the server closes
@@ -445,12 +441,7 @@ class PhxWsSocket(OwnsConnection, PhxSocket):
     def close_with(self, code: int, reason: str) -> None:
         if self.closed:
             return
-        try:
-            self.proto.write(self.ws.send(CloseConnection(code=code, reason=reason)))
-        except LocalProtocolError:  # wsproto's state machine refuses: write the frame ourselves
-            self.proto.write(close_frame(code, reason))
-        self.end()
-        self.proto.close()
+        self.send_close(code, reason)
 
     def close(self, final: bytes = b"") -> None:
         self.close_with(1000, "")

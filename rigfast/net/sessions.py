@@ -107,6 +107,40 @@ class OwnsConnection:
         self.proto.abort()
 
 
+class WsClosing:
+    """The WebSocket closing handshake of a session with ``ws`` (wsproto) and ``proto``
+    (mixed into :class:`WsSession` and the Phoenix WebSocket); ``protocol_error`` and
+    ``close_with`` are the session's."""
+
+    __slots__ = ()
+
+    def close_event(self, ev: CloseConnection) -> None:
+        """wsproto's CloseConnection: the client's close (answered), or a protocol error."""
+        if self.ws.state is ConnectionState.OPEN:
+            # not a close frame: wsproto reports a protocol error this way (1002, 1007 for bad UTF-8)
+            self.protocol_error(ev.code, ev.reason)
+            return
+        if self.ws.state is ConnectionState.REMOTE_CLOSING:
+            self.proto.write(self.ws.send(ev.response()))
+        self.end()
+        self.proto.close()
+
+    def close_for_error(self, code: int, reason: str) -> None:
+        """Close for a client protocol error: 1002, 1007 or 1009 (anything else becomes 1002)."""
+        if code not in (1002, 1007, 1009):
+            code = 1002
+        self.close_with(code, (reason or "protocol error")[:120])
+
+    def send_close(self, code: int, reason: str) -> None:
+        """Write the close frame, then end the session and close the connection."""
+        try:
+            self.proto.write(self.ws.send(CloseConnection(code=code, reason=reason)))
+        except LocalProtocolError:  # wsproto's state machine refuses: write the frame ourselves
+            self.proto.write(close_frame(code, reason))
+        self.end()
+        self.proto.close()
+
+
 class StreamSession(OwnsConnection, Session):
     """A session that owns its connection (``proto``): frames go straight to the transport."""
 
@@ -151,7 +185,7 @@ class SseSession(StreamSession):
         pass  # an SSE client has nothing to say; ignore anything it sends
 
 
-class WsSession(StreamSession):
+class WsSession(WsClosing, StreamSession):
     """A WebSocket connection. Client protocol errors (unmasked or reserved-bit frames, bad
     opcodes, fragmented control frames, bad close codes, over-long lengths) are answered with
     a close frame: 1002, 1007 for text that is not UTF-8, 1009 for a message larger than
@@ -191,14 +225,7 @@ class WsSession(StreamSession):
                         if self.closed:
                             return
                 elif isinstance(ev, CloseConnection):
-                    if self.ws.state is ConnectionState.OPEN:
-                        # not a close frame: wsproto reports a protocol error this way (1002/1007)
-                        self.protocol_error(ev.code, ev.reason)
-                        return
-                    if self.ws.state is ConnectionState.REMOTE_CLOSING:
-                        self.proto.write(self.ws.send(ev.response()))
-                    self.end()
-                    self.proto.close()
+                    self.close_event(ev)
                     return
         except (RemoteProtocolError, LocalProtocolError) as exc:
             self.protocol_error(1002, str(exc))
@@ -209,20 +236,13 @@ class WsSession(StreamSession):
 
     def protocol_error(self, code: int, reason: str) -> None:
         log.debug("websocket protocol error from %s: %s", self.proto.peer, reason)
-        if code not in (1002, 1007, 1009):
-            code = 1002
-        self.close_with(code, (reason or "protocol error")[:120])
+        self.close_for_error(code, reason)
 
     def close_with(self, code: int, reason: str) -> None:
         if self.closed:
             return
         self.flush()
-        try:
-            self.proto.write(self.ws.send(CloseConnection(code=code, reason=reason)))
-        except LocalProtocolError:  # wsproto's state machine refuses: write the frame ourselves
-            self.proto.write(close_frame(code, reason))
-        self.end()
-        self.proto.close()
+        self.send_close(code, reason)
 
 
 def close_frame(code: int, reason: str = "") -> bytes:
