@@ -47,7 +47,7 @@ class Gateway:
         self.hub = hub = Hub(cfg.extractors, self.loop, cfg.history_size, cfg.history_age_s, cfg.history_bytes, cfg.replay_max_bytes)
         self.auth = auth = resolved.auth
         auth.blacklist.on_add(hub.kill_session)
-        self.kafka: KafkaSource | None = None  # the event source, started with the gateway
+        self.kafka: Any = None  # the event source (KafkaSource), or the node reader's as seen over its link
         # other workers / nodes: on with several workers or Kafka; tokens then route to their issuer
         self.cluster: Cluster | None = None
         tokens = TokenIssuer()
@@ -125,6 +125,11 @@ class Gateway:
         if cfg.kafka_brokers and not reader_in_use(cfg):  # else the node's reader consumes for every worker
             self.kafka = KafkaSource(cfg, self.loop, self.hub.publish_batch)
             self.kafka.start()
+        elif self.cluster is not None and self.cluster.reader is not None:
+            # the node's reader holds the consumer; its state comes over the reader link
+            from rigfast.cluster.reader import ReaderKafka
+
+            self.kafka = ReaderKafka(self.cluster.reader)
         self._tasks.append(self.loop.create_task(self._every(SWEEP_INTERVAL_S, self._sweep)))
         self._tasks.append(self.loop.create_task(self._every(cfg.heartbeat_interval_s, self.hub.heartbeat)))
         self.started = True

@@ -176,7 +176,7 @@ class Cluster:
     @property
     def ready(self) -> bool:
         bus_ok = self.bus is None or len(self.bus.connected()) == self.count - 1
-        return bus_ok and (self.kafka is None or self.kafka.ready) and (self.reader is None or self.reader.connected)
+        return bus_ok and (self.kafka is None or self.kafka.ready) and (self.reader is None or self.reader.linked_once)
 
     def replay(self, last: str, subs: list) -> Any:
         """An awaitable of the node history after ``last`` (a Kafka resume id) matching ``subs``:

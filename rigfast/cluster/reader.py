@@ -60,6 +60,7 @@ RECONNECT_MAX_S = 1.0
 REPLAY_TIMEOUT_S = 2.0
 START_GRACE_S = 3.0  # a (re)started reader waits this long at most for every worker's interest
 LINK_BUFFER_LIMIT = 64 << 20
+STATE_INTERVAL_S = 1.0  # the reader's Kafka state goes to the workers when it changed, checked this often
 
 FORWARDED = metrics.REGISTRY.counter(
     "rig_reader_forwarded_total", "Source-topic events the node's reader sent to workers (one per event and worker)", ())
@@ -147,6 +148,8 @@ class Reader:
         if start:
             self.source.resume_at(start)
         self.source.on_positions = self.on_positions
+        self._state_sent: bytes = b""
+        self._state_task: asyncio.Task | None = None
 
     # -- lifecycle --
     async def start(self) -> None:
@@ -161,6 +164,7 @@ class Reader:
         # read only once the workers have said what they want (a restarted reader would otherwise
         # drop what it reads before they reconnect); a worker that does not come is not waited for long
         self._start_timer = self.loop.call_later(START_GRACE_S, self._start_source)
+        self._state_task = self.loop.create_task(self._push_state())
         log.info("reader: node event reader on %s, topics %s", path, ",".join(self.cfg.kafka_source_topics))
 
     def _start_source(self) -> None:
@@ -174,6 +178,8 @@ class Reader:
     async def stop(self) -> None:
         if self._start_timer is not None:
             self._start_timer.cancel()
+        if self._state_task is not None:
+            self._state_task.cancel()
         await self.source.stop()
         self._save_offsets()
         if self.server is not None:
@@ -182,12 +188,39 @@ class Reader:
             if c.transport is not None:
                 c.transport.close()
 
+    # -- Kafka state for the workers (their /health, /metrics, readiness) --
+    def kafka_state(self) -> bytes:
+        st = dict(self.source.health())
+        st["reached"] = bool(getattr(self.source, "reached", False))
+        st["consumed"] = metrics.EVENTS_RECEIVED.get("kafka")
+        st["invalid"] = metrics.EVENTS_INVALID.get("kafka")
+        return orjson.dumps(st)
+
+    def _state_frame(self) -> bytes:
+        return wire.encode_frame(wire.KAFKA_STATE, self._state_sent)
+
+    async def _push_state(self) -> None:
+        """Every STATE_INTERVAL_S: the state to every linked worker if it changed (new links get it at HELLO)."""
+        while True:
+            await asyncio.sleep(STATE_INTERVAL_S)
+            try:
+                st = self.kafka_state()
+                if st != self._state_sent:
+                    self._state_sent = st
+                    frame = self._state_frame()
+                    for c in list(self.conns):
+                        c.send(frame)
+            except Exception:  # noqa: BLE001 - keeps running
+                log.exception("reader: sending the Kafka state failed")
+
     # -- workers --
     def on_frame(self, conn: _WorkerConn, kind: int, payload: bytes) -> None:
         if kind == wire.HELLO:
             conn.worker = int(orjson.loads(payload)["worker"])
             self.conns.add(conn)
             log.info("reader: worker %d connected", conn.worker)
+            self._state_sent = self.kafka_state()  # the current state at once on link-up
+            conn.send(self._state_frame())
         elif kind == wire.READY:  # the worker's interest is all sent
             conn.ready = True
             if not self._source_started and sum(c.ready for c in self.conns) >= self.expected_workers:
@@ -397,6 +430,10 @@ class ReaderLink:
         self._request_ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future] = {}
         self.events_in = 0  # events the reader forwarded to this worker
+        # the reader's Kafka state (last known: kept while the link is down); reached is sticky
+        self.kafka_state: dict | None = None
+        self.kafka_reached = False
+        self.linked_once = False
 
     @property
     def connected(self) -> bool:
@@ -427,6 +464,7 @@ class ReaderLink:
                     continue
                 pause = RECONNECT_MIN_S
                 self.proto = proto
+                self.linked_once = True
                 self.wake.clear()
                 t = proto.transport
                 t.write(wire.encode_json_frame(wire.HELLO, {"worker": self.worker}))
@@ -509,6 +547,11 @@ class ReaderLink:
             if events:
                 self.events_in += len(events)
                 self.on_events(events, source)
+        elif kind == wire.KAFKA_STATE:
+            st = orjson.loads(payload)
+            self.kafka_state = st
+            if st.get("reached"):
+                self.kafka_reached = True
         elif kind == wire.REPLAY:
             head, _, rest = payload.partition(b"\n")
             meta = orjson.loads(head)
@@ -516,3 +559,36 @@ class ReaderLink:
             fut = self._waiting.get(meta.get("request_id"))
             if fut is not None and not fut.done():
                 fut.set_result((bool(meta.get("gap")), events))
+
+
+class ReaderKafka:
+    """The node reader's Kafka source as a worker sees it (what the worker's own KafkaSource gave):
+    ``health()`` for /health?detailed, ``reached`` for readiness, the ``rig_kafka_*`` gauges.
+
+    The last state the reader sent is kept while the link is down. ``reached`` is sticky for the
+    worker's life: a restarted reader, whose new consumer has not reached the brokers yet, does not
+    make a node that had reached Kafka not-ready again."""
+
+    def __init__(self, link: ReaderLink):
+        self.link = link
+        metrics.REGISTRY.gauge("rig_kafka_connected", "1 when the Kafka consumer is connected to the brokers",
+                               self._gauge_connected)
+        metrics.REGISTRY.gauge("rig_kafka_consumer_lag", "Records behind the high watermark, summed over partitions",
+                               lambda: float((self.link.kafka_state or {}).get("lag", 0) or 0))
+
+    @property
+    def reached(self) -> bool:
+        return self.link.kafka_reached
+
+    def _gauge_connected(self) -> int:
+        return 1 if (self.link.kafka_state or {}).get("state") == "connected" else 0
+
+    async def stop(self) -> None:  # the gateway stops its Kafka clients; the reader owns this one
+        return None
+
+    def health(self) -> dict:
+        st = dict(self.link.kafka_state or {"state": "unknown"})
+        st["reached"] = self.link.kafka_reached
+        st["via"] = "reader"
+        st["reader_connected"] = self.link.connected
+        return st

@@ -17,9 +17,11 @@ import orjson
 
 from rigfast.cloudevents import Event, relayed
 
-EVENTS, REQUEST, REPLY, BLACKLIST, HELLO, APIS, INTEREST, REPLAY, READY = 1, 2, 3, 4, 5, 6, 7, 8, 9
+EVENTS, REQUEST, REPLY, BLACKLIST, HELLO, APIS, INTEREST, REPLAY, READY, KAFKA_STATE = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 KIND_NAMES = {EVENTS: "events", REQUEST: "request", REPLY: "reply", BLACKLIST: "blacklist", HELLO: "hello", APIS: "apis",
-              INTEREST: "interest", REPLAY: "replay", READY: "ready"}
+              INTEREST: "interest", REPLAY: "replay", READY: "ready", KAFKA_STATE: "kafka_state"}
+# KAFKA_STATE (reader -> worker): the node reader's event-source health as JSON (the source's health()
+# plus "reached", "consumed", "invalid"), sent on link-up and when it changes, at most every STATE_INTERVAL_S
 
 HEADER = struct.Struct("!IB")
 MAX_FRAME_BYTES = 64 << 20

@@ -55,7 +55,7 @@ def test_one_reader_and_no_worker_consumer(node):
     assert len(reader_pids(node)) == 1
     for h in node.healths().values():
         assert h["cluster"]["reader"]["connected"] is True
-        assert h["kafka"]["state"] == "disabled"  # the worker's own event source is off
+        assert h["kafka"]["via"] == "reader"  # no event source of its own: the reader's state, over the link
 
 
 def test_events_reach_only_interested_workers_exactly_once(node, producer):

@@ -65,3 +65,68 @@ def test_several_workers_ready_once_linked():
             assert r.status_code == 200 and r.json()["checks"]["cluster_linked"] is True
     finally:
         gw.stop()
+
+
+def _by_worker(get, workers: int = 2) -> dict[int, dict]:
+    """One answer of each worker (fresh connections spread over them by SO_REUSEPORT); bounded."""
+    seen: dict[int, dict] = {}
+
+    def all_seen() -> bool:
+        body = get()
+        seen.setdefault(body["worker"], body)
+        return len(seen) == workers
+
+    wait_until(all_seen, timeout=3 * T, what="an answer from every worker")
+    return seen
+
+
+def _kafka_connected(api: str) -> dict[str, float]:
+    """rig_kafka_connected per worker label, from the node's merged /metrics."""
+    text = httpx.get(api + "/metrics", timeout=T).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("rig_kafka_connected{"):
+            labels, _, value = line.rpartition(" ")
+            out[labels[labels.index('worker="') + 8:].split('"', 1)[0]] = float(value)
+    return out
+
+
+@pytest.mark.kafka
+def test_two_workers_follow_the_node_readers_kafka_state():
+    """With 2 workers the node's reader holds the only consumer; its Kafka state reaches every worker:
+    not ready (kafka_reached false) and rig_kafka_connected 0 while nothing listens on the brokers' port,
+    then ready, connected 1 on both workers and /health?detailed showing connected once Tansu is there."""
+    port = free_port()
+    gw = start_gateway(RIGFAST_WORKERS="2", KAFKA_BROKERS=f"127.0.0.1:{port}", KAFKA_RESTART_DELAY_MS="200")
+    broker = None
+    try:
+        # both workers linked to the reader and told its state: not reached
+        def told(h: dict) -> bool:
+            return h["kafka"].get("via") == "reader" and h["kafka"]["state"] != "unknown"
+
+        wait_until(lambda: all(told(h) for h in _by_worker(
+            lambda: httpx.get(gw.api + "/health?detailed", timeout=T).json()).values()),
+            timeout=6 * T, what="both workers told the reader's Kafka state")
+        for w, body in _by_worker(lambda: ready(gw.api).json()).items():
+            assert body["ready"] is False and body["checks"]["kafka_reached"] is False, (w, body)
+        assert ready(gw.api).status_code == 503
+        assert _kafka_connected(gw.api) == {"0": 0.0, "1": 0.0}
+
+        broker = TansuBroker(port=port).start()
+        broker.create_topics(["rig"], partitions=1)
+
+        def all_ready() -> bool:
+            return all(b["ready"] for b in _by_worker(lambda: ready(gw.api).json()).values())
+
+        wait_until(all_ready, timeout=8 * T, what="both workers ready once the reader reached Kafka")
+        assert ready(gw.api).status_code == 200
+        wait_until(lambda: _kafka_connected(gw.api) == {"0": 1.0, "1": 1.0}, timeout=4 * T,
+                   what="rig_kafka_connected 1 on both workers")
+        for w, h in _by_worker(lambda: httpx.get(gw.api + "/health?detailed", timeout=T).json()).items():
+            k = h["kafka"]
+            assert k["via"] == "reader" and k["state"] == "connected" and k["reached"] is True, (w, k)
+            assert k["reader_connected"] is True
+    finally:
+        gw.stop()
+        if broker is not None:
+            broker.stop()
