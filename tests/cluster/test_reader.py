@@ -148,6 +148,29 @@ def test_reader_killed_restarts_and_loses_nothing(node, producer):
         s1.close()
 
 
+def test_reader_restart_keeps_a_reached_node_ready(node):
+    """The workers carry the reader's Kafka state; a killed reader's replacement (not connected yet) does not
+    make a node that had reached Kafka not-ready: /health/ready stays 200 through the restart gap."""
+    import httpx
+
+    wait_until(lambda: all(h["kafka"]["reached"] and h["kafka"]["state"] == "connected"
+                           for h in node.healths().values()), timeout=4 * T, what="the reader's Kafka state reached")
+    old = reader_pids(node)[-1]
+    os.kill(old, signal.SIGKILL)
+    answers = []
+
+    def back() -> bool:
+        r = httpx.get(node.api + "/health/ready", timeout=T)
+        answers.append((r.status_code, r.json()["checks"]))
+        assert r.status_code == 200, answers[-1]
+        pids = reader_pids(node)
+        return pids[-1] != old and all(h["kafka"]["reader_connected"] and h["kafka"]["state"] == "connected"
+                                       for h in node.healths().values())
+
+    wait_until(back, timeout=6 * T, what="a new reader linked and connected")
+    assert answers and all(code == 200 and checks["kafka_reached"] for code, checks in answers)
+
+
 def test_worker_killed_interest_dropped_and_relearned(node, producer):
     """A worker killed: the reader drops its interest at once (log) and learns the replacement's."""
     e = uid("re")
