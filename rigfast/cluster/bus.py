@@ -38,31 +38,53 @@ def socket_path(directory: str, worker: int) -> str:
     return os.path.join(directory, f"w{worker}.sock")
 
 
-class _Inbound(asyncio.Protocol):
-    """One accepted connection from a peer: frames in."""
+class FramedConnection(asyncio.Protocol):
+    """A connection frames come in on (``wire.encode_frame``): each goes to ``on_frame``. Bad
+    framing drops the connection; a frame whose handling fails is logged and the others go on.
+    Subclasses name themselves in the log lines (``LOG``, ``BAD_FRAMING``, ``FRAME_FAILED``)."""
 
-    def __init__(self, bus: "Bus"):
-        self.bus = bus
+    LOG = log
+    BAD_FRAMING = "bus: dropping a peer connection: %s"
+    FRAME_FAILED = "bus: handling a %s frame failed"
+
+    def __init__(self) -> None:
         self.decoder = wire.FrameDecoder()
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.bus.inbound.add(self)
+
+    def on_frame(self, kind: int, payload: bytes) -> None:
+        raise NotImplementedError
 
     def data_received(self, data: bytes) -> None:
         try:
             frames = self.decoder.feed(data)
         except ValueError as exc:
-            log.error("bus: dropping a peer connection: %s", exc)
+            self.LOG.error(self.BAD_FRAMING, exc)
             self.transport.abort()
             return
-        handle = self.bus.handle_frame
+        handle = self.on_frame
         for kind, payload in frames:
             try:
                 handle(kind, payload)
-            except Exception:  # noqa: BLE001 - one bad frame never stops the bus
-                log.exception("bus: handling a %s frame failed", wire.KIND_NAMES.get(kind, kind))
+            except Exception:  # noqa: BLE001 - one bad frame never stops the others
+                self.LOG.exception(self.FRAME_FAILED, wire.KIND_NAMES.get(kind, kind))
+
+
+class _Inbound(FramedConnection):
+    """One accepted connection from a peer: frames in."""
+
+    def __init__(self, bus: "Bus"):
+        super().__init__()
+        self.bus = bus
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.bus.inbound.add(self)
+
+    def on_frame(self, kind: int, payload: bytes) -> None:
+        self.bus.handle_frame(kind, payload)
 
     def connection_lost(self, exc) -> None:
         self.bus.inbound.discard(self)

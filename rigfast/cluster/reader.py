@@ -45,6 +45,7 @@ import orjson
 from rigfast import metrics
 from rigfast._ext import SubscriptionIndex
 from rigfast.cluster import wire
+from rigfast.cluster.bus import RECONNECT_MAX_S, RECONNECT_MIN_S, FramedConnection
 from rigfast.hub.history import History
 from rigfast.hub.hub import recipients
 from rigfast.subscriptions import Subscription, parse_subscriptions
@@ -55,8 +56,6 @@ SOCKET_NAME = "reader.sock"
 OFFSETS_NAME = "reader.offsets"
 OFFSETS_SAVE_S = 0.05
 OFFSETS_MAX_AGE_S = 600.0  # positions older than this are not resumed from (a node down that long starts at the end)
-RECONNECT_MIN_S = 0.05
-RECONNECT_MAX_S = 1.0
 REPLAY_TIMEOUT_S = 2.0
 START_GRACE_S = 3.0  # a (re)started reader waits this long at most for every worker's interest
 LINK_BUFFER_LIMIT = 64 << 20
@@ -81,33 +80,23 @@ def _rid(event) -> str:
 
 # --- the reader process ---------------------------------------------------------------------
 
-class _WorkerConn(asyncio.Protocol):
+class _WorkerConn(FramedConnection):
     """One worker's connection to the reader (frames both ways)."""
 
+    LOG = log
+    BAD_FRAMING = "reader: dropping a worker connection: %s"
+    FRAME_FAILED = "reader: a %s frame failed"
+
     def __init__(self, reader: "Reader"):
+        super().__init__()
         self.reader = reader
-        self.decoder = wire.FrameDecoder()
-        self.transport: asyncio.Transport | None = None
         self.worker: int | None = None
         self.slots: dict[Subscription, int] = {}
         self.out: list = []
         self.ready = False
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            frames = self.decoder.feed(data)
-        except ValueError as exc:
-            log.error("reader: dropping a worker connection: %s", exc)
-            self.transport.abort()
-            return
-        for kind, payload in frames:
-            try:
-                self.reader.on_frame(self, kind, payload)
-            except Exception:  # noqa: BLE001 - one bad frame never stops the reader
-                log.exception("reader: a %s frame failed", wire.KIND_NAMES.get(kind, kind))
+    def on_frame(self, kind: int, payload: bytes) -> None:
+        self.reader.on_frame(self, kind, payload)
 
     def connection_lost(self, exc) -> None:
         self.reader.drop(self)
@@ -384,27 +373,17 @@ def run_reader(cfg: Any) -> int:
 
 # --- the worker's end -----------------------------------------------------------------------
 
-class _ToReader(asyncio.Protocol):
+class _ToReader(FramedConnection):
+    LOG = log
+    BAD_FRAMING = "reader link: bad frame: %s"
+    FRAME_FAILED = "reader link: a %s frame failed"
+
     def __init__(self, link: "ReaderLink"):
+        super().__init__()
         self.link = link
-        self.decoder = wire.FrameDecoder()
-        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            frames = self.decoder.feed(data)
-        except ValueError as exc:
-            log.error("reader link: bad frame: %s", exc)
-            self.transport.abort()
-            return
-        for kind, payload in frames:
-            try:
-                self.link.on_frame(kind, payload)
-            except Exception:  # noqa: BLE001
-                log.exception("reader link: a %s frame failed", wire.KIND_NAMES.get(kind, kind))
+    def on_frame(self, kind: int, payload: bytes) -> None:
+        self.link.on_frame(kind, payload)
 
     def connection_lost(self, exc) -> None:
         self.link.lost(self)
