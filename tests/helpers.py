@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 import uuid
@@ -24,6 +25,24 @@ import httpx
 T = float(os.environ.get("RIGFAST_TEST_TIMEOUT_SCALE", "1")) * 5.0
 
 WS_ONE_WAY_REASON = "This WebSocket endpoint cannot be used for two-way communication."
+
+
+def ws_client_frame(opcode: int, payload: bytes = b"", fin: bool = True, masked: bool = True, rsv: int = 0,
+                    length: int | None = None, key: bytes = b"\x01\x02\x03\x04") -> bytes:
+    """A client WebSocket frame (RFC 6455 5.2), masked with ``key`` unless ``masked`` is off;
+    ``length`` overrides the declared payload length."""
+    n = len(payload) if length is None else length
+    head = bytes(((0x80 if fin else 0) | (rsv << 4) | opcode,))
+    mbit = 0x80 if masked else 0
+    if n < 126:
+        head += bytes((mbit | n,))
+    elif n < 65536:
+        head += bytes((mbit | 126,)) + struct.pack("!H", n)
+    else:
+        head += bytes((mbit | 127,)) + struct.pack("!Q", n)
+    if masked:
+        return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return head + payload
 
 
 def free_port() -> int:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from tests.fuzz.conftest import FUZZ
 from tests.fuzz.engine import inprocess_gateway
+from tests.helpers import ws_client_frame
 
 HANDSHAKE = (
     b"GET /_rig/v1/connection/ws HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
@@ -38,19 +39,9 @@ def client_frame(draw) -> bytes:
     n = len(payload)
     if draw(st.integers(0, 9)) == 0:
         n = draw(st.sampled_from([125, 126, 65535, 65536, 1 << 31, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]))
-    head = bytes(((0x80 if fin else 0) | (rsv << 4) | opcode,))
-    mbit = 0x80 if masked else 0
-    if n < 126:
-        head += bytes((mbit | n,))
-    elif n < 65536:
-        head += bytes((mbit | 126,)) + struct.pack("!H", n)
-    else:
-        head += bytes((mbit | 127,)) + struct.pack("!Q", n)
     if masked:
-        key = draw(st.binary(min_size=4, max_size=4))
-        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-        head += key
-    return head + payload
+        return ws_client_frame(opcode, payload, fin, rsv=rsv, length=n, key=draw(st.binary(min_size=4, max_size=4)))
+    return ws_client_frame(opcode, payload, fin, masked=False, rsv=rsv, length=n)
 
 
 def server_frames(data: bytes) -> list[tuple[int, bytes]]:

@@ -15,29 +15,9 @@ import struct
 import pytest
 
 from tests.helpers import T
+from tests.helpers import ws_client_frame as frame  # a client frame; length= overrides the declared length
 
 WS_PATH = "/_rig/v1/connection/ws"
-
-
-def _mask(payload: bytes, key: bytes = b"\x01\x02\x03\x04") -> bytes:
-    return bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-def frame(opcode: int, payload: bytes = b"", fin: bool = True, masked: bool = True, rsv: int = 0, length: int | None = None) -> bytes:
-    """A client frame; ``length`` overrides the declared payload length."""
-    n = len(payload) if length is None else length
-    head = bytes(((0x80 if fin else 0) | (rsv << 4) | opcode,))
-    mbit = 0x80 if masked else 0
-    if n < 126:
-        head += bytes((mbit | n,))
-    elif n < 65536:
-        head += bytes((mbit | 126,)) + struct.pack("!H", n)
-    else:
-        head += bytes((mbit | 127,)) + struct.pack("!Q", n)
-    if masked:
-        key = b"\x01\x02\x03\x04"
-        return head + key + _mask(payload, key)
-    return head + payload
 
 
 class RawWs:
