@@ -142,6 +142,15 @@ def wait_until(pred: Callable[[], Any], timeout: float = T, interval: float = 0.
         time.sleep(interval)
 
 
+def rss(gw) -> int:
+    """The resident memory of a gateway's process, in bytes (VmRSS from /proc)."""
+    with open(f"/proc/{gw.proc.pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
 def wait_conn_count(api_base: str, kind: str, expected: int, timeout: float = T) -> None:
     seen = []
 

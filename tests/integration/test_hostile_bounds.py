@@ -15,19 +15,11 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.helpers import T, LongPoll, health, make_event, open_raw, open_sse, publish_ok, read_head, read_response, uid, wait_until
+from tests.helpers import T, LongPoll, health, make_event, open_raw, open_sse, publish_ok, read_head, read_response, rss, uid, wait_until
 
 MB = 1 << 20
 SSE = "/_rig/v1/connection/sse"
 LP = "/_rig/v1/connection/longpolling"
-
-
-def rss(gw) -> int:
-    with open(f"/proc/{gw.proc.pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def oneof_query(n: int, width: int = 6) -> str:

@@ -13,21 +13,13 @@ import time
 import httpx
 import pytest
 
-from tests.helpers import T, LongPoll, make_event, open_raw, publish_ok, raw_exchange, read_head, read_response, uid, wait_eof
+from tests.helpers import T, LongPoll, make_event, open_raw, publish_ok, raw_exchange, read_head, read_response, rss, uid, wait_eof
 
 HEALTH = b"GET /_rig/health HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 def run(coro):
     return asyncio.run(coro)
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 # ------------------------------------------------------------------ pipelining, never reading
@@ -38,7 +30,7 @@ def test_pipelining_client_that_never_reads_is_bounded(gateway_factory):
     fill the send buffer (so the client's sends block) instead of growing its memory; others are served;
     when the client reads, its answers come."""
     gw = gateway_factory(RIGFAST_SEND_BUFFER_BYTES=str(256 * 1024))
-    rss0 = rss_kib(gw.proc.pid)
+    rss0 = rss(gw) // 1024
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect(gw.hostport)
@@ -56,7 +48,7 @@ def test_pipelining_client_that_never_reads_is_bounded(gateway_factory):
             except BlockingIOError:
                 continue
         assert sent < 16 << 20, f"the gateway kept reading {sent} bytes of pipelined requests it cannot answer"
-        grown = rss_kib(gw.proc.pid) - rss0
+        grown = rss(gw) // 1024 - rss0
         assert grown < 48 * 1024, f"RSS grew by {grown} KiB"
         assert httpx.get(gw.inbound + "/_rig/health", timeout=T).status_code == 200  # others unaffected
         # now it reads: the answers come, all 200, and the gateway goes on reading and answering

@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
-from tests.helpers import T, wait_until
+from tests.helpers import T, rss, wait_until
 
 BLOCK = b"z" * (1 << 20)
 
@@ -193,14 +193,6 @@ def gw(origin, echo):
                       RIGFAST_PROXY_MAX_RESPONSE_BYTES=str(8 << 20))
     yield g
     g.stop()
-
-
-def rss(gw) -> int:
-    with open(f"/proc/{gw.proc.pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def test_sse_from_upstream_streams(gw, origin):
