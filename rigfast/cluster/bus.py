@@ -105,7 +105,45 @@ class _Outbound(asyncio.Protocol):
         self.link.lost(self)
 
 
-class Link:
+class KeepsConnected:
+    """An outgoing connection to the Unix socket ``path`` kept up by ``_keep_connected``: a failed
+    connect is retried after a growing pause (RECONNECT_MIN_S up to RECONNECT_MAX_S) until
+    ``stopping()``; ``linked(proto)`` follows each (re)connect, and setting ``wake`` once ``proto``
+    is None (the connection was lost) connects again."""
+
+    path: str
+    proto: asyncio.Protocol | None
+    wake: asyncio.Event
+
+    def stopping(self) -> bool:
+        raise NotImplementedError
+
+    def new_protocol(self) -> asyncio.Protocol:
+        raise NotImplementedError
+
+    def linked(self, proto) -> None:
+        raise NotImplementedError
+
+    async def _keep_connected(self) -> None:
+        loop = asyncio.get_running_loop()
+        pause = RECONNECT_MIN_S
+        while not self.stopping():
+            if self.proto is None:
+                try:
+                    _, proto = await loop.create_unix_connection(self.new_protocol, self.path)
+                except OSError:
+                    await asyncio.sleep(pause)
+                    pause = min(RECONNECT_MAX_S, pause * 2)
+                    continue
+                pause = RECONNECT_MIN_S
+                self.proto = proto
+                self.wake.clear()
+                self.linked(proto)
+            await self.wake.wait()
+            self.wake.clear()
+
+
+class Link(KeepsConnected):
     """Our outgoing connection to one peer worker."""
 
     def __init__(self, bus: "Bus", peer: int):
@@ -124,24 +162,15 @@ class Link:
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._keep_connected())
 
-    async def _keep_connected(self) -> None:
-        loop = asyncio.get_running_loop()
-        pause = RECONNECT_MIN_S
-        while not self.bus.closing:
-            if self.proto is None:
-                try:
-                    _, proto = await loop.create_unix_connection(lambda: _Outbound(self), self.path)
-                except OSError:
-                    await asyncio.sleep(pause)
-                    pause = min(RECONNECT_MAX_S, pause * 2)
-                    continue
-                pause = RECONNECT_MIN_S
-                self.proto = proto
-                self.wake.clear()
-                log.debug("bus: linked to worker %d", self.peer)
-                self.bus.link_up(self)
-            await self.wake.wait()
-            self.wake.clear()
+    def stopping(self) -> bool:
+        return self.bus.closing
+
+    def new_protocol(self) -> _Outbound:
+        return _Outbound(self)
+
+    def linked(self, proto: _Outbound) -> None:
+        log.debug("bus: linked to worker %d", self.peer)
+        self.bus.link_up(self)
 
     def lost(self, proto: _Outbound) -> None:
         if self.proto is proto:

@@ -45,7 +45,7 @@ import orjson
 from rigfast import metrics
 from rigfast._ext import SubscriptionIndex
 from rigfast.cluster import wire
-from rigfast.cluster.bus import RECONNECT_MAX_S, RECONNECT_MIN_S, FramedConnection
+from rigfast.cluster.bus import FramedConnection, KeepsConnected
 from rigfast.hub.history import History
 from rigfast.hub.hub import recipients
 from rigfast.subscriptions import Subscription, parse_subscriptions
@@ -389,7 +389,7 @@ class _ToReader(FramedConnection):
         self.link.lost(self)
 
 
-class ReaderLink:
+class ReaderLink(KeepsConnected):
     """A worker's connection to its node's reader: interest out, matching events and replays in."""
 
     def __init__(self, directory: str, worker: int, loop: asyncio.AbstractEventLoop,
@@ -431,30 +431,23 @@ class ReaderLink:
         if self.proto is not None and self.proto.transport is not None:
             self.proto.transport.close()
 
-    async def _keep_connected(self) -> None:
-        pause = RECONNECT_MIN_S
-        while not self.closing:
-            if self.proto is None:
-                try:
-                    _, proto = await self.loop.create_unix_connection(lambda: _ToReader(self), self.path)
-                except OSError:
-                    await asyncio.sleep(pause)
-                    pause = min(RECONNECT_MAX_S, pause * 2)
-                    continue
-                pause = RECONNECT_MIN_S
-                self.proto = proto
-                self.linked_once = True
-                self.wake.clear()
-                t = proto.transport
-                t.write(wire.encode_json_frame(wire.HELLO, {"worker": self.worker}))
-                if self.interest:
-                    t.write(wire.encode_json_frame(wire.INTEREST, {"add": [s.to_json() for s in self.interest]}))
-                t.write(wire.encode_frame(wire.READY, b""))
-                self._add.clear()
-                self._del.clear()
-                log.info("reader link: worker %d connected to the node's reader", self.worker)
-            await self.wake.wait()
-            self.wake.clear()
+    def stopping(self) -> bool:
+        return self.closing
+
+    def new_protocol(self) -> _ToReader:
+        return _ToReader(self)
+
+    def linked(self, proto: _ToReader) -> None:
+        """Connected: say who we are, the whole interest, then ready."""
+        self.linked_once = True
+        t = proto.transport
+        t.write(wire.encode_json_frame(wire.HELLO, {"worker": self.worker}))
+        if self.interest:
+            t.write(wire.encode_json_frame(wire.INTEREST, {"add": [s.to_json() for s in self.interest]}))
+        t.write(wire.encode_frame(wire.READY, b""))
+        self._add.clear()
+        self._del.clear()
+        log.info("reader link: worker %d connected to the node's reader", self.worker)
 
     def lost(self, proto: _ToReader) -> None:
         if self.proto is proto:
