@@ -132,7 +132,7 @@ def run_workers(cfg: Any, command: list[str] | None = None) -> int:
                         log.error("%s (pid %d) stopped on a configuration error; stopping the node",
                                   w.name, w.proc.pid)
                         result = CONFIG_EXIT_CODE
-                        stop["sig"] = stop["sig"] or -1
+                        stop["sig"] = stop["sig"] or signal.SIGTERM  # what the other workers get
                         break
                     w.failures = 0 if lived >= STABLE_AFTER_S else w.failures + 1
                     delay = 0.0 if w.failures <= 1 else min(RESTART_MAX_DELAY_S, RESTART_MIN_DELAY_S * 2 ** (w.failures - 2))
@@ -153,7 +153,7 @@ def run_workers(cfg: Any, command: list[str] | None = None) -> int:
         if result == 0:
             log.info("rigfast node %s: signal %d, stopping %d workers", node, stop["sig"], n)
     finally:
-        stop_all(workers, stop["sig"] if stop["sig"] > 0 else signal.SIGTERM, STOP_TIMEOUT_S + cfg.drain_s)
+        stop_all(workers, stop["sig"] or signal.SIGTERM, STOP_TIMEOUT_S + cfg.drain_s)
         signal.set_wakeup_fd(-1)
         os.close(rfd)
         os.close(wfd)
