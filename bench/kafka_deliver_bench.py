@@ -24,7 +24,7 @@ Fan-out shapes (``--fanout``):
 
 Every wait is bounded; Tansu and the gateway are stopped by PID. Usage:
 
-    /tmp/rfvenv/bin/python bench/kafka_deliver_bench.py [--events 100000] [--subs 1000] \\
+    .venv/bin/python bench/kafka_deliver_bench.py [--events 100000] [--subs 1000] \\
         [--match 0.1] [--fanout all|spread] [--reps 3] [--pin]
 
 ``--pin`` runs the gateway on core 1 and producer/clients on core 0 (taskset).

@@ -1,45 +1,66 @@
-"""Node CPU per Kafka event nobody subscribed, by worker count; the reader's consume-and-drop against raw confluent-kafka.
+"""Node CPU per Kafka event: nobody subscribed by worker count, and events addressed to one user each.
 
 Usage::
 
-    .venv/bin/python -m bench.kafka_node_bench --events 100000 --workers 1,2,4 --runs 1
+    .venv/bin/python -m bench.kafka_node_bench --events 100000 --workers 1,2,4
+    .venv/bin/python -m bench.kafka_node_bench addressed --users 10000 --workers 4 --rates 10000,50000 --seconds 10
 
-Per worker count: a Tansu broker with one 2-partition source topic; a real
-node (``python -m rigfast`` with ``RIGFAST_WORKERS=W``: supervisor, W
-workers, and with W > 1 the node's event reader) started and ready; every
-process of the node stopped with SIGSTOP (by PID), ``--events`` ~1 kB
-CloudEvents produced, the CPU of every process of the node read, SIGCONT,
-and the node timed until its CPU stops moving (the backlog is read and
-dropped: nobody is subscribed). Reported: node CPU microseconds per event
-(the processes' utime+stime, idle baseline subtracted), and the split per
-process kind.
+**Nobody subscribed** (the default). Per worker count: a Tansu broker with one
+2-partition source topic; a real node (``python -m rigfast`` with
+``RIGFAST_WORKERS=W``: supervisor, W workers, and with W > 1 the node's
+event reader) started and ready; every process of the node stopped with
+SIGSTOP (by PID), ``--events`` ~1 kB CloudEvents produced, the CPU of every
+process of the node read, SIGCONT, and the node timed until its CPU stops
+moving (the backlog is read and dropped: nobody is subscribed). Reported:
+node CPU microseconds per event (the processes' utime+stime, idle baseline
+subtracted), and the split per process kind.
 
 ``raw``: a bare confluent-kafka consumer (poll + consume(2000, 0)) reading the
 same backlog in this process, events per CPU-second, in the same run; the
 ratio reader/raw is the issue's "reader consume-and-drop per CPU-second".
-Every run stops by itself (``TIME_LIMIT_S``); processes are stopped by PID.
+
+**Addressed** (``addressed``): one node of ``--workers`` workers with the
+reader, ``--users`` SSE connections (from ``--clients`` processes), each
+with a JWT whose ``sub`` is its user, so an extractor on ``/data/user`` gives
+it the automatic subscription to its own ``user.msg`` events; the holding
+worker of each user is read from its connection token. Then, per rate of
+``--rates``, a producer process writes ``--seconds`` of ~1 kB events at that
+rate (paced, key = user), each for one user and carrying its produce time
+(``"ts"``, ns since the epoch), twice: for random users of all of them, then
+only for users held by worker 0 (the other workers must show no CPU for
+those). Reported per phase: events asked/produced/delivered, Kafka-to-client
+latency p50/p99 (client receive time minus ``ts``, same clock), the same for
+a bare consumer of the topic (the part that is Kafka's), and CPU per event
+and share of a core of every process: supervisor, reader, each worker, and
+outside the node Tansu, the clients and the producer (what bounds the rate).
+
+Every run stops by itself (bounded waits); processes are stopped by PID.
 """
 
 from __future__ import annotations
 
 import argparse
+import array
+import asyncio
 import os
+import random
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import httpx  # noqa: E402
 import orjson  # noqa: E402
 
-from bench.procstat import proc_cpu_s  # noqa: E402
-from rigfast.kafka.tansu import TansuBroker, free_port  # noqa: E402
+from bench.node import Node  # noqa: E402
+from bench.procstat import cpu_of  # noqa: E402
+from bench.sse_clients import (USER_EXTRACTORS, USER_TYPE, SseConn, ask_all, close_all, connect_all,  # noqa: E402
+                               sse_request, start_clients, stop_clients)
+from rigfast.kafka.tansu import TansuBroker  # noqa: E402
 
 TOPIC = "bench-node"
 TIME_LIMIT_S = 90.0
+PHASE_TIMEOUT_S = 120.0
 IDLE_S = 1.0
 
 
@@ -64,77 +85,18 @@ def produce(bootstrap: str, events: list[bytes]) -> None:
     assert p.flush(60) == 0
 
 
-def children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
-def tree(pid: int) -> list[int]:
-    out = [pid]
-    for c in children(pid):
-        out.extend(tree(c))
-    return out
-
-
-def role(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            env = f.read().split(b"\0")
-    except OSError:
-        return "?"
-    if b"RIGFAST_ROLE=reader" in env:
-        return "reader"
-    if any(e.startswith(b"RIGFAST_WORKER_COUNT=") for e in env):
-        return "worker"
-    return "supervisor"
-
-
-def cpu_of(pids: list[int]) -> dict[int, float]:
-    out = {}
-    for p in pids:
-        try:
-            out[p] = proc_cpu_s(p)
-        except OSError:
-            pass
-    return out
-
-
-def wait_ready(api: int, workers: int, proc: subprocess.Popen, timeout: float = 40.0) -> None:
-    deadline = time.monotonic() + timeout
-    seen = set()
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"node exited with {proc.returncode}")
-        try:
-            h = httpx.get(f"http://127.0.0.1:{api}/health?detailed", timeout=2).json()
-            c = h.get("cluster") or {}
-            if workers == 1 and (h.get("kafka") or {}).get("state") == "connected":
-                return
-            if workers > 1 and c.get("ready"):
-                seen.add(h["worker"])
-                if len(seen) == workers:
-                    return
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(0.05)
-    raise TimeoutError("node not ready")
+def kind(role_name: str, workers: int) -> str:
+    """supervisor / reader / workers (a lone worker is the node's only process and reads itself)."""
+    if workers == 1:
+        return "worker (reads itself)"
+    return "workers" if role_name.startswith("w") else role_name
 
 
 def one_node(bootstrap: str, workers: int, events: list[bytes]) -> dict:
-    port, api = free_port(), free_port()
-    env = dict(os.environ, KAFKA_BROKERS=bootstrap, KAFKA_SOURCE_TOPICS=TOPIC, RIGFAST_WORKERS=str(workers),
-               INBOUND_PORT=str(port), API_HTTP_PORT=str(api), RIGFAST_HOST="127.0.0.1", RIGFAST_API_HOST="127.0.0.1",
-               RIGFAST_CLUSTER_TOPIC="", LOG_LEVEL="warning", RIGFAST_NODE_ID=f"bench{workers}",
-               RIGFAST_CLUSTER_DIR=tempfile.mkdtemp(prefix="rigfast-bench-"))
-    proc = subprocess.Popen([sys.executable, "-m", "rigfast"], env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_ready(api, workers, proc)
+    with Node(workers, {"KAFKA_BROKERS": bootstrap, "KAFKA_SOURCE_TOPICS": TOPIC}, node_id=f"bench{workers}") as node:
         time.sleep(1.0)  # the reader starts reading once every worker said its interest
-        pids = tree(proc.pid)
+        pids = node.pids()
+        roles = node.roles()
         c0, t0 = cpu_of(pids), time.monotonic()
         time.sleep(IDLE_S)
         c1 = cpu_of(pids)
@@ -161,16 +123,10 @@ def one_node(bootstrap: str, workers: int, events: list[bytes]) -> dict:
         total = sum(after.values()) - sum(before.values()) - idle_rate * (time.monotonic() - start)
         split: dict[str, float] = {}
         for p in pids:
-            split[role(p)] = split.get(role(p), 0.0) + after.get(p, 0) - before.get(p, 0)
+            k = kind(roles[p], workers)
+            split[k] = split.get(k, 0.0) + after.get(p, 0) - before.get(p, 0)
         return {"workers": workers, "us_per_event": total / len(events) * 1e6, "busy_s": busy_s,
                 "split_us": {k: v / len(events) * 1e6 for k, v in split.items()}}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def raw(bootstrap: str, n: int) -> float:
@@ -193,7 +149,225 @@ def raw(bootstrap: str, n: int) -> float:
     return got / cpu
 
 
+# --- addressed events: each for one user, delivered over SSE ---------------------------------------
+
+JWT_SECRET = "bench-secret-of-at-least-32-bytes-long"
+TS_MARK = b'"ts":'
+
+
+class _Timed(SseConn):
+    """Counts the events that arrive and keeps their producer-to-here latency (ns), read from ``"ts":``."""
+
+    def __init__(self, lat: list[int]):
+        super().__init__()
+        self.lat = lat
+        self.tail = b""
+
+    def on_data(self, data: bytes) -> None:
+        now = time.time_ns()
+        buf = self.tail + data if self.tail else data
+        pos, n = 0, len(buf)
+        i = buf.find(TS_MARK)
+        while i >= 0:
+            j = end = i + len(TS_MARK)
+            while end < n and 48 <= buf[end] <= 57:
+                end += 1
+            if end == n:  # the number may go on in the next read
+                break
+            self.lat.append(now - int(buf[j:end]))
+            pos = end
+            i = buf.find(TS_MARK, end)
+        self.tail = buf[max(pos, n - 32):]
+
+
+async def _addressed_client(port: int, src: str, users: list[int], conn) -> None:
+    import jwt
+
+    loop = asyncio.get_running_loop()
+    lat: list[int] = []
+    exp = int(time.time()) + 3600
+    reqs = [sse_request(jwt=jwt.encode({"sub": f"u{u}", "exp": exp}, JWT_SECRET, algorithm="HS256")) for u in users]
+    conns = await connect_all(port, src, reqs, lambda: _Timed(lat), timeout_s=PHASE_TIMEOUT_S)
+    conn.send({u: c.worker for u, c in zip(users, conns)})
+    while True:
+        cmd = await loop.run_in_executor(None, conn.recv)
+        if cmd == "count":
+            conn.send(len(lat))
+        elif cmd == "report":
+            conn.send(array.array("q", lat).tobytes())
+            lat.clear()
+        else:
+            break
+    close_all(conns)
+
+
+def addressed_client_main(port: int, src: str, users: list[int], conn) -> None:
+    import uvloop
+
+    uvloop.run(_addressed_client(port, src, users, conn))
+
+
+def paced_produce(bootstrap: str, rate: int, seconds: float, targets: list[int], size: int, conn) -> None:
+    """``rate`` events/s for ``seconds``, event i for user targets[i % len]; each carries its produce time (ns)."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "queue.buffering.max.messages": 1000000,
+                  "log_level": 0, "compression.type": "none"})
+    pad = "x" * max(0, size - 150)
+    total = int(rate * seconds)
+    sent = 0
+    t0 = time.monotonic()
+    c0 = time.process_time()
+    while sent < total:
+        due = min(total, int((time.monotonic() - t0) * rate) + 1)
+        while sent < due:
+            user = f"u{targets[sent % len(targets)]}"
+            v = orjson.dumps({"specversion": "1.0", "type": USER_TYPE, "source": "/bench", "id": f"a{sent}",
+                              "data": {"user": user, "ts": time.time_ns(), "pad": pad}})
+            try:
+                p.produce(TOPIC, v, key=user)
+            except BufferError:
+                p.poll(0.01)
+                continue
+            sent += 1
+        p.poll(0)
+        time.sleep(0.001)
+    produced_s = time.monotonic() - t0
+    p.flush(60)
+    conn.send((sent, produced_s, time.process_time() - c0))
+
+
+def ts_of(value: bytes) -> int:
+    i = value.find(TS_MARK) + len(TS_MARK)
+    end = i
+    while 48 <= value[end] <= 57:
+        end += 1
+    return int(value[i:end])
+
+
+def probe_consumer(bootstrap: str, conn) -> None:
+    """Producer-to-consumer latency of a bare consumer (librdkafka defaults, like the node's) on the same topic:
+    the part of the latency that is Kafka's (producer batching, broker, fetch), reported when told to stop."""
+    from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-probe-{os.getpid()}", "enable.auto.commit": False,
+                  "log_level": 0})
+    c.assign([TopicPartition(TOPIC, p, OFFSET_END) for p in (0, 1)])
+    lat = array.array("q")
+    conn.send("ready")
+    while not conn.poll(0):
+        for m in c.consume(1000, 0.05):
+            if m.error() is None:
+                lat.append(time.time_ns() - ts_of(m.value()))
+    c.close()
+    conn.send(lat.tobytes())
+
+
+def pct(sorted_ns: list[int], q: float) -> float:
+    return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1e6 if sorted_ns else float("nan")
+
+
+def addressed_phase(bootstrap: str, node: Node, tansu_pid: int, clients: list, rate: int, seconds: float,
+                    targets: list[int], size: int, label: str) -> None:
+    roles = node.roles()
+    pids = list(roles)
+    others = {tansu_pid: "tansu", **{c[0].pid: f"client{k}" for k, c in enumerate(clients)}}
+    [(probe, probe_end)] = start_clients(probe_consumer, [(bootstrap,)])
+    if not probe_end.poll(30):
+        raise SystemExit("probe consumer did not start")
+    probe_end.recv()
+    time.sleep(1.0)  # its assignment at the end is in place (bounded; a late start only loses early samples)
+    c0 = cpu_of(pids + list(others))
+    t0 = time.monotonic()
+    [(prod, parent)] = start_clients(paced_produce, [(bootstrap, rate, seconds, targets, size)])
+    if not parent.poll(seconds * 4 + 60):
+        prod.kill()
+        raise SystemExit("producer did not finish in time")
+    sent, produced_s, prod_cpu = parent.recv()
+    prod.join(10)
+    deadline = time.monotonic() + 60
+    got, last, last_change = 0, -1, time.monotonic()
+    while time.monotonic() < deadline and got < sent and time.monotonic() - last_change < 5:
+        got = sum(ask_all(clients, "count"))
+        if got != last:
+            last, last_change = got, time.monotonic()
+        time.sleep(0.05)
+    elapsed = time.monotonic() - t0
+    c1 = cpu_of(pids + list(others))
+    lat = sorted(x for b in ask_all(clients, "report") for x in array.array("q", b))
+    probe_end.send("stop")
+    kafka_lat = sorted(array.array("q", probe_end.recv()) if probe_end.poll(30) else [])
+    probe.join(10)
+    if probe.is_alive():
+        probe.kill()
+    used = {p: c1.get(p, 0) - c0.get(p, 0) - IDLE_RATE.get(p, 0) * elapsed for p in c0}
+    node_us = sum(used[p] for p in pids) / sent * 1e6
+    print(f"\n{label}: {sent} events produced in {produced_s:.2f}s ({sent / produced_s:,.0f}/s asked {rate:,}/s), "
+          f"{got} delivered ({got - sent:+d}); {elapsed:.2f}s until the last delivery", flush=True)
+    print(f"  Kafka-to-client latency: p50 {pct(lat, 0.5):.2f} ms, p99 {pct(lat, 0.99):.2f} ms, max {pct(lat, 1.0):.2f} ms; "
+          f"Kafka alone (a bare consumer of the same topic, {len(kafka_lat)} samples): p50 {pct(kafka_lat, 0.5):.2f} ms, "
+          f"p99 {pct(kafka_lat, 0.99):.2f} ms; load average {os.getloadavg()[0]:.1f}")
+    print(f"  node CPU {node_us:.2f} us per event (idle subtracted), per process:")
+    for p in sorted(pids, key=lambda p: roles[p]):
+        print(f"    {roles[p]:<11} {used[p] / sent * 1e6:6.2f} us/event  ({used[p] / elapsed * 100:5.1f}% of a core)")
+    print("  outside the node:")
+    for p, name in others.items():
+        print(f"    {name:<11} {used[p] / sent * 1e6:6.2f} us/event  ({used[p] / elapsed * 100:5.1f}% of a core)")
+    print(f"    producer    {prod_cpu / sent * 1e6:6.2f} us/event  ({prod_cpu / produced_s * 100:5.1f}% of a core)")
+
+
+IDLE_RATE: dict[int, float] = {}
+
+
+def main_addressed(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="kafka_node_bench addressed")
+    ap.add_argument("--users", type=int, default=10000)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--rates", default="10000,50000")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--size", type=int, default=1000)
+    ap.add_argument("--kafka-config", default="", help="RIGFAST_KAFKA_CONFIG of the node (librdkafka properties, JSON)")
+    args = ap.parse_args(argv)
+    with TansuBroker() as broker:
+        broker.create_topics([TOPIC], partitions=2)
+        env = {"KAFKA_BROKERS": broker.bootstrap, "KAFKA_SOURCE_TOPICS": TOPIC, "EXTRACTORS": orjson.dumps(USER_EXTRACTORS).decode(),
+               "JWT_SECRET_KEY": JWT_SECRET, "RIGFAST_HEARTBEAT_INTERVAL_S": "60", "RIGFAST_KAFKA_CONFIG": args.kafka_config}
+        with Node(args.workers, env, node_id="addr") as node:
+            clients = start_clients(addressed_client_main, [(node.port, f"127.0.0.{k + 2}", list(range(k, args.users, args.clients)))
+                                                            for k in range(args.clients)])
+            try:
+                where: dict[int, int] = {}
+                for pr, c in clients:
+                    if not c.poll(PHASE_TIMEOUT_S):
+                        raise SystemExit("clients did not connect in time")
+                    where.update(c.recv())
+                per_worker = {w: sum(1 for v in where.values() if v == w) for w in range(args.workers)}
+                print(f"{len(where)} SSE users connected, per worker {per_worker}", flush=True)
+                time.sleep(2.0)  # the workers' interest reaches the reader (batched per loop iteration)
+                pids = node.pids() + [broker.proc.pid] + [pr.pid for pr, _ in clients]
+                c0, t0 = cpu_of(pids), time.monotonic()
+                time.sleep(2 * IDLE_S)
+                c1, dt = cpu_of(pids), time.monotonic() - t0
+                IDLE_RATE.update({p: (c1.get(p, 0) - c0.get(p, 0)) / dt for p in pids})
+                everyone = list(where)
+                random.Random(12).shuffle(everyone)
+                on_w0 = [u for u in everyone if where[u] == 0]
+                for rate in [int(x) for x in args.rates.split(",")]:
+                    addressed_phase(broker.bootstrap, node, broker.proc.pid, clients, rate, args.seconds, everyone,
+                                    args.size, f"{rate:,}/s, each event for one random user of all {len(everyone)}")
+                    addressed_phase(broker.bootstrap, node, broker.proc.pid, clients, rate, args.seconds, on_w0,
+                                    args.size, f"{rate:,}/s, each event for one random user held by worker 0")
+            finally:
+                stop_clients(clients)
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["addressed"]:
+        return main_addressed(argv[1:])
+    if argv[:1] == ["nobody"]:
+        argv = argv[1:]
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=100000)
     ap.add_argument("--workers", default="1,2,4")
