@@ -18,7 +18,10 @@ of each loopback connection are on this machine, so the kernel figure counts
 two sockets per connection). ``--subscription``: ``type`` (every connection
 subscribes to one event type) or ``user`` (connection k to ``user.msg``
 events of user ``uk``: one distinct subscription per connection, in the
-worker's index and in the reader's).
+worker's index and in the reader's). Also reported: the node's CPU per
+connect (all its processes, during the connect phase) and, once connected,
+its CPU while idle for ``--idle-seconds`` (heartbeats at the default
+``RIGFAST_HEARTBEAT_INTERVAL_S``).
 
 ``rate``: every connection subscribed to one type, ``--events`` events posted
 over HTTP, deliveries per second until every client has read every event.
@@ -41,7 +44,7 @@ import httpx  # noqa: E402
 import orjson  # noqa: E402
 
 from bench.node import Node  # noqa: E402
-from bench.procstat import meminfo_kb, memory_kb, slabinfo_kb, sockstat  # noqa: E402
+from bench.procstat import cpu_of, meminfo_kb, memory_kb, slabinfo_kb, sockstat  # noqa: E402
 from bench.sse_clients import (MAX_FDS_PER_CLIENT, USER_EXTRACTORS, SseConn, ask_all, close_all,  # noqa: E402
                                connect_all, sse_request, start_clients, stop_clients, user_subscription)
 from rigfast.kafka.tansu import TansuBroker  # noqa: E402
@@ -148,6 +151,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--events", type=int, default=300)
     ap.add_argument("--subscription", choices=("type", "user"), default="type")
+    ap.add_argument("--idle-seconds", type=float, default=15.0, help="node CPU measured this long once connected")
     ap.add_argument("--kafka", action="store_true", help="a Tansu broker and a source topic: the node's reader runs")
     a = ap.parse_args()
     per = -(-a.conns // a.clients)
@@ -159,7 +163,7 @@ def main() -> None:
         raise SystemExit(f"{per} connections per source address, {hi - lo + 1} ephemeral ports: use more --clients")
     broker = TansuBroker().start() if a.kafka else None
     try:
-        env = {"RIGFAST_HEARTBEAT_INTERVAL_S": "60", "EXTRACTORS": orjson.dumps(USER_EXTRACTORS).decode()}
+        env = {"EXTRACTORS": orjson.dumps(USER_EXTRACTORS).decode()}
         if broker is not None:
             broker.create_topics([TOPIC], partitions=2)
             env.update(KAFKA_BROKERS=broker.bootstrap, KAFKA_SOURCE_TOPICS=TOPIC)
@@ -174,6 +178,11 @@ def main() -> None:
 def run(a, node: Node, per: int, k0: dict, s0: dict) -> None:
     time.sleep(1.0)  # let the workers finish starting up (imports, first allocations) before the idle figure
     idle = node_memory(node)
+    pids = node.pids()
+    c0, t0 = sum(cpu_of(pids).values()), time.monotonic()
+    time.sleep(3.0)
+    cpu0 = sum(cpu_of(pids).values())
+    base_rate = (cpu0 - c0) / (time.monotonic() - t0)  # the node's own timers, no connection
     t0 = time.monotonic()
     clients = start_clients(client_main, [(node.port, f"127.0.0.{i + 2}", i * per, min(per, a.conns - i * per),
                                            a.subscription) for i in range(a.clients)])
@@ -187,10 +196,12 @@ def run(a, node: Node, per: int, k0: dict, s0: dict) -> None:
                 raise SystemExit(body)
             by_worker.update(body)
         t_conn = time.monotonic() - t0
+        connect_cpu = sum(cpu_of(pids).values()) - cpu0
         total = sum(by_worker.values())
         print(f"workers={a.workers} connections={total:,} ({a.subscription} subscriptions"
               f"{', reader on' if a.kafka else ''}) per worker={dict(sorted(by_worker.items()))} "
-              f"connect phase {t_conn:.1f}s ({total / t_conn:,.0f}/s); load average {os.getloadavg()[0]:.1f}", flush=True)
+              f"connect phase {t_conn:.1f}s ({total / t_conn:,.0f}/s), node CPU {connect_cpu * 1e6 / total:.0f} us per connect; "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
         if a.mode == "idle":
             time.sleep(2.0)  # interest changes reach the reader, allocator settles
             loaded, k1, s1 = node_memory(node), kernel_figures(), slabinfo_kb()
@@ -198,6 +209,12 @@ def run(a, node: Node, per: int, k0: dict, s0: dict) -> None:
             client_rss = sum(memory_kb(p.pid)["rss"] for p, _ in clients)
             print(f"load clients: RSS {client_rss / 1024:.0f} MiB in {a.clients} processes")
             report_kernel(k0, k1, s0, s1, total)
+            c0, t1 = sum(cpu_of(pids).values()), time.monotonic()
+            time.sleep(a.idle_seconds)
+            used, dt = sum(cpu_of(pids).values()) - c0, time.monotonic() - t1
+            print(f"node CPU while idle for {dt:.0f}s: {used / dt * 100:.1f}% of a core ({base_rate * 100:.1f}% with no "
+                  f"connection): {(used / dt - base_rate) / total * 1e6:.2f} us per connection per second "
+                  f"(heartbeats every RIGFAST_HEARTBEAT_INTERVAL_S)")
             h = node.health()
             print(f"the reader as worker {h['worker']} sees it: {(h.get('cluster') or {}).get('reader')}")
         else:
