@@ -17,7 +17,7 @@ from rigfast.api.inbound import InboundApi
 from rigfast.api.internal import InternalApi
 from rigfast.cluster.naming import default_node_id
 from rigfast.cluster.naming import enabled as cluster_enabled
-from rigfast.cluster.naming import reader_in_use
+from rigfast.cluster.naming import reader_in_use, reader_reads_sources
 from rigfast.cluster.node import Cluster
 from rigfast.cluster.wire import token_prefix
 from rigfast.errors import CONFIG_EXIT_CODE, ConfigError
@@ -125,7 +125,7 @@ class Gateway:
         if cfg.kafka_brokers and not reader_in_use(cfg):  # else the node's reader consumes for every worker
             self.kafka = KafkaSource(cfg, self.loop, self.hub.publish_batch)
             self.kafka.start()
-        elif self.cluster is not None and self.cluster.reader is not None:
+        elif self.cluster is not None and self.cluster.reader is not None and reader_reads_sources(cfg):
             # the node's reader holds the consumer; its state comes over the reader link
             from rigfast.cluster.reader import ReaderKafka
 

@@ -64,7 +64,7 @@ class Owners(Protocol):
 
     def forward_phoenix(self, proto, req, token: str, method: str, body: bytes, cors: list) -> Any: ...
 
-    def replay(self, last: str, subs: list) -> Awaitable | None: ...
+    def replay(self, last: str, subs: list, done: Callable[[tuple[bool, list] | None], None]) -> bool: ...
 
 
 class InboundApi:
@@ -226,30 +226,7 @@ class InboundApi:
         if not last:
             return
         last = last.strip()
-        if last.startswith("k:") and self.owners is not None:
-            # a source-topic event: the node's reader holds the history of those
-            pending = self.owners.replay(last, session.subscriptions)
-            if pending is not None:
-                self.hub.hold(session)
-                self.hub.loop.create_task(self._resume_from_node(session, last, pending))
-                return
-        gap, events = self.hub.replay_since(last, session.subscriptions)
-        if gap:
-            self.hub.send_gateway_event(session, make_event("rig.history_gap", {"last_event_id": last}))
-        for e in events:
-            session.enqueue(self.hub.encode(session.kind, e))
-
-    async def _resume_from_node(self, session, last: str, pending: Awaitable) -> None:
-        try:
-            result = await pending
-        except Exception:  # noqa: BLE001 - the reader went away: the worker's own history below
-            result = None
-        if result is None:
-            result = self.hub.replay_since(last, session.subscriptions)
-        gap, events = result
-        if gap and not session.closed:
-            self.hub.send_gateway_event(session, make_event("rig.history_gap", {"last_event_id": last}))
-        self.hub.release(session, events)
+        self.hub.resume(session, last, session.subscriptions, self.owners)
 
     # -- SSE ------------------------------------------------------------------
     def open_sse(self, proto, req) -> Any:

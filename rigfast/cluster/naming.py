@@ -24,5 +24,16 @@ def enabled(cfg: Any) -> bool:
 
 
 def reader_in_use(cfg: Any) -> bool:
-    """One event reader process per node: several workers and Kafka source topics (see cluster/reader.py)."""
-    return max(cfg.workers, cfg.worker_count) > 1 and bool(cfg.kafka_brokers) and bool(cfg.kafka_source_topics)
+    """One event reader process per node with several workers (see cluster/reader.py): it routes
+    every event between the node's workers, and reads Kafka for all of them."""
+    return max(cfg.workers, cfg.worker_count) > 1
+
+
+def reader_reads_sources(cfg: Any) -> bool:
+    """The node's reader consumes ``KAFKA_SOURCE_TOPICS`` (no worker does)."""
+    return reader_in_use(cfg) and bool(cfg.kafka_brokers) and bool(cfg.kafka_source_topics)
+
+
+def reader_reads_cluster_topic(cfg: Any) -> bool:
+    """The node's reader consumes the cluster topic (no worker does)."""
+    return reader_in_use(cfg) and bool(cfg.kafka_brokers) and bool(cfg.cluster_topic)

@@ -4,12 +4,16 @@ How this works: a :class:`Cluster` is attached to each worker's Gateway
 when there is more than one worker on the node or Kafka is configured. It
 
 - prefixes every connection token with its route, ``<node>.w<worker>.``;
-- relays every event submitted over HTTP (sources ``http`` and ``api``) to
-  the other workers of the node over the bus and to the other nodes over the
-  cluster topic, one frame / one record per loop iteration, however many
-  events that holds. Receivers call ``hub.deliver_local``, which fans out
-  without relaying again, so every connection gets an event exactly once.
-  Kafka-sourced events are read by every worker itself and never relayed;
+- routes every event submitted over HTTP (sources ``http`` and ``api``),
+  one batch per loop iteration however many events that holds: to the
+  node's reader, which sends it to the workers that want it (this one
+  included) and keeps it in the node's history, and to the other nodes over
+  the cluster topic. While the reader is not linked (killed, restarting)
+  the worker serves the node itself: its own sessions and, over the bus,
+  the other workers. Every batch is named (origin, batch number), and a
+  worker delivers a name once, so a batch that comes both ways around a
+  reader's death reaches each connection once. Receivers call
+  ``hub.deliver_local``, which fans out without relaying again;
 - forwards what must be done where a connection lives (``PUT
   .../subscriptions``, a long-poll) to the worker named by the token: over
   the bus on the same node, over the cluster topic to another node; the
@@ -28,6 +32,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import deque
 from typing import Any, Callable, Protocol
 
 import orjson
@@ -53,11 +58,40 @@ FORWARDED = metrics.REGISTRY.counter(
     "rig_cluster_forwarded_total", "Requests forwarded to the worker or node owning the connection", ("kind", "via")
 )
 RELAYED_IN = metrics.REGISTRY.counter(
-    "rig_cluster_events_in_total", "Events received from other workers (bus) or nodes (kafka)", ("via",)
+    "rig_cluster_events_in_total", "Submitted events received from the node's reader (reader), other workers (bus) "
+    "or other nodes (kafka)", ("via",)
 )
 RELAYED_OUT = metrics.REGISTRY.counter(
-    "rig_cluster_events_out_total", "Submitted events relayed to other workers (bus) or nodes (kafka)", ("via",)
+    "rig_cluster_events_out_total", "Submitted events sent to the node's reader (reader), other workers (bus) "
+    "or other nodes (kafka)", ("via",)
 )
+SEEN_BATCHES = 4096  # batch names remembered per origin
+SEEN_ORIGINS = 256  # origins remembered (the oldest is forgotten first)
+
+
+class Seen:
+    """The submitted batches delivered here, by (origin, batch), bounded: the second arrival of a
+    batch (from the reader, and from its submitter over the bus after the reader died) is dropped."""
+
+    __slots__ = ("_by",)
+
+    def __init__(self) -> None:
+        self._by: dict[str, tuple[set, deque]] = {}
+
+    def first(self, origin: str, batch: int) -> bool:
+        got = self._by.get(origin)
+        if got is None:
+            if len(self._by) >= SEEN_ORIGINS:
+                del self._by[next(iter(self._by))]
+            got = self._by[origin] = (set(), deque())
+        names, order = got
+        if batch in names:
+            return False
+        names.add(batch)
+        order.append(batch)
+        if len(order) > SEEN_BATCHES:
+            names.discard(order.popleft())
+        return True
 
 
 class RemoteWaiter:
@@ -135,11 +169,15 @@ class Cluster:
             from rigfast.cluster.kafka_link import KafkaLink
 
             self.kafka = KafkaLink(cfg, self.loop, self._on_records)
-        self.reader = None  # the node's event reader: source-topic events the worker's sessions want
+        self.origin = hub.boot  # names this worker's submitted batches (unique per worker start)
+        self._batches = itertools.count(1)
+        self.seen = Seen()
+        self.reader = None  # the node's event reader: routes events between the workers, reads Kafka
         if reader_in_use(cfg):
             from rigfast.cluster.reader import ReaderLink
 
-            self.reader = ReaderLink(self.directory, self.worker, loop, hub.deliver_local)
+            self.reader = ReaderLink(self.directory, self.worker, loop, hub.deliver_local, self.origin,
+                                     self._on_reader_frame, self._on_reader_state)
             hub.interest_listener = self.reader.change
         self._request_ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future] = {}
@@ -147,7 +185,7 @@ class Cluster:
         self._relay_scheduled = False
         self._applying = False
         self.blacklist = blacklist
-        hub.publish_listeners.append(self._on_publish)
+        hub.relay = self._on_publish
         self.blacklist.on_add(self._on_blacklist_add)
 
     # -- lifecycle ------------------------------------------------------------------
@@ -178,12 +216,11 @@ class Cluster:
         bus_ok = self.bus is None or len(self.bus.connected()) == self.count - 1
         return bus_ok and (self.kafka is None or self.kafka.ready) and (self.reader is None or self.reader.linked_once)
 
-    def replay(self, last: str, subs: list) -> Any:
-        """An awaitable of the node history after ``last`` (a Kafka resume id) matching ``subs``:
-        (gap, events), or None when the reader cannot answer; None at once without a reader."""
-        if self.reader is None or not self.reader.connected:
-            return None
-        return self.reader.replay(last, subs)
+    def replay(self, last: str, subs: list, done: Callable[[tuple[bool, list] | None], None]) -> bool:
+        """Ask the node's reader for its history after ``last`` matching ``subs``: ``done((gap, events))``
+        follows, in the order of the events the reader sends (None: no answer; use your own history).
+        False (``done`` never runs) without a linked reader."""
+        return self.reader is not None and self.reader.replay(last, subs, done)
 
     def health(self) -> dict:
         return {
@@ -194,16 +231,21 @@ class Cluster:
             "peers_linked": self.bus.connected() if self.bus else [],
             "kafka": self.kafka.health() if self.kafka else {"state": "disabled"},
             "reader": self.reader.health() if self.reader else {"state": "disabled"},
+            "history_events": len(self.hub.history),  # this worker's own: kept only while no reader is linked
         }
 
     # -- events ---------------------------------------------------------------------
-    def _on_publish(self, events: list[Event], source: str) -> None:
+    def _on_publish(self, events: list[Event], source: str) -> bool:
+        """The hub's relay: submitted events go out once per loop iteration. True (the hub does not
+        fan them out now) when the node has a reader: they reach this worker's sessions in the
+        node's order, from the reader or, while it is away, from :meth:`_serve`."""
         if source not in RELAYED_SOURCES:
-            return
+            return False
         self._out.append((events, source))
         if not self._relay_scheduled:
             self._relay_scheduled = True
             self.loop.call_soon(self._relay)
+        return self.reader is not None
 
     def _relay(self) -> None:
         self._relay_scheduled = False
@@ -211,15 +253,69 @@ class Cluster:
         by_source: dict[str, list[Event]] = {}
         for events, source in out:
             by_source.setdefault(source, []).extend(events)
+        reader = self.reader
         for source, events in by_source.items():
             payload = wire.encode_events(events, source)
-            if self.bus is not None:
-                self.bus.broadcast(wire.encode_frame(wire.EVENTS, payload))
-                RELAYED_OUT.inc(len(events), "bus")
+            if reader is not None:
+                batch = next(self._batches)
+                if reader.connected:
+                    # the reader serves the workers whose whole interest it holds; the others we serve
+                    linked = reader.linked_workers
+                    direct = [j for j in range(self.count) if j not in linked]
+                    reader.submit(batch, direct, payload, (events, source))
+                    RELAYED_OUT.inc(len(events), "reader")
+                else:
+                    direct = list(range(self.count))
+                self._serve(batch, events, source, payload, direct)
             if self.kafka is not None:
                 self.kafka.produce(self.cfg.cluster_topic, payload, key=self.node.encode(),
                                    headers=[("rf-kind", b"ev"), ("rf-from", self.me.encode())])
                 RELAYED_OUT.inc(len(events), "kafka")
+
+    def _serve(self, batch: int, events: list[Event], source: str, payload: bytes, workers: list[int]) -> None:
+        """Our batch to ``workers`` ourselves: this worker's sessions, the others over the bus."""
+        frame = None
+        for j in workers:
+            if j == self.worker:
+                if self.seen.first(self.origin, batch):
+                    self.hub.deliver_local(events, source)
+            elif self.bus is not None:
+                if frame is None:
+                    frame = wire.tagged(wire.SUBMITTED, f"{self.origin} {batch}", payload)
+                if self.bus.send(j, frame):
+                    RELAYED_OUT.inc(len(events), "bus")
+
+    def _on_submitted(self, payload: bytes, via: str) -> None:
+        """A named batch, from the reader or a worker of the node: delivered here once."""
+        head, rest = wire.untag(payload)
+        origin, _, batch = head.partition(" ")
+        n = int(batch)
+        if not self.seen.first(origin, n):
+            return
+        mine = self.reader.unacked.get(n) if origin == self.origin and self.reader is not None else None
+        if mine is not None and len(mine[1]) == len(rest):  # our own whole batch back: the events we made
+            events, source = mine[2]
+        else:
+            source, events = wire.decode_events(rest)
+            RELAYED_IN.inc(len(events), via)
+        if events:
+            self.hub.deliver_local(events, source)
+
+    def _on_reader_frame(self, kind: int, payload: bytes) -> None:
+        if kind == wire.SUBMITTED:
+            self._on_submitted(payload, "reader")
+        else:
+            self._on_frame(kind, payload)
+
+    def _on_reader_state(self, linked: bool, unacked: list) -> None:
+        """The reader link came up (it holds the node's history: we keep none) or went down (we keep
+        our own, and serve the batches it had not routed to the workers it would have served)."""
+        self.hub.keep_history = not linked
+        if linked:  # what we kept meanwhile is not the node's: a resume asks the reader
+            self.hub.history.clear()
+            return
+        for batch, (direct, payload, (events, source)) in unacked:
+            self._serve(batch, events, source, payload, [j for j in range(self.count) if j not in direct])
 
     def _deliver(self, payload: bytes, via: str) -> None:
         source, events = wire.decode_events(payload)
@@ -229,8 +325,8 @@ class Cluster:
 
     # -- incoming -------------------------------------------------------------------
     def _on_frame(self, kind: int, payload: bytes) -> None:
-        if kind == wire.EVENTS:
-            self._deliver(payload, "bus")
+        if kind == wire.SUBMITTED:
+            self._on_submitted(payload, "bus")
         elif kind == wire.REQUEST:
             self._handle_request(orjson.loads(payload))
         elif kind == wire.REPLY:
@@ -485,15 +581,33 @@ class Cluster:
         return out
 
     async def metrics_text(self) -> bytes:
-        """Every worker's series of this node, each labelled with its worker index."""
+        """Every worker's series of this node, each labelled with its worker index, and the
+        reader's, labelled ``worker="reader"``."""
         texts = {self.worker: metrics.REGISTRY.render().decode()}
         if self.bus is not None:
             peers = [j for j in range(self.count) if j != self.worker]
-            replies = await asyncio.gather(*(self.ask(self.node, j, {"op": "metrics"}, METRICS_TIMEOUT_S) for j in peers))
-            for j, rep in zip(peers, replies):
+            asks = [self.ask(self.node, j, {"op": "metrics"}, METRICS_TIMEOUT_S) for j in peers]
+            asks.append(self.ask_reader({"op": "metrics"}, METRICS_TIMEOUT_S))
+            replies = await asyncio.gather(*asks)
+            for j, rep in zip(peers + ["reader"], replies):
                 if rep is not None and "text" in rep:
                     texts[j] = rep["text"]
         return merge_metrics(texts).encode()
+
+    async def ask_reader(self, msg: dict, timeout: float) -> dict | None:
+        """A request to the node's reader; its reply, or None (no reader linked, no answer in time)."""
+        if self.reader is None:
+            return None
+        request_id = msg["request_id"] = next(self._request_ids)
+        if not self.reader.request(msg):
+            return None
+        fut = self._waiting[request_id] = self.loop.create_future()
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self._waiting.pop(request_id, None)
 
     # -- blacklist ------------------------------------------------------------------
     def _on_blacklist_add(self, session_id: str) -> None:
@@ -525,11 +639,12 @@ class Cluster:
             self._applying = False
 
 
-def merge_metrics(texts: dict[int, str]) -> str:
-    """Prometheus text of several workers as one exposition, each sample labelled ``worker``."""
+def merge_metrics(texts: dict[int | str, str]) -> str:
+    """Prometheus text of several processes as one exposition, each sample labelled ``worker``
+    (workers by index, then the others, e.g. the reader)."""
     families: dict[str, list[str]] = {}
     meta: dict[str, list[str]] = {}
-    for worker, text in sorted(texts.items()):
+    for worker, text in sorted(texts.items(), key=lambda kv: (isinstance(kv[0], str), str(kv[0]).zfill(6))):
         family = ""
         for line in text.splitlines():
             if not line:

@@ -59,19 +59,18 @@ OFFSETS_MAX_AGE_S = 600.0  # positions older than this are not resumed from (a n
 REPLAY_TIMEOUT_S = 2.0
 START_GRACE_S = 3.0  # a (re)started reader waits this long at most for every worker's interest
 LINK_BUFFER_LIMIT = 64 << 20
+UNACKED_MAX = 4096  # submitted batches in flight to the reader (it acknowledges each as it routes it)
 STATE_INTERVAL_S = 1.0  # the reader's Kafka state goes to the workers when it changed, checked this often
 
 FORWARDED = metrics.REGISTRY.counter(
-    "rig_reader_forwarded_total", "Source-topic events the node's reader sent to workers (one per event and worker)", ())
+    "rig_reader_forwarded_total", "Events the node's reader sent to workers (one per event and worker)", ("to", "source"))
+SUBMITTED_IN = metrics.REGISTRY.counter(
+    "rig_reader_submitted_total", "Submitted events the node's reader routed (from this node's workers: bus; "
+    "from other nodes: kafka)", ("via",))
 
 
 def socket_path(directory: str) -> str:
     return os.path.join(directory, SOCKET_NAME)
-
-
-def wanted(cfg: Any) -> bool:
-    """A separate reader process: several workers and source topics to read."""
-    return cfg.workers > 1 and bool(cfg.kafka_brokers) and bool(cfg.kafka_source_topics)
 
 
 def _rid(event) -> str:
@@ -91,6 +90,8 @@ class _WorkerConn(FramedConnection):
         super().__init__()
         self.reader = reader
         self.worker: int | None = None
+        self.label = "?"  # the worker index, as a metrics label
+        self.origin = ""  # the worker's name for the batches it submits (its hub's boot id)
         self.slots: dict[Subscription, int] = {}
         self.out: list = []
         self.ready = False
@@ -122,6 +123,8 @@ class Reader:
         self.index = SubscriptionIndex()
         self.slot_conn: dict[int, _WorkerConn] = {}
         self.conns: set[_WorkerConn] = set()
+        self.by_worker: dict[int, _WorkerConn] = {}
+        self._linked: list[int] = []  # the workers last announced in LINKED
         self._slots = itertools.count(1)
         self.history = History(cfg.history_size, cfg.history_age_s, cfg.history_bytes)
         self.replay_max_bytes = cfg.replay_max_bytes
@@ -133,10 +136,18 @@ class Reader:
         self._source_started = False
         self.expected_workers = max(cfg.worker_count, 1)
         start = self._load_offsets()
-        self.source = (source_factory or KafkaSource)(cfg, loop, self.on_events)
-        if start:
-            self.source.resume_at(start)
-        self.source.on_positions = self.on_positions
+        self.source = None  # the event source, when the node reads KAFKA_SOURCE_TOPICS
+        if source_factory is not None or (cfg.kafka_brokers and cfg.kafka_source_topics):
+            self.source = (source_factory or KafkaSource)(cfg, loop, self.on_events)
+            if start:
+                self.source.resume_at(start)
+            self.source.on_positions = self.on_positions
+        metrics.REGISTRY.gauge("rig_reader_history_events", "Events in the node's history (the reader's)",
+                               lambda: len(self.history))
+        metrics.REGISTRY.gauge("rig_reader_history_bytes", "Event JSON bytes in the node's history",
+                               lambda: self.history.bytes)
+        metrics.REGISTRY.gauge("rig_reader_workers", "Workers linked to the reader with their whole interest",
+                               lambda: len(self._linked))
         self._state_sent: bytes = b""
         self._state_task: asyncio.Task | None = None
 
@@ -154,7 +165,8 @@ class Reader:
         # drop what it reads before they reconnect); a worker that does not come is not waited for long
         self._start_timer = self.loop.call_later(START_GRACE_S, self._start_source)
         self._state_task = self.loop.create_task(self._push_state())
-        log.info("reader: node event reader on %s, topics %s", path, ",".join(self.cfg.kafka_source_topics))
+        log.info("reader: node event reader on %s, source topics %s", path,
+                 ",".join(self.cfg.kafka_source_topics) if self.source is not None else "none")
 
     def _start_source(self) -> None:
         if self._start_timer is not None:
@@ -162,14 +174,16 @@ class Reader:
             self._start_timer = None
         if not self._source_started:
             self._source_started = True
-            self.source.start()
+            if self.source is not None:
+                self.source.start()
 
     async def stop(self) -> None:
         if self._start_timer is not None:
             self._start_timer.cancel()
         if self._state_task is not None:
             self._state_task.cancel()
-        await self.source.stop()
+        if self.source is not None:
+            await self.source.stop()
         self._save_offsets()
         if self.server is not None:
             self.server.close()
@@ -179,6 +193,8 @@ class Reader:
 
     # -- Kafka state for the workers (their /health, /metrics, readiness) --
     def kafka_state(self) -> bytes:
+        if self.source is None:
+            return b'{"state":"disabled"}'
         st = dict(self.source.health())
         st["reached"] = bool(getattr(self.source, "reached", False))
         st["consumed"] = metrics.EVENTS_RECEIVED.get("kafka")
@@ -204,14 +220,21 @@ class Reader:
 
     # -- workers --
     def on_frame(self, conn: _WorkerConn, kind: int, payload: bytes) -> None:
-        if kind == wire.HELLO:
-            conn.worker = int(orjson.loads(payload)["worker"])
+        if kind == wire.SUBMIT:
+            self.on_submit(conn, payload)
+        elif kind == wire.HELLO:
+            hello = orjson.loads(payload)
+            conn.worker = int(hello["worker"])
+            conn.label = str(conn.worker)
+            conn.origin = str(hello.get("origin", ""))
             self.conns.add(conn)
+            self.by_worker[conn.worker] = conn
             log.info("reader: worker %d connected", conn.worker)
             self._state_sent = self.kafka_state()  # the current state at once on link-up
             conn.send(self._state_frame())
         elif kind == wire.READY:  # the worker's interest is all sent
             conn.ready = True
+            self._announce_linked(conn)
             if not self._source_started and sum(c.ready for c in self.conns) >= self.expected_workers:
                 self._start_source()
         elif kind == wire.INTEREST:
@@ -231,24 +254,82 @@ class Reader:
                 self.index.set(slot, [(s.event_type, s.conjunctions)])
         elif kind == wire.REQUEST:
             msg = orjson.loads(payload)
-            if msg.get("op") == "replay":
+            op = msg.get("op")
+            if op == "replay":
                 gap, events = self.replay_since(msg.get("last", ""), parse_subscriptions(msg.get("subs"), self.extractors))
                 head = orjson.dumps({"request_id": msg.get("request_id"), "gap": gap})
                 conn.send(wire.encode_frame(wire.REPLAY, head + b"\n" + wire.encode_events(events, "kafka")))
+            elif op == "metrics":  # the reader's series, for the node's /metrics
+                conn.send(wire.encode_json_frame(wire.REPLY, {"request_id": msg.get("request_id"), "status": 200,
+                                                              "text": metrics.REGISTRY.render().decode()}))
 
     def drop(self, conn: _WorkerConn) -> None:
         self.conns.discard(conn)
+        if conn.worker is not None and self.by_worker.get(conn.worker) is conn:
+            del self.by_worker[conn.worker]
         for slot in conn.slots.values():
             self.index.remove(slot)
             self.slot_conn.pop(slot, None)
         if conn.worker is not None:
             log.info("reader: worker %d disconnected; its %d subscriptions dropped", conn.worker, len(conn.slots))
         conn.slots = {}
+        if conn.ready:
+            conn.ready = False
+            self._announce_linked(None)
+
+    def _announce_linked(self, new: _WorkerConn | None) -> None:
+        """LINKED to every worker when the set of workers whose whole interest we hold changed (and to
+        ``new``, which just became one, whatever the set): a worker submitting events serves the
+        others itself (bus), and the reader serves these."""
+        linked = sorted({c.worker for c in self.conns if c.ready})
+        if linked == self._linked and new is None:
+            return
+        self._linked = linked
+        frame = wire.encode_json_frame(wire.LINKED, linked)
+        for c in list(self.conns):
+            c.send(frame)
+
+    # -- submitted events (HTTP on some worker of some node) --
+    def on_submit(self, conn: _WorkerConn, payload: bytes) -> None:
+        """A batch submitted on ``conn``'s worker: routed like every submitted batch, then acknowledged."""
+        head, rest = wire.untag(payload)
+        batch, _, direct = head.partition(" ")
+        skip = {int(x) for x in direct.split(",") if x}
+        source, events = wire.decode_events(rest)
+        SUBMITTED_IN.inc(len(events), "bus")
+        self.route_submitted(conn.origin, batch, source, events, rest, skip, conn)
+
+    def route_submitted(self, origin: str, batch: str, source: str, events: list, payload: bytes,
+                        skip: set[int], submitter: _WorkerConn | None) -> None:
+        """One SUBMITTED frame per worker that wants some of the batch and does not serve itself
+        (``skip``: the submitter served those directly); the submitter's frame and its ACK go last,
+        in one write. A worker that gets the whole batch gets its bytes as they came."""
+        head = f"{origin} {batch}"
+        mine = b""
+        for conn in self._route(events, source, skip):
+            evs, conn.out = conn.out, []
+            frame = wire.tagged(wire.SUBMITTED, head, payload if len(evs) == len(events) else wire.encode_events(evs, source))
+            FORWARDED.inc(len(evs), conn.label, source)
+            if conn is submitter:
+                mine = frame
+            else:
+                conn.send(frame)
+        if submitter is not None:
+            submitter.send(mine + wire.encode_frame(wire.ACK, batch.encode()))
 
     # -- events --
     def on_events(self, events: list) -> None:
-        """A batch from the source (loop thread): history, one match per event, one frame per worker."""
+        """A batch from the source (loop thread): one frame per worker that wants some of it."""
         metrics.EVENTS_RECEIVED.inc(len(events), "kafka")
+        for conn in self._route(events, "kafka"):
+            out, conn.out = conn.out, []
+            FORWARDED.inc(len(out), conn.label, "kafka")
+            conn.send(wire.encode_frame(wire.EVENTS, wire.encode_events(out, "kafka")))
+
+    def _route(self, events: list, source: str, skip: set[int] | None = None) -> list[_WorkerConn]:
+        """Node history, one match per event: the workers that want some of ``events``, each with
+        those in ``out``. With ``skip`` (submitted events) only workers whose whole interest we
+        hold and that are not in ``skip``."""
         index, extractors, slot_conn = self.index, self.extractors, self.slot_conn
         if self.history.enabled:
             now = time.monotonic()
@@ -266,30 +347,23 @@ class Reader:
             if not slots:
                 dropped += 1
                 continue
-            if len(slots) == 1:
+            if len(slots) == 1 and skip is None:
                 conn = slot_conn[slots[0]]
                 if not conn.out:
                     touched.append(conn)
                 conn.out.append(ev)
                 continue
-            seen = set()
             for slot in slots:
                 conn = slot_conn[slot]
-                if conn in seen:
+                out = conn.out
+                if (out and out[-1] is ev) or (skip is not None and (not conn.ready or conn.worker in skip)):
                     continue
-                seen.add(conn)
-                if not conn.out:
+                if not out:
                     touched.append(conn)
-                conn.out.append(ev)
+                out.append(ev)
         if dropped:
-            metrics.EVENTS_DROPPED.inc(dropped, "kafka")
-        n = 0
-        for conn in touched:
-            out, conn.out = conn.out, []
-            n += len(out)
-            conn.send(wire.encode_frame(wire.EVENTS, wire.encode_events(out, "kafka")))
-        if n:
-            FORWARDED.inc(n)
+            metrics.EVENTS_DROPPED.inc(dropped, source)
+        return touched
 
     def replay_since(self, last_event_id: str, subs: list[Subscription]) -> tuple[bool, list]:
         """As the hub's: the node history after ``last_event_id`` matching ``subs``, within RIGFAST_REPLAY_MAX_BYTES."""
@@ -390,14 +464,29 @@ class _ToReader(FramedConnection):
 
 
 class ReaderLink(KeepsConnected):
-    """A worker's connection to its node's reader: interest out, matching events and replays in."""
+    """A worker's connection to its node's reader: interest and submitted events out; matching
+    events, replays and (through ``on_other``) submitted batches and cluster-topic control frames in.
+
+    ``origin`` names this worker's submitted batches; ``on_state(connected, unacked)`` follows every
+    link-up (``unacked`` empty) and loss (``(batch, (direct, payload, keep))`` of the SUBMITs the reader had
+    not acknowledged, oldest first: the worker serves them itself)."""
 
     def __init__(self, directory: str, worker: int, loop: asyncio.AbstractEventLoop,
-                 on_events: Callable[[list, str], None]):
+                 on_events: Callable[[list, str], None], origin: str = "",
+                 on_other: Callable[[int, bytes], None] | None = None,
+                 on_state: Callable[[bool, list], None] | None = None):
         self.path = socket_path(directory)
         self.worker = worker
         self.loop = loop
         self.on_events = on_events
+        self.origin = origin
+        self.on_other = on_other
+        self.on_state = on_state
+        # the workers the reader serves submitted events to (LINKED); empty while not linked
+        self.linked_workers: frozenset[int] = frozenset()
+        # batch -> (workers served directly, payload, what the worker keeps of it), until ACK
+        self.unacked: dict[int, tuple] = {}
+        self.unacked_bytes = 0
         self.interest: dict[Subscription, int] = {}
         self._add: dict[Subscription, None] = {}
         self._del: dict[Subscription, None] = {}
@@ -407,7 +496,7 @@ class ReaderLink(KeepsConnected):
         self.task: asyncio.Task | None = None
         self.wake = asyncio.Event()
         self._request_ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future] = {}
+        self._waiting: dict[int, tuple[Callable, asyncio.TimerHandle]] = {}
         self.events_in = 0  # events the reader forwarded to this worker
         # the reader's Kafka state (last known: kept while the link is down); reached is sticky
         self.kafka_state: dict | None = None
@@ -419,7 +508,8 @@ class ReaderLink(KeepsConnected):
         return self.proto is not None
 
     def health(self) -> dict:
-        return {"connected": self.connected, "interest": len(self.interest), "events_in": self.events_in}
+        return {"connected": self.connected, "interest": len(self.interest), "events_in": self.events_in,
+                "linked_workers": sorted(self.linked_workers), "unacked": len(self.unacked)}
 
     def start(self) -> None:
         self.task = self.loop.create_task(self._keep_connected())
@@ -441,23 +531,45 @@ class ReaderLink(KeepsConnected):
         """Connected: say who we are, the whole interest, then ready."""
         self.linked_once = True
         t = proto.transport
-        t.write(wire.encode_json_frame(wire.HELLO, {"worker": self.worker}))
+        t.write(wire.encode_json_frame(wire.HELLO, {"worker": self.worker, "origin": self.origin}))
         if self.interest:
             t.write(wire.encode_json_frame(wire.INTEREST, {"add": [s.to_json() for s in self.interest]}))
         t.write(wire.encode_frame(wire.READY, b""))
         self._add.clear()
         self._del.clear()
         log.info("reader link: worker %d connected to the node's reader", self.worker)
+        if self.on_state is not None:
+            self.on_state(True, [])
 
     def lost(self, proto: _ToReader) -> None:
         if self.proto is proto:
             self.proto = None
             self.wake.set()
-            for fut in self._waiting.values():
-                if not fut.done():
-                    fut.set_result(None)
+            self.linked_workers = frozenset()
+            for done, timer in list(self._waiting.values()):
+                timer.cancel()
+                done(None)
+            self._waiting.clear()
+            unacked = list(self.unacked.items())
+            self.unacked.clear()
+            self.unacked_bytes = 0
             if not self.closing:
-                log.warning("reader link: lost the node's reader; reconnecting")
+                log.warning("reader link: lost the node's reader (%d batches not acknowledged); reconnecting",
+                            len(unacked))
+            if self.on_state is not None:
+                self.on_state(False, unacked)
+
+    # -- submitted events --
+    def submit(self, batch: int, direct: list[int], payload: bytes, keep: Any) -> None:
+        """A batch submitted here, for the reader to route to the workers not in ``direct`` (served by
+        the caller); kept with ``keep`` until the reader acknowledges it."""
+        t = self.proto.transport
+        t.write(wire.tagged(wire.SUBMIT, f"{batch} {','.join(map(str, direct))}", payload))
+        self.unacked[batch] = (direct, payload, keep)
+        self.unacked_bytes += len(payload)
+        if len(self.unacked) > UNACKED_MAX or self.unacked_bytes > LINK_BUFFER_LIMIT:
+            log.error("reader link: the reader does not acknowledge (%d batches); dropping the link", len(self.unacked))
+            t.abort()
 
     # -- interest: counted here, only changes go to the reader --
     def change(self, old: list[Subscription], new: list[Subscription]) -> None:
@@ -496,25 +608,44 @@ class ReaderLink(KeepsConnected):
         # not connected: the whole interest is sent on (re)connect
 
     # -- replay --
-    async def replay(self, last: str, subs: list[Subscription]) -> tuple[bool, list] | None:
-        """The node history after ``last`` matching ``subs``; None when the reader is not reachable."""
+    def replay(self, last: str, subs: list[Subscription], done: Callable[[tuple[bool, list] | None], None]) -> bool:
+        """Ask for the node history after ``last`` matching ``subs``; False when the reader is not linked.
+
+        ``done((gap, events))`` runs in the link's frame order: after every event the reader sent
+        before its answer was handled, before any it sent after. ``done(None)``: the reader went
+        away or did not answer within REPLAY_TIMEOUT_S."""
         self.flush_interest()  # the reader learns the new session's interest before it cuts the history
         if self.proto is None or self.proto.transport is None:
-            return None
+            return False
         rid = next(self._request_ids)
-        fut = self.loop.create_future()
-        self._waiting[rid] = fut
+        self._waiting[rid] = (done, self.loop.call_later(REPLAY_TIMEOUT_S, self._replay_timed_out, rid))
         self.proto.transport.write(wire.encode_json_frame(
             wire.REQUEST, {"op": "replay", "request_id": rid, "last": last, "subs": [s.to_json() for s in subs]}))
-        try:
-            return await asyncio.wait_for(fut, REPLAY_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            return None
-        finally:
-            self._waiting.pop(rid, None)
+        return True
+
+    def _replay_timed_out(self, rid: int) -> None:
+        waiting = self._waiting.pop(rid, None)
+        if waiting is not None:
+            log.warning("reader link: no replay from the reader within %.1fs", REPLAY_TIMEOUT_S)
+            waiting[0](None)
+
+    def request(self, msg: dict) -> bool:
+        """A REQUEST to the reader (its answer is a REPLY, handled like any); False when not linked."""
+        if self.proto is None or self.proto.transport is None:
+            return False
+        self.proto.transport.write(wire.encode_json_frame(wire.REQUEST, msg))
+        return True
 
     def on_frame(self, kind: int, payload: bytes) -> None:
-        if kind == wire.EVENTS:
+        if kind == wire.SUBMITTED:
+            self.on_other(kind, payload)
+        elif kind == wire.ACK:
+            got = self.unacked.pop(int(payload), None)
+            if got is not None:
+                self.unacked_bytes -= len(got[1])
+        elif kind == wire.LINKED:
+            self.linked_workers = frozenset(orjson.loads(payload))
+        elif kind == wire.EVENTS:
             source, events = wire.decode_events(payload)
             if events:
                 self.events_in += len(events)
@@ -527,10 +658,13 @@ class ReaderLink(KeepsConnected):
         elif kind == wire.REPLAY:
             head, _, rest = payload.partition(b"\n")
             meta = orjson.loads(head)
-            _, events = wire.decode_events(rest)
-            fut = self._waiting.get(meta.get("request_id"))
-            if fut is not None and not fut.done():
-                fut.set_result((bool(meta.get("gap")), events))
+            waiting = self._waiting.pop(meta.get("request_id"), None)
+            if waiting is not None:
+                waiting[1].cancel()
+                _, events = wire.decode_events(rest)
+                waiting[0]((bool(meta.get("gap")), events))
+        elif self.on_other is not None:  # REQUEST, REPLY, APIS: the cluster's
+            self.on_other(kind, payload)
 
 
 class ReaderKafka:

@@ -18,10 +18,18 @@ import orjson
 from rigfast.cloudevents import Event, relayed
 
 EVENTS, REQUEST, REPLY, BLACKLIST, HELLO, APIS, INTEREST, REPLAY, READY, KAFKA_STATE = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+SUBMIT, ACK, SUBMITTED, LINKED = 11, 12, 13, 14
 KIND_NAMES = {EVENTS: "events", REQUEST: "request", REPLY: "reply", BLACKLIST: "blacklist", HELLO: "hello", APIS: "apis",
-              INTEREST: "interest", REPLAY: "replay", READY: "ready", KAFKA_STATE: "kafka_state"}
+              INTEREST: "interest", REPLAY: "replay", READY: "ready", KAFKA_STATE: "kafka_state",
+              SUBMIT: "submit", ACK: "ack", SUBMITTED: "submitted", LINKED: "linked"}
 # KAFKA_STATE (reader -> worker): the node reader's event-source health as JSON (the source's health()
 # plus "reached", "consumed", "invalid"), sent on link-up and when it changes, at most every STATE_INTERVAL_S
+# Submitted (HTTP) events, see docs/cluster.md "The flow of an event":
+# SUBMIT (worker -> reader): ``<batch> <workers served directly, comma-separated>\n`` + an event batch
+# ACK (reader -> worker): ``<batch>``: the reader has routed that SUBMIT
+# SUBMITTED (reader -> worker, or worker -> worker over the bus): ``<origin> <batch>\n`` + an event batch;
+#   (origin, batch) names it once across both ways, so a worker delivers it once
+# LINKED (reader -> worker): JSON list of the workers whose whole interest the reader holds
 
 HEADER = struct.Struct("!IB")
 MAX_FRAME_BYTES = 64 << 20
@@ -80,6 +88,17 @@ def decode_events(payload: bytes) -> tuple[str, list[Event]]:
         ev.rid = resume_id.decode()
         out.append(ev)
     return source.decode(), out
+
+
+def tagged(kind: int, head: str, payload: bytes) -> bytes:
+    """A frame of ``head`` (one line, no line break) and ``payload``: SUBMIT, SUBMITTED."""
+    return encode_frame(kind, head.encode() + b"\n" + payload)
+
+
+def untag(payload: bytes) -> tuple[str, bytes]:
+    """Inverse of :func:`tagged`: (head, payload)."""
+    head, _, rest = payload.partition(b"\n")
+    return head.decode(), rest
 
 
 # -- connection tokens ------------------------------------------------------------

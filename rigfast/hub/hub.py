@@ -91,8 +91,11 @@ class Hub:
         self._seq = 0  # this worker's order of fan-out
         self.history = History(history_size, history_age_s, history_bytes)
         self.replay_max_bytes = replay_max_bytes  # per resuming connect
-        # hooks other parts register (e.g. a cluster relay): fn(events, source)
-        self.publish_listeners: list[Callable[[list[Event], str], None]] = []
+        # the cluster's relay (fn(events, source) -> bool), told of every published batch; True: it
+        # takes the batch and delivers it here too (deliver_local), in the node's one order of events
+        self.relay: Callable[[list[Event], str], bool] | None = None
+        # False while the node's reader holds the history (the hub then keeps none of its own)
+        self.keep_history = True
         # fn(old, new): the subscriptions of one indexed session changed (the node reader's interest)
         self.interest_listener: Callable[[Iterable[Subscription], Iterable[Subscription]], None] | None = None
         self._indexed: dict[int, list[Subscription]] = {}
@@ -143,7 +146,7 @@ class Hub:
         if session.slot not in self.sessions or session.closed:
             return
         for e in replayed:
-            session.enqueue(self.encode(session.kind, e))
+            session.enqueue(session.push_frame(e) if session.kind == PHOENIX else self.encode(session.kind, e))
         self.index.set(session.slot, [(s.event_type, s.conjunctions) for s in session.indexed(session.subscriptions)])
         self._touch(session)
 
@@ -169,12 +172,12 @@ class Hub:
         metrics.EVENTS_RECEIVED.inc(1, source)
         self._rids += 1
         event.rid = f"{self.rid_prefix}{self._rids}"
+        if self.relay is not None and self.relay([event], source):
+            return
         if not self._pending:
             self._since = monotonic()
         self._pending.append((event, source))
         self._schedule()
-        for fn in self.publish_listeners:
-            fn([event], source)
 
     def publish_all(self, events: list[Event], source: str = "http") -> None:
         """A batch submitted over HTTP: resume ids like :meth:`publish`, listeners told once."""
@@ -184,23 +187,23 @@ class Hub:
             n += 1
             e.rid = f"{prefix}{n}"
         self._rids = n
+        if self.relay is not None and self.relay(events, source):
+            return
         if not self._pending:
             self._since = monotonic()
         self._pending.extend(zip(events, repeat(source)))
         self._schedule()
-        for fn in self.publish_listeners:
-            fn(events, source)
 
     def publish_batch(self, events: list[Event], source: str = "kafka") -> None:
         if not events:
             return
         metrics.EVENTS_RECEIVED.inc(len(events), source)
+        if self.relay is not None and self.relay(events, source):
+            return
         if not self._pending:
             self._since = monotonic()
         self._pending.extend(zip(events, repeat(source)))  # the pairs made in C
         self._schedule()
-        for fn in self.publish_listeners:
-            fn(events, source)
 
     def deliver_local(self, events: Iterable[Event], source: str) -> None:
         """Events relayed from another worker/node: fan out here, do not relay again."""
@@ -217,10 +220,10 @@ class Hub:
         return event  # long-polling answers are built per poll from the buffered events
 
     def event_id(self, event: Event) -> str:
-        """The SSE id of a fanned-out event ("" for gateway events, which have no seq)."""
-        if not event.seq:
-            return ""
-        return event.rid or f"{self.boot}~{event.seq}"
+        """The SSE id of an event: its resume id; "" for gateway events (no resume id, no seq)."""
+        if event.rid:
+            return event.rid
+        return f"{self.boot}~{event.seq}" if event.seq else ""
 
     def _schedule(self) -> None:
         """One fan-out after the current batch of I/O callbacks, however many events come first."""
@@ -243,7 +246,7 @@ class Hub:
         self._scheduled = False
         pending, self._pending = self._pending, []
         now = time.monotonic()
-        keep = self.history.enabled
+        keep = self.keep_history and self.history.enabled
         history_append = self.history.append
         index, extractors = self.index, self.extractors
         dropped: dict[str, int] = {}
@@ -314,6 +317,31 @@ class Hub:
         return self.history.replay(
             last_event_id, self.event_id, lambda e: bool(recipients(tmp, extractors, e)), self.replay_max_bytes
         )
+
+    def resume(self, session, last: str, subs: list[Subscription], node: Any = None) -> None:
+        """What ``session`` missed since ``last``, then live events: from the node's history when
+        ``node`` (the cluster) can ask the node's reader, else (or when it does not answer) from ours.
+
+        While the reader's answer travels, the session is out of the index; the answer is handled in
+        the order of the reader's events (see ``ReaderLink.replay``): the events queued before it are
+        fanned out first (without this session: the answer holds them), those after reach it live."""
+        def done(result: tuple[bool, list[Event]] | None) -> None:
+            self.settle()
+            if result is None:
+                result = self.replay_since(last, subs)
+            gap, events = result
+            if gap and not session.closed:
+                self.send_gateway_event(session, make_event("rig.history_gap", {"last_event_id": last}))
+            self.release(session, events)
+
+        if node is not None and node.replay(last, subs, done):
+            self.hold(session)
+            return
+        gap, events = self.replay_since(last, subs)
+        if gap:
+            self.send_gateway_event(session, make_event("rig.history_gap", {"last_event_id": last}))
+        for e in events:
+            session.enqueue(session.push_frame(e) if session.kind == PHOENIX else self.encode(session.kind, e))
 
     def _expire_history(self) -> None:
         self.history.expire(time.monotonic())
