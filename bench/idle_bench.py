@@ -178,10 +178,12 @@ def main() -> None:
 def run(a, node: Node, per: int, k0: dict, s0: dict) -> None:
     time.sleep(1.0)  # let the workers finish starting up (imports, first allocations) before the idle figure
     idle = node_memory(node)
-    pids = node.pids()
+    roles = node.roles()
+    pids = list(roles)
     c0, t0 = sum(cpu_of(pids).values()), time.monotonic()
     time.sleep(3.0)
-    cpu0 = sum(cpu_of(pids).values())
+    cpu0_by = cpu_of(pids)
+    cpu0 = sum(cpu0_by.values())
     base_rate = (cpu0 - c0) / (time.monotonic() - t0)  # the node's own timers, no connection
     t0 = time.monotonic()
     clients = start_clients(client_main, [(node.port, f"127.0.0.{i + 2}", i * per, min(per, a.conns - i * per),
@@ -196,11 +198,17 @@ def run(a, node: Node, per: int, k0: dict, s0: dict) -> None:
                 raise SystemExit(body)
             by_worker.update(body)
         t_conn = time.monotonic() - t0
-        connect_cpu = sum(cpu_of(pids).values()) - cpu0
+        cpu1_by = cpu_of(pids)
+        connect_cpu = sum(cpu1_by.values()) - cpu0
+        by_kind: dict[str, float] = {}
+        for p in pids:
+            k = "workers" if roles[p].startswith("w") else roles[p]
+            by_kind[k] = by_kind.get(k, 0.0) + cpu1_by.get(p, 0) - cpu0_by.get(p, 0)
         total = sum(by_worker.values())
         print(f"workers={a.workers} connections={total:,} ({a.subscription} subscriptions"
               f"{', reader on' if a.kafka else ''}) per worker={dict(sorted(by_worker.items()))} "
-              f"connect phase {t_conn:.1f}s ({total / t_conn:,.0f}/s), node CPU {connect_cpu * 1e6 / total:.0f} us per connect; "
+              f"connect phase {t_conn:.1f}s ({total / t_conn:,.0f}/s), node CPU {connect_cpu * 1e6 / total:.0f} us per connect ("
+              + ", ".join(f"{k} {v * 1e6 / total:.1f}" for k, v in sorted(by_kind.items())) + "); "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
         if a.mode == "idle":
             time.sleep(2.0)  # interest changes reach the reader, allocator settles

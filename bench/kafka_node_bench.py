@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python -m bench.kafka_node_bench --events 100000 --workers 1,2,4
     .venv/bin/python -m bench.kafka_node_bench addressed --users 10000 --workers 4 --rates 10000,50000 --seconds 10
+    .venv/bin/python -m bench.kafka_node_bench http --events 20000 --workers 1,2,4
 
 **Nobody subscribed** (the default). Per worker count: a Tansu broker with one
 2-partition source topic; a real node (``python -m rigfast`` with
@@ -33,6 +34,13 @@ latency p50/p99 (client receive time minus ``ts``, same clock), the same for
 a bare consumer of the topic (the part that is Kafka's), and CPU per event
 and share of a core of every process: supervisor, reader, each worker, and
 outside the node Tansu, the clients and the producer (what bounds the rate).
+
+**HTTP** (``http``): per worker count, a node (with a source topic, so the
+reader runs) gets ``--events`` ~1 kB events nobody subscribed, POSTed to
+``/_rig/v1/events`` over ``--conns`` keep-alive connections (one by
+default: one worker accepts them all); node CPU per event per process, idle
+subtracted: what the accepting worker, the other workers and the reader
+each pay for an HTTP event.
 
 Every run stops by itself (bounded waits); processes are stopped by PID.
 """
@@ -271,6 +279,7 @@ def addressed_phase(bootstrap: str, node: Node, tansu_pid: int, clients: list, r
                     targets: list[int], size: int, label: str) -> None:
     roles = node.roles()
     pids = list(roles)
+    logged = len(node.problems())
     others = {tansu_pid: "tansu", **{c[0].pid: f"client{k}" for k, c in enumerate(clients)}}
     [(probe, probe_end)] = start_clients(probe_consumer, [(bootstrap,)])
     if not probe_end.poll(30):
@@ -314,6 +323,8 @@ def addressed_phase(bootstrap: str, node: Node, tansu_pid: int, clients: list, r
     for p, name in others.items():
         print(f"    {name:<11} {used[p] / sent * 1e6:6.2f} us/event  ({used[p] / elapsed * 100:5.1f}% of a core)")
     print(f"    producer    {prod_cpu / sent * 1e6:6.2f} us/event  ({prod_cpu / produced_s * 100:5.1f}% of a core)")
+    for line in node.problems()[logged:][:5]:
+        print(f"  node log: {line}")
 
 
 IDLE_RATE: dict[int, float] = {}
@@ -363,9 +374,80 @@ def main_addressed(argv: list[str]) -> int:
     return 0
 
 
+# --- HTTP-submitted events nobody subscribed ------------------------------------------------------
+
+
+async def _post_all(port: int, bodies: list[bytes], conns: int) -> None:
+    async def one(part: list[bytes]) -> None:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        for body in part:
+            w.write(b"POST /_rig/v1/events HTTP/1.1\r\nHost: bench\r\ncontent-type: application/cloudevents+json\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(body), body))
+            head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 30)
+            if not head.startswith(b"HTTP/1.1 2"):
+                raise RuntimeError(head.split(b"\r\n", 1)[0].decode())
+            length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+            await asyncio.wait_for(r.readexactly(length), 30)
+        w.close()
+
+    await asyncio.gather(*(one(bodies[k::conns]) for k in range(conns)))
+
+
+def http_post_main(port: int, bodies: list[bytes], conns: int, conn) -> None:
+    import uvloop
+
+    t0 = time.monotonic()
+    uvloop.run(_post_all(port, bodies, conns))
+    conn.send(time.monotonic() - t0)
+
+
+def http_node(bootstrap: str, workers: int, events: list[bytes], conns: int) -> None:
+    with Node(workers, {"KAFKA_BROKERS": bootstrap, "KAFKA_SOURCE_TOPICS": TOPIC}, node_id=f"http{workers}") as node:
+        time.sleep(1.0)
+        roles = node.roles()
+        pids = list(roles)
+        c0, t0 = cpu_of(pids), time.monotonic()
+        time.sleep(IDLE_S)
+        c1 = cpu_of(pids)
+        idle = {p: (c1.get(p, 0) - c0.get(p, 0)) / (time.monotonic() - t0) for p in pids}
+        [(poster, pipe)] = start_clients(http_post_main, [(node.port, events, conns)])
+        if not pipe.poll(TIME_LIMIT_S):
+            poster.kill()
+            raise SystemExit("posting did not finish in time")
+        took = pipe.recv()
+        poster.join(10)
+        time.sleep(0.5)  # relays of the last events
+        c2, dt = cpu_of(pids), time.monotonic() - t0 - IDLE_S
+        used = {p: c2.get(p, 0) - c1.get(p, 0) - idle[p] * dt for p in pids}
+        n = len(events)
+        print(f"workers={workers}: {n} HTTP events nobody subscribed posted in {took:.2f}s over {conns} connections: "
+              f"node CPU {sum(used.values()) / n * 1e6:.2f} us/event; per process: "
+              + ", ".join(f"{roles[p] if workers > 1 else 'worker'} {used[p] / n * 1e6:.2f}"
+                          for p in sorted(pids, key=lambda p: roles[p])), flush=True)
+        for line in node.problems()[:5]:
+            print(f"  node log: {line}")
+
+
+def main_http(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="kafka_node_bench http")
+    ap.add_argument("--events", type=int, default=20000)
+    ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--size", type=int, default=1000)
+    ap.add_argument("--conns", type=int, default=1, help="1: one worker accepts every event, the others only relay")
+    args = ap.parse_args(argv)
+    events = make_events(args.events, args.size)
+    with TansuBroker() as broker:
+        broker.create_topics([TOPIC], partitions=2)
+        for w in [int(x) for x in args.workers.split(",")]:
+            http_node(broker.bootstrap, w, events, args.conns)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["addressed"]:
         return main_addressed(argv[1:])
+    if argv[:1] == ["http"]:
+        return main_http(argv[1:])
     if argv[:1] == ["nobody"]:
         argv = argv[1:]
     ap = argparse.ArgumentParser()

@@ -22,18 +22,20 @@ from rigfast.kafka.tansu import free_port
 
 class Node:
     def __init__(self, workers: int, env: dict[str, str] | None = None, node_id: str = "bench",
-                 quiet: bool = True, ready_timeout_s: float = 60.0):
+                 ready_timeout_s: float = 60.0):
         self.workers = workers
         self.port, self.api = free_port(), free_port()
+        directory = tempfile.mkdtemp(prefix="rigfast-bench-")
         full = dict(os.environ, RIGFAST_WORKERS=str(workers), INBOUND_PORT=str(self.port), API_HTTP_PORT=str(self.api),
                     RIGFAST_HOST="127.0.0.1", RIGFAST_API_HOST="127.0.0.1", RIGFAST_CLUSTER_TOPIC="",
                     LOG_LEVEL="warning", RIGFAST_NODE_ID=node_id, MAX_CONNECTIONS_PER_MINUTE="0",
-                    RIGFAST_CLUSTER_DIR=tempfile.mkdtemp(prefix="rigfast-bench-"))
+                    RIGFAST_CLUSTER_DIR=directory)
         full.update(env or {})
         self.kafka = bool(full.get("KAFKA_SOURCE_TOPICS"))
-        out = subprocess.DEVNULL if quiet else None
-        self.proc = subprocess.Popen([sys.executable, "-m", "rigfast"], env=full, stdin=subprocess.DEVNULL,
-                                     stdout=out, stderr=out)
+        self.log_path = os.path.join(directory, "node.log")  # the node's warnings and errors, see problems()
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "rigfast"], env=full, stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=subprocess.STDOUT)
         try:
             self.wait_ready(ready_timeout_s)
         except BaseException:
@@ -62,6 +64,11 @@ class Node:
                 pass
             time.sleep(0.05)
         raise TimeoutError("node not ready")
+
+    def problems(self) -> list[str]:
+        """The node's log lines that are errors (e.g. a worker cut off by the reader for not reading)."""
+        with open(self.log_path, errors="replace") as fh:
+            return [line.rstrip() for line in fh if " error " in line or '"level":"error"' in line or "Traceback" in line]
 
     def pids(self) -> list[int]:
         return tree(self.proc.pid)
