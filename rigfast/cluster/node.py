@@ -41,7 +41,7 @@ from rigfast import metrics
 from rigfast.cloudevents import Event
 from rigfast.cluster import wire
 from rigfast.auth.blacklist import Blacklist
-from rigfast.cluster.naming import reader_in_use, runtime_dir
+from rigfast.cluster.naming import reader_in_use, reader_reads_cluster_topic, runtime_dir
 from rigfast.errors import RigError
 from rigfast.hub.hub import LONGPOLL, Hub
 from rigfast.net.sessions import apply_subscriptions
@@ -168,7 +168,8 @@ class Cluster:
         if cfg.kafka_brokers and cfg.cluster_topic:
             from rigfast.cluster.kafka_link import KafkaLink
 
-            self.kafka = KafkaLink(cfg, self.loop, self._on_records)
+            # on a node with a reader, the reader reads the cluster topic for every worker
+            self.kafka = KafkaLink(cfg, self.loop, self._on_records, read_cluster=not reader_reads_cluster_topic(cfg))
         self.origin = hub.boot  # names this worker's submitted batches (unique per worker start)
         self._batches = itertools.count(1)
         self.seen = Seen()
@@ -214,7 +215,9 @@ class Cluster:
     @property
     def ready(self) -> bool:
         bus_ok = self.bus is None or len(self.bus.connected()) == self.count - 1
-        return bus_ok and (self.kafka is None or self.kafka.ready) and (self.reader is None or self.reader.linked_once)
+        reader_ok = self.reader is None or (self.reader.linked_once and (
+            self.kafka is None or self.kafka.read_cluster or self.reader.cluster_reached))
+        return bus_ok and (self.kafka is None or self.kafka.ready) and reader_ok
 
     def replay(self, last: str, subs: list, done: Callable[[tuple[bool, list] | None], None]) -> bool:
         """Ask the node's reader for its history after ``last`` matching ``subs``: ``done((gap, events))``
@@ -339,7 +342,7 @@ class Cluster:
     def _on_records(self, records: list) -> None:
         bl_topic = self.cfg.blacklist_topic
         entries = []
-        for topic, key, value, headers, _ts in records:
+        for topic, key, value, headers, *_ in records:
             try:
                 if topic == bl_topic:
                     if key and value:

@@ -113,7 +113,9 @@ class _WorkerConn(FramedConnection):
 
 
 class Reader:
-    def __init__(self, cfg: Any, loop: asyncio.AbstractEventLoop, directory: str, source_factory: Callable | None = None):
+    def __init__(self, cfg: Any, loop: asyncio.AbstractEventLoop, directory: str, source_factory: Callable | None = None,
+                 node: str = ""):
+        from rigfast.cluster.naming import reader_reads_cluster_topic
         from rigfast.sources.kafka import KafkaSource
 
         self.cfg = cfg
@@ -136,6 +138,16 @@ class Reader:
         self._source_started = False
         self.expected_workers = max(cfg.worker_count, 1)
         start = self._load_offsets()
+        self.cluster = None  # the cluster topic, read for the node (control records for other nodes dropped unread)
+        if reader_reads_cluster_topic(cfg):
+            from rigfast.cluster.kafka_link import KafkaLink
+
+            topic = cfg.cluster_topic
+            self.cluster = KafkaLink(cfg, loop, self.on_cluster_records, read_cluster=True, read_blacklist=False,
+                                     node=node, produce=False,
+                                     start={p: off for (t, p), off in start.items() if t == topic})
+            self.cluster.on_ready = self._cluster_ready
+            start = {k: v for k, v in start.items() if k[0] != topic}
         self.source = None  # the event source, when the node reads KAFKA_SOURCE_TOPICS
         if source_factory is not None or (cfg.kafka_brokers and cfg.kafka_source_topics):
             self.source = (source_factory or KafkaSource)(cfg, loop, self.on_events)
@@ -176,6 +188,8 @@ class Reader:
             self._source_started = True
             if self.source is not None:
                 self.source.start()
+            if self.cluster is not None:
+                self.cluster.start()
 
     async def stop(self) -> None:
         if self._start_timer is not None:
@@ -184,6 +198,8 @@ class Reader:
             self._state_task.cancel()
         if self.source is not None:
             await self.source.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         self._save_offsets()
         if self.server is not None:
             self.server.close()
@@ -194,11 +210,14 @@ class Reader:
     # -- Kafka state for the workers (their /health, /metrics, readiness) --
     def kafka_state(self) -> bytes:
         if self.source is None:
-            return b'{"state":"disabled"}'
-        st = dict(self.source.health())
-        st["reached"] = bool(getattr(self.source, "reached", False))
-        st["consumed"] = metrics.EVENTS_RECEIVED.get("kafka")
-        st["invalid"] = metrics.EVENTS_INVALID.get("kafka")
+            st = {"state": "disabled"}
+        else:
+            st = dict(self.source.health())
+            st["reached"] = bool(getattr(self.source, "reached", False))
+            st["consumed"] = metrics.EVENTS_RECEIVED.get("kafka")
+            st["invalid"] = metrics.EVENTS_INVALID.get("kafka")
+        if self.cluster is not None:  # the cluster topic, as this node reads it ("ready": assigned)
+            st["cluster"] = self.cluster.health()
         return orjson.dumps(st)
 
     def _state_frame(self) -> bytes:
@@ -209,14 +228,17 @@ class Reader:
         while True:
             await asyncio.sleep(STATE_INTERVAL_S)
             try:
-                st = self.kafka_state()
-                if st != self._state_sent:
-                    self._state_sent = st
-                    frame = self._state_frame()
-                    for c in list(self.conns):
-                        c.send(frame)
+                self._send_state()
             except Exception:  # noqa: BLE001 - keeps running
                 log.exception("reader: sending the Kafka state failed")
+
+    def _send_state(self) -> None:
+        st = self.kafka_state()
+        if st != self._state_sent:
+            self._state_sent = st
+            frame = self._state_frame()
+            for c in list(self.conns):
+                c.send(frame)
 
     # -- workers --
     def on_frame(self, conn: _WorkerConn, kind: int, payload: bytes) -> None:
@@ -365,6 +387,42 @@ class Reader:
             metrics.EVENTS_DROPPED.inc(dropped, source)
         return touched
 
+    def _cluster_ready(self) -> None:
+        """The cluster topic is assigned: its start positions are saved (a reader killed before any
+        record came resumes there) and the workers learn it (their readiness waits for it)."""
+        topic = self.cfg.cluster_topic
+        self.on_positions({(topic, p): off for p, off in self.cluster.positions.items()})
+        self._send_state()
+
+    def on_cluster_records(self, records: list) -> None:
+        """Cluster-topic records for this node (the consumer thread dropped the others unread): other
+        nodes' submitted batches routed like ours (named by their place in the topic, so one read
+        again after a restart is not delivered twice), control messages passed to the worker
+        addressed, ``/v3/apis`` changes to every worker."""
+        positions: dict[tuple[str, int], int] = {}
+        for topic, _key, value, headers, _ts, part, offset in records:
+            positions[(topic, part)] = offset + 1
+            kind = headers.get("rf-kind")
+            try:
+                if kind == b"ev":
+                    source, events = wire.decode_events(value)
+                    SUBMITTED_IN.inc(len(events), "kafka")
+                    self.route_submitted(f"k:{topic}:{part}", str(offset), source, events, value, set(), None)
+                elif kind == b"apis":
+                    frame = wire.encode_frame(wire.APIS, value)
+                    for c in list(self.conns):
+                        c.send(frame)
+                elif kind in (b"req", b"rep"):
+                    to = (headers.get("rf-to") or b"").rpartition(b".w")[2]
+                    conn = self.by_worker.get(int(to)) if to.isdigit() else None
+                    if conn is not None:
+                        conn.send(wire.encode_frame(wire.REQUEST if kind == b"req" else wire.REPLY, value))
+            except Exception:  # noqa: BLE001 - one bad record never stops the others
+                log.exception("reader: bad record on %s[%d]@%d skipped", topic, part, offset)
+        if positions:
+            self.cluster.positions.update({p: off for (_, p), off in positions.items()})  # a reconnecting consumer resumes here
+            self.on_positions(positions)
+
     def replay_since(self, last_event_id: str, subs: list[Subscription]) -> tuple[bool, list]:
         """As the hub's: the node history after ``last_event_id`` matching ``subs``, within RIGFAST_REPLAY_MAX_BYTES."""
         self.history.expire(time.monotonic())
@@ -411,7 +469,7 @@ class Reader:
         out = {}
         for key, off in saved.get("positions", {}).items():
             topic, _, part = key.rpartition(":")
-            if topic in self.cfg.kafka_source_topics:
+            if topic in self.cfg.kafka_source_topics or topic == self.cfg.cluster_topic:
                 out[(topic, int(part))] = int(off)
         self.positions = {f"{t}:{p}": o for (t, p), o in out.items()}
         if out:
@@ -427,7 +485,7 @@ async def serve_reader(cfg: Any) -> int:
 
     loop = asyncio.get_running_loop()
     node = cfg.node_id or default_node_id()
-    reader = Reader(cfg, loop, runtime_dir(cfg, node))
+    reader = Reader(cfg, loop, runtime_dir(cfg, node), node=node)
     await reader.start()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -501,6 +559,7 @@ class ReaderLink(KeepsConnected):
         # the reader's Kafka state (last known: kept while the link is down); reached is sticky
         self.kafka_state: dict | None = None
         self.kafka_reached = False
+        self.cluster_reached = False  # the reader has read the cluster topic for the node (sticky, like kafka_reached)
         self.linked_once = False
 
     @property
@@ -655,6 +714,8 @@ class ReaderLink(KeepsConnected):
             self.kafka_state = st
             if st.get("reached"):
                 self.kafka_reached = True
+            if (st.get("cluster") or {}).get("ready"):
+                self.cluster_reached = True
         elif kind == wire.REPLAY:
             head, _, rest = payload.partition(b"\n")
             meta = orjson.loads(head)

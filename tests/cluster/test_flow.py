@@ -66,6 +66,21 @@ def exactly_once(streams, want: list[str], fence_on: httpx.Client, etype: str) -
         assert sorted(i for i in seen if i in want) == sorted(want), seen
 
 
+def missed_then_resumed(on: Node, resume_on: int, submit: httpx.Client, etype: str, n: int = 3):
+    """A connection on worker 0 of `on` sees one event submitted through `submit` and goes; `n` more are submitted;
+    a connection on worker `resume_on` resumes from the first one's id: (the missed events, the first `n` it got)."""
+    subs = [{"eventType": etype}]
+    first, *missed = [make_event(etype, {"n": i}) for i in range(n + 1)]
+    with streams_on(on, {0}, subs)[0][0] as s0:
+        post(submit, first, "/v3/messages")
+        seen = s0.next_event(timeout=2 * T)
+    assert seen.data["id"] == first["id"] and seen.id
+    for e in missed:
+        post(submit, e, "/v3/messages")
+    stream = streams_on(on, {resume_on}, subs, headers={"last-event-id": seen.id})[resume_on][0]
+    return missed, [stream.next_event(timeout=2 * T) for _ in missed], stream
+
+
 def test_submitted_events_reach_only_interested_workers_through_the_reader(node):
     """Connections for A on workers 0 and 1, none on 2: events posted on worker 0 (its own connection included) and
     on worker 2 reach each connection exactly once, through the reader, which sends worker 2 none of them."""
@@ -88,6 +103,10 @@ def test_submitted_events_reach_only_interested_workers_through_the_reader(node)
         # nothing went worker to worker: the reader routed it all
         bus = [metric(t, "rig_cluster_events_out_total", via="bus") for t in (before, after)]
         assert bus[1] == bus[0], bus
+        # the reader's own series are in the node's /metrics: its history holds them, all workers linked
+        assert metric(after, "rig_reader_submitted_total", worker="reader", via="bus") >= 10
+        assert after.count('rig_reader_history_events{worker="reader"}') == 1
+        assert 'rig_reader_workers{worker="reader"} 3' in after
     finally:
         for s in streams:
             s.close()
@@ -98,19 +117,8 @@ def test_submitted_event_resumes_on_another_worker_from_the_node_history(node):
     events after it come from the reader's node history, no rig.history_gap; workers keep no history of their own."""
     wait_until(lambda: all_linked(node), timeout=4 * T, what="every worker linked to the reader")
     c = uid("fc")
-    subs = [{"eventType": c}]
-    first, *missed = [make_event(c, {"n": i}) for i in range(4)]
-    c1 = node.pinned(1)
-    with streams_on(node, {0}, subs)[0][0] as s0:
-        post(c1, first, "/v3/messages")
-        seen = s0.next_event(timeout=2 * T)
-    assert seen.data["id"] == first["id"] and seen.id
-    last_id = seen.id
-    for e in missed:
-        post(c1, e, "/v3/messages")
-    s2, _ = streams_on(node, {2}, subs, headers={"last-event-id": last_id})[2]
+    missed, got, s2 = missed_then_resumed(node, 2, node.pinned(1), c)
     try:
-        got = [s2.next_event(timeout=2 * T) for _ in missed]
         assert [e.event for e in got] == [c] * 3, [e.data for e in got]  # no rig.history_gap
         assert [e.data["id"] for e in got] == [e["id"] for e in missed]
         assert all(e.id for e in got)  # replayed events carry their resume id
@@ -186,3 +194,79 @@ def test_worker_killed_reader_drops_and_relearns_its_interest(node):
             s2b.close()
     finally:
         s0.close()
+
+
+# -- two nodes: the cluster topic, read once per node by its reader ----------------------------------------
+
+def cluster_skipped(n: Node) -> int:
+    """Cluster-topic records the node's reader dropped unread (key and kind: not for this node), as a worker last
+    heard it from the reader."""
+    return max(h["kafka"]["cluster"]["skipped"] for h in n.healths().values())
+
+
+def test_cluster_topic_read_once_per_node_and_control_records_for_others_unread(two_nodes):
+    """No worker consumes the cluster topic (the reader does, for the node); a PUT forwarded from node B to a
+    connection on node A arrives, its request and reply records are dropped unread by the node they are not for,
+    and an event submitted on B afterwards reaches the connection on A exactly once."""
+    a, b = two_nodes
+    for n in (a, b):
+        for h in n.healths().values():
+            assert h["cluster"]["kafka"]["topics"] == ["rigfast-blacklist"], h["cluster"]["kafka"]
+            assert h["kafka"]["cluster"]["topics"] == ["rigfast-cluster"] and h["kafka"]["cluster"]["ready"]
+    etype = uid("fk")
+    s, token = streams_on(a, {1}, [])[1]
+    try:
+        before = {n.node_id: cluster_skipped(n) for n in (a, b)}
+        r = httpx.put(f"{b.inbound}/_rig/v1/connection/sse/{token}/subscriptions",
+                      json={"subscriptions": [{"eventType": etype}]}, timeout=T)
+        assert r.status_code == 204, (r.status_code, r.text)
+        assert s.next_event().event == "rig.subscriptions_set"
+        # B's request is for A (B's reader skips it), A's reply is for B (A's reader skips it)
+        wait_until(lambda: all(cluster_skipped(n) > before[n.node_id] for n in (a, b)), timeout=3 * T,
+                   what="both readers skipped a control record for the other node")
+        e = make_event(etype)
+        b0 = b.pinned(0)
+        post(b0, e, "/v3/messages")
+        fence = make_event(etype)
+        post(b0, fence, "/v3/messages")
+        seen = ids_until(s, {e["id"], fence["id"]})
+        assert seen.count(e["id"]) == 1, seen
+    finally:
+        s.close()
+
+
+def test_event_from_another_node_resumes_from_the_node_history(two_nodes):
+    """Events submitted on node B are in node A's history (its reader routed them): a connection resuming on
+    another worker of A gets those it missed, no rig.history_gap."""
+    a, b = two_nodes
+    c = uid("fh")
+    missed, got, s1 = missed_then_resumed(a, 1, b.pinned(1), c, n=2)
+    s1.close()
+    assert [(g.event, g.data["id"]) for g in got] == [(c, e["id"]) for e in missed]
+
+
+def test_reader_killed_records_of_other_nodes_meanwhile_arrive_once(two_nodes):
+    """SIGKILL node A's reader and submit events on node B while it is down: A's replacement reader resumes the
+    cluster topic where the old one stopped, and A's connections (kept) get every event exactly once."""
+    a, b = two_nodes
+    d = uid("fr")
+    got = streams_on(a, {0, 1}, [{"eventType": d}])
+    streams = [got[0][0], got[1][0]]
+    b0 = b.pinned(0)
+    try:
+        warm = make_event(d, {"n": -1})
+        post(b0, warm, "/v3/messages")
+        for s in streams:
+            assert warm["id"] in ids_until(s, {warm["id"]})
+        old = reader_pids(a)[-1]
+        os.kill(old, signal.SIGKILL)
+        during = [make_event(d, {"n": i}) for i in range(20)]
+        for e in during:
+            post(b0, e, "/v3/messages")
+        wait_until(lambda: reader_pids(a)[-1] != old, timeout=3 * T, what="a new reader on node A")
+        exactly_once(streams, [e["id"] for e in during], b0, d)
+        assert all(h["connections"]["sse"] >= 1 for h in a.healths().values())
+    finally:
+        for s in streams:
+            s.close()
+    a.wait_ready()
