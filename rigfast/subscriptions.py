@@ -301,6 +301,34 @@ def parse_subscriptions_json(text: bytes | str, extractors: Extractors, limits: 
     return parse_subscriptions(raw, extractors, limits)
 
 
+class SubscriptionTexts:
+    """Connect subscriptions (``?subscriptions=``) parsed once per distinct text: the connects
+    of one application usually ask for the same, and then share one tuple of (immutable)
+    Subscription objects instead of holding a copy each (~250 B per idle connection).
+    At most ``keep`` texts of at most ``max_text`` characters are kept, the oldest dropped
+    first; longer texts are parsed every time."""
+
+    __slots__ = ("extractors", "limits", "keep", "max_text", "_parsed")
+
+    def __init__(self, extractors: Extractors, limits: Limits, keep: int = 256, max_text: int = 2048):
+        self.extractors = extractors
+        self.limits = limits
+        self.keep = keep
+        self.max_text = max_text
+        self._parsed: dict[str, tuple[Subscription, ...]] = {}
+
+    def parse(self, text: str) -> tuple[Subscription, ...]:
+        """The subscriptions of ``text``, duplicates dropped (raises SubscriptionError like parse_subscriptions)."""
+        subs = self._parsed.get(text)
+        if subs is None:
+            subs = tuple(merge(parse_subscriptions_json(text, self.extractors, self.limits)))
+            if len(text) <= self.max_text:
+                if len(self._parsed) >= self.keep:
+                    del self._parsed[next(iter(self._parsed))]
+                self._parsed[text] = subs
+        return subs
+
+
 def merge(*lists: Iterable[Subscription]) -> list[Subscription]:
     """Union of subscription lists, first occurrence kept, order stable."""
     seen: set[Subscription] = set()

@@ -29,7 +29,8 @@ cdef class _TypeEntry:
 @cython.final
 cdef class SubscriptionIndex:
     cdef dict _types
-    # conn -> (tuple of (_TypeEntry, conj or None), number of subscriptions)
+    # conn -> (tuple of (_TypeEntry, conj or None), number of subscriptions), or only the
+    # _TypeEntry when conn has one subscription and it is type-only (the usual idle subscriber)
     cdef dict _conns
     cdef readonly Py_ssize_t subscription_count
 

@@ -115,7 +115,10 @@ cdef class SubscriptionIndex:
                     refs[f] = refs.get(f, 0) + 1
                 entries.append((te, conj))
         if entries:
-            self._conns[conn] = (tuple(entries), nsubs)
+            if nsubs == 1 and len(entries) == 1 and (<tuple>entries[0])[1] is None:
+                self._conns[conn] = te  # the usual idle subscriber (one type, no constraint): no tuples kept
+            else:
+                self._conns[conn] = (tuple(entries), nsubs)
             self.subscription_count += nsubs
 
     cpdef remove(self, object conn):
@@ -131,8 +134,12 @@ cdef class SubscriptionIndex:
         cdef PyObject* p
         if held is None:
             return
-        entries = <tuple>(<tuple>held)[0]
-        self.subscription_count -= <Py_ssize_t>(<tuple>held)[1]
+        if type(held) is _TypeEntry:
+            entries = ((held, None),)
+            self.subscription_count -= 1
+        else:
+            entries = <tuple>(<tuple>held)[0]
+            self.subscription_count -= <Py_ssize_t>(<tuple>held)[1]
         for entry in entries:
             te = <_TypeEntry>(<tuple>entry)[0]
             conj = (<tuple>entry)[1]

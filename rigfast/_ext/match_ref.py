@@ -42,7 +42,7 @@ class _TypeEntry:
 class SubscriptionIndex:
     def __init__(self) -> None:
         self._types: dict[str, _TypeEntry] = {}
-        self._conns: dict[int, tuple] = {}
+        self._conns: dict[int, tuple | str] = {}  # (entries, number of subscriptions), or one type
         self.subscription_count = 0
 
     def __len__(self) -> int:
@@ -68,14 +68,15 @@ class SubscriptionIndex:
                     refs[f] = refs.get(f, 0) + 1
                 entries.append((etype, conj))
         if entries:
-            self._conns[conn] = (tuple(entries), len(subs))
+            # one type-only subscription (the usual idle subscriber): only its type is kept
+            self._conns[conn] = entries[0][0] if len(subs) == 1 and entries[0][1] is None else (tuple(entries), len(subs))
             self.subscription_count += len(subs)
 
     def remove(self, conn: int) -> None:
         held = self._conns.pop(conn, None)
         if held is None:
             return
-        entries, nsubs = held
+        entries, nsubs = (((held, None),), 1) if type(held) is str else held
         self.subscription_count -= nsubs
         types = set()
         for etype, conj in entries:

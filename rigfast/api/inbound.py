@@ -8,7 +8,7 @@ import inspect
 import logging
 import math
 import re
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, Sequence
 
 import orjson
 
@@ -29,7 +29,7 @@ from rigfast.net.sessions import (
     cookie_cursor,
     longpoll_cookies,
 )
-from rigfast.subscriptions import Limits, Subscription, merge, parse_subscriptions, parse_subscriptions_json
+from rigfast.subscriptions import Limits, Subscription, SubscriptionTexts, merge, parse_subscriptions
 from rigfast.wire.http1 import encode_stream_head, encode_ws_accept, header_has_token
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class InboundApi:
         self.owners = owners
         self.extractors = cfg.extractors
         self.limits = Limits.from_config(cfg)
+        self.texts = SubscriptionTexts(self.extractors, self.limits)  # connects asking the same share it
         self.cors_origin = self.cfg.cors.encode()
         self._cors_any = [(b"access-control-allow-origin", b"*")]
         self._sse_head_any = encode_stream_head(200, SSE_HEADERS + self._cors_any)  # the head under CORS=*, made once
@@ -187,16 +188,17 @@ class InboundApi:
         )
         return False
 
-    def requested(self, req: "Request") -> tuple[list[str], list[dict], list[Subscription], bool]:
+    def requested(self, req: "Request") -> tuple[list[str], list[dict], Sequence[Subscription], bool]:
         """(tokens, claims, merged subscriptions, whether subscriptions were named) of a connect.
 
         As RIG: every token is decoded (for automatic subscriptions), so one that does not
         verify, has expired or is blacklisted is 400 whatever SUBSCRIPTION_CHECK says."""
         raw = req.query_one("subscriptions")
-        manual = parse_subscriptions_json(raw, self.extractors, self.limits) if raw else []
+        manual = self.texts.parse(raw) if raw else ()
         tokens = self.auth.tokens(req)
         claims = self.auth.verified_claims(tokens)
-        return tokens, claims, merge(manual, self.extractors.automatic(claims)), bool(raw)
+        auto = self.extractors.automatic(claims)
+        return tokens, claims, merge(manual, auto) if auto else manual, bool(raw)
 
     def connect_check(self, tokens: list[str], subs: list[Subscription], named: bool) -> Awaitable | None:
         """SUBSCRIPTION_CHECK on connect runs only when the request names subscriptions (RIG)."""
@@ -237,7 +239,6 @@ class InboundApi:
 
     def _start_sse(self, proto, req, claims, subs) -> None:
         session = SseSession(self.hub, self.tokens.new(), proto, claims=claims, session_ids=self.auth.session_ids(claims))
-        proto.become_stream(session)
         # the head waits in the outbox: it leaves with the greeting events in one write
         cors = self.cors(req)
         session.outbox.append(self._sse_head_any if cors is self._cors_any else encode_stream_head(200, SSE_HEADERS + cors))
@@ -286,7 +287,6 @@ class InboundApi:
     def _start_ws(self, proto, req, key: bytes, claims, subs, refuse: str | None = None) -> None:
         session = WsSession(self.hub, self.tokens.new(), proto, self.cfg.ws_max_message_bytes,
                             claims=claims, session_ids=self.auth.session_ids(claims))
-        proto.become_stream(session)
         session.outbox.append(encode_ws_accept(key))  # leaves with the greeting in one write
         if refuse is not None:
             log.info("websocket from %s refused: %s", proto.peer, refuse)

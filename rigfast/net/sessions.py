@@ -142,14 +142,15 @@ class WsClosing:
 
 
 class StreamSession(OwnsConnection, Session):
-    """A session that owns its connection (``proto``): frames go straight to the transport."""
+    """A session that owns its connection: frames go straight to the transport. The HTTP
+    connection it came from hands its transport over (``proto`` becomes a StreamConn)."""
 
     __slots__ = ("proto",)
 
     def __init__(self, hub, token, proto: "HttpProtocol", **kw):
         super().__init__(hub, token, **kw)
-        self.proto = proto
         self.transport = proto.transport
+        self.proto = proto.hand_over(self)
 
     def flush(self) -> None:
         out = self.outbox

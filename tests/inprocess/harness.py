@@ -40,6 +40,7 @@ class FakeTransport(asyncio.Transport):
         self.eof_written = False
         self.reading = True
         self.high_water: int | None = None
+        self.protocol: Any = None
 
     def write(self, data) -> None:
         self.written += len(data)
@@ -57,6 +58,12 @@ class FakeTransport(asyncio.Transport):
 
     def get_extra_info(self, name, default=None):
         return self.peer if name == "peername" else default
+
+    def set_protocol(self, protocol) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self):
+        return self.protocol
 
     def set_write_buffer_limits(self, high=None, low=None) -> None:
         self.high_water = high
@@ -308,10 +315,16 @@ class Client:
     def __init__(self, protocol_module: Any, state: Any):
         self.transport = FakeTransport()
         self.proto = protocol_module.HttpProtocol(state)
+        self.transport.set_protocol(self.proto)
         self.proto.connection_made(self.transport)
 
+    @property
+    def current(self) -> Any:
+        """The transport's protocol now: the HttpProtocol, or the StreamConn it handed a stream to."""
+        return self.transport.get_protocol()
+
     def send(self, data: bytes) -> "Client":
-        self.proto.data_received(data)
+        self.current.data_received(data)
         return self
 
     def read(self) -> bytes:
@@ -322,7 +335,7 @@ class Client:
         return self.transport.closed
 
     def lose(self) -> None:
-        self.proto.connection_lost(None)
+        self.current.connection_lost(None)
 
 
 def http_request(method: str, path: str, body: bytes = b"", headers: dict | None = None, keep_alive: bool = True) -> bytes:

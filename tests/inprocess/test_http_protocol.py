@@ -214,3 +214,26 @@ def test_long_poll_times_out_empty(make_gateway, loop):
     loop.advance(0.2)
     status, _, body = parse_responses(c.read())[0]
     assert status == 200 and json.loads(body)["events"] == []
+
+
+def test_stream_takes_the_transport_and_frees_its_connection_slot(make_gateway, rf):
+    """An SSE connect hands the transport to a small StreamConn (the HTTP protocol object is
+    dropped); the client's leaving ends the session and gives back its connection-limit slot."""
+    g = make_gateway()
+    limit = rf.protocol.ConnectionLimit(10)
+    state = rf.protocol.ServerState(g.cfg, g.gw.inbound, limit=limit)
+    c = Client(rf.protocol, state)
+    assert limit.open == 1
+    c.send(http_request("GET", "/_rig/v1/connection/sse"))
+    g.settle()
+    assert c.read().startswith(b"HTTP/1.1 200")
+    conn = c.current
+    assert isinstance(conn, rf.protocol.StreamConn) and conn is not c.proto
+    session = conn.stream
+    assert session.proto is conn and g.gw.hub.sessions[session.slot] is session
+    assert c.proto not in state.all_conns and c.proto not in state.http_conns
+    c.send(b"ignored: an SSE client has nothing to say")
+    assert not c.closed
+    c.lose()
+    assert limit.open == 0
+    assert session.closed and session.slot not in g.gw.hub.sessions

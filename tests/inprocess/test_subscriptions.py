@@ -77,3 +77,39 @@ def test_index_recipients_directly(rf):
     assert sorted(rf.hub.recipients(index, ex, event)) == [0, 1]
     event = rf.cloudevents.parse_structured(json.dumps(ev("greeting", "2", name="b")).encode())
     assert sorted(rf.hub.recipients(index, ex, event)) == [0]
+
+
+def test_connects_asking_the_same_share_one_parse(make_gateway):
+    """Two connects with the same subscription text share its parsed subscriptions; a PUT on one
+    replaces that connection's only, and the other keeps getting what it asked for."""
+    g = make_gateway()
+    asked = [{"eventType": "greeting", "oneOf": [{"name": "ann"}]}] * 2
+    a, token_a = sse(g, asked)
+    b, _ = sse(g, asked)
+    first, second = g.gw.hub.sessions.values()
+    assert first.subscriptions is second.subscriptions
+    assert len(first.subscriptions) == 1  # the duplicate is dropped
+    put = g.client()
+    put.send(http_request("PUT", f"/_rig/v1/connection/sse/{token_a}/subscriptions",
+                          json.dumps({"subscriptions": [{"eventType": "greeting", "oneOf": [{"name": "bob"}]}]}).encode(),
+                          {"content-type": "application/json"}))
+    g.settle()
+    assert parse_responses(put.read())[0][0] == 204
+    a.read()
+    publish(g, ev("greeting", "1", name="ann"))
+    publish(g, ev("greeting", "2", name="bob"))
+    assert ids(a) == ["2"] and ids(b) == ["1"]
+
+
+def test_parsed_subscription_texts_are_bounded(rf):
+    ex = rf.subscriptions.Extractors.from_config({})
+    texts = rf.subscriptions.SubscriptionTexts(ex, rf.subscriptions.Limits(), keep=2, max_text=40)
+    one = '[{"eventType":"a"}]'
+    assert texts.parse(one) is texts.parse(one)
+    texts.parse('[{"eventType":"b"}]')
+    texts.parse('[{"eventType":"c"}]')  # the oldest text goes
+    assert len(texts._parsed) == 2 and one not in texts._parsed
+    long = json.dumps([{"eventType": "x" * 50}])
+    assert texts.parse(long) == texts.parse(long) and long not in texts._parsed  # over max_text: parsed, not kept
+    with pytest.raises(rf.subscriptions.SubscriptionError):
+        texts.parse("[{")
