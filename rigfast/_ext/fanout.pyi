@@ -3,7 +3,7 @@ from typing import Any, Callable
 
 class Recipient:
     kind: int
-    outbox: list
+    outbox: list | None
     dirty: bool
     closed: bool
     transport: Any

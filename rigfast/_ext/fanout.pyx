@@ -18,7 +18,7 @@ cdef class Recipient:
     """What the delivery loop touches of a session, as C fields (sessions derive from it)."""
 
     def __cinit__(self, *args, **kwargs):
-        self.outbox = []
+        self.outbox = None
         self.transport = None
         self.wire = None
 
@@ -33,6 +33,7 @@ cpdef tuple deliver(list slots, dict sessions, object encode, object touched):
     cdef long kind
     cdef PyObject* p
     cdef PyObject* q
+    cdef list out
     append_touched = touched.append
     for i in range(n):
         p = PyDict_GetItem(sessions, slots[i])
@@ -65,7 +66,11 @@ cpdef tuple deliver(list slots, dict sessions, object encode, object touched):
                 f2 = encode(kind, s)
             frame = f2
             c2 += 1
-        s.outbox.append(frame)
+        out = s.outbox
+        if out is None:
+            s.outbox = [frame]
+        else:
+            out.append(frame)
         if not s.dirty:
             s.dirty = True
             append_touched(s)
@@ -88,8 +93,10 @@ cpdef flush_slice(object touched, Py_ssize_t n):
                 s.flush()
                 continue
             out = s.outbox
+            if out is None:
+                continue
+            s.outbox = None
             if s.closed:
-                del out[:]
                 continue
             if len(out) == 1:
                 data = out[0]
@@ -97,7 +104,6 @@ cpdef flush_slice(object touched, Py_ssize_t n):
                 continue
             else:
                 data = b"".join(out)
-            del out[:]
             s.transport.write(data)
         except Exception:
             log.exception("flush failed; closing session")

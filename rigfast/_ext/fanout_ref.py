@@ -11,7 +11,8 @@ of the bytes.
 fails is aborted and the others go on.
 
 Sessions derive from :class:`Recipient` (the fields the loop touches) and
-have ``flush()`` and ``abort()``; ``flush()`` writes ``outbox`` to
+have ``flush()`` and ``abort()``. ``outbox`` is None while nothing waits (an
+idle connection keeps no list), else a list; ``flush()`` writes ``outbox`` to
 ``transport`` (SSE, WS) or does the session's own thing (long-polling).
 """
 
@@ -48,7 +49,10 @@ def deliver(slots: list, sessions: dict, encode: Callable[[int, Any], Any], touc
             frame = frames[kind]
             if frame is None:
                 frame = frames[kind] = encode(kind, s)
-        s.outbox.append(frame)
+        if s.outbox is None:
+            s.outbox = [frame]
+        else:
+            s.outbox.append(frame)
         if not s.dirty:
             s.dirty = True
             touched.append(s)

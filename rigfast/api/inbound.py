@@ -241,7 +241,7 @@ class InboundApi:
         session = SseSession(self.hub, self.tokens.new(), proto, claims=claims, session_ids=self.auth.session_ids(claims))
         # the head waits in the outbox: it leaves with the greeting events in one write
         cors = self.cors(req)
-        session.outbox.append(self._sse_head_any if cors is self._cors_any else encode_stream_head(200, SSE_HEADERS + cors))
+        session.enqueue(self._sse_head_any if cors is self._cors_any else encode_stream_head(200, SSE_HEADERS + cors))
         self.greet(session, subs)
         self.resume(session, req)
 
@@ -287,7 +287,7 @@ class InboundApi:
     def _start_ws(self, proto, req, key: bytes, claims, subs, refuse: str | None = None) -> None:
         session = WsSession(self.hub, self.tokens.new(), proto, self.cfg.ws_max_message_bytes,
                             claims=claims, session_ids=self.auth.session_ids(claims))
-        session.outbox.append(encode_ws_accept(key))  # leaves with the greeting in one write
+        session.enqueue(encode_ws_accept(key))  # leaves with the greeting in one write
         if refuse is not None:
             log.info("websocket from %s refused: %s", proto.peer, refuse)
             session.close_with(1000, WS_BAD_REQUEST)

@@ -110,12 +110,12 @@ class PhxChannel(Session):
         out = self.outbox
         if not out:
             return
+        self.outbox = None
         if not self.closed:
             if self.transport is not None:
                 self.transport.write(out[0] if len(out) == 1 else b"".join(out))
             else:
-                self.socket.take(out[:])
-        out.clear()
+                self.socket.take(out)
 
     def write_pending(self) -> None:
         """Write queued pushes now (before a reply that must follow them)."""
@@ -314,7 +314,8 @@ class PhxSocket(Session):
         if ch.transport is None:
             self.take(frames, bounded=False)
         else:
-            ch.outbox.extend(frames)
+            for frame in frames:
+                ch.enqueue(frame)
             self.hub._touch(ch)
 
     def change_subscriptions(self, ch: PhxChannel, join_ref, ref, payload: Any) -> None:
@@ -404,9 +405,9 @@ class PhxWsSocket(WsClosing, OwnsConnection, PhxSocket):
 
     def flush(self) -> None:
         out = self.outbox
+        self.outbox = None
         if out and not self.closed:
             self.proto.write(b"".join(out))
-        out.clear()
 
     def heartbeat(self) -> None:
         if self.idle():
@@ -502,8 +503,8 @@ class PhxLpSocket(PhxSocket):
 
     def flush(self) -> None:
         if self.outbox:
-            self.take(self.outbox[:])
-            self.outbox.clear()
+            out, self.outbox = self.outbox, None
+            self.take(out)
 
     # -- requests -----------------------------------------------------------------------
     def lp_request(self, proto, req, method: str, body: bytes, cors: list) -> None:

@@ -555,12 +555,13 @@ class HttpProtocol(asyncio.Protocol):
         self.req = None
         self.url_parts = self.body_parts = _EMPTY
 
-    def hand_over(self, stream: Any) -> "StreamConn":
+    def hand_over(self, stream: Any, reads: bool = True) -> "StreamConn":
         """Like :meth:`become_stream`, then the transport's protocol becomes a small
         :class:`StreamConn` and this object is dropped: an idle SSE or WebSocket stream keeps
-        ~70 bytes of connection state instead of ~320 (docs/targets.md T3)."""
+        ~70 bytes of connection state instead of ~320 (docs/targets.md T3). ``reads=False``: the
+        client has nothing to say (SSE), what it sends is dropped unread."""
         self.become_stream(stream)
-        conn = StreamConn(self.transport, stream, self.server, self.counted)
+        conn = (StreamConn if reads else DeafStreamConn)(self.transport, stream, self.server, self.counted)
         self.counted = 0  # the connection limit's count goes with the transport
         self.closing = True  # this object writes nothing more
         self.server.all_conns.discard(self)  # the hub ends the stream at stop (its session)
@@ -634,6 +635,18 @@ class StreamConn(asyncio.Protocol):
     def abort(self) -> None:
         self.closing = True
         self.transport.abort()
+
+
+def _drop(data: bytes) -> None:
+    pass
+
+
+class DeafStreamConn(StreamConn):
+    """A StreamConn whose client's bytes are dropped (SSE). ``data_received`` is a plain function,
+    not a method: the transport keeps no bound method per connection (~64 bytes)."""
+
+    __slots__ = ()
+    data_received = staticmethod(_drop)  # type: ignore[assignment]
 
 
 class _Parked:

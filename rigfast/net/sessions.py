@@ -65,14 +65,17 @@ class Session(Recipient):
         self.token = token
         self.subscriptions: list = _NONE
         self.manual: list = _NONE
-        self.outbox: list[Any] = []
+        self.outbox: list[Any] | None = None  # None while nothing waits (an idle session keeps no list)
         self.dirty = False
         self.claims = claims or _NONE
         self.session_ids = session_ids
         self.closed = False
 
     def enqueue(self, frame: Any) -> None:
-        self.outbox.append(frame)
+        if self.outbox is None:
+            self.outbox = [frame]
+        else:
+            self.outbox.append(frame)
 
     def indexed(self, subs: list) -> list:
         """The subscriptions the hub's index holds for this session (all of them)."""
@@ -82,7 +85,7 @@ class Session(Recipient):
         if not self.closed:
             self.closed = True
             self.hub.unregister(self)
-            self.outbox.clear()
+            self.outbox = None
 
     def drain(self) -> None:
         self.abort()
@@ -146,20 +149,19 @@ class StreamSession(OwnsConnection, Session):
     connection it came from hands its transport over (``proto`` becomes a StreamConn)."""
 
     __slots__ = ("proto",)
+    READS = True  # False: the client has nothing to say, its bytes are dropped before the session
 
     def __init__(self, hub, token, proto: "HttpProtocol", **kw):
         super().__init__(hub, token, **kw)
         self.transport = proto.transport
-        self.proto = proto.hand_over(self)
+        self.proto = proto.hand_over(self, self.READS)
 
     def flush(self) -> None:
         out = self.outbox
+        self.outbox = None
         if not out or self.closed:
-            out.clear()
             return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        self.transport.write(data)
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def close(self, final: bytes = b"") -> None:
         """Graceful end: write what is pending (and ``final``), then close."""
@@ -173,6 +175,7 @@ class StreamSession(OwnsConnection, Session):
 class SseSession(StreamSession):
     __slots__ = ()
     KIND = SSE
+    READS = False
 
     def heartbeat(self) -> None:
         if not self.outbox:
@@ -321,7 +324,7 @@ class LongPollSession(Session):
             for e in self.outbox:
                 buf.append(e)
                 n += len(e.json)
-            self.outbox.clear()
+            self.outbox = None
             while len(buf) > 1 and (len(buf) > max_events or (max_bytes and n > max_bytes)):  # the newest always stays
                 n -= len(buf.popleft().json)
             self.buffer_bytes = n

@@ -40,7 +40,7 @@ def make_session(impl, kind: int, closed: bool = False, fail: bool = False, wire
 
         def __init__(self):
             self.kind = kind
-            self.outbox = []
+            self.outbox = None
             self.dirty = False
             self.closed = closed
             self.wire = f"t{wire}" if kind == 3 else None
@@ -49,8 +49,8 @@ def make_session(impl, kind: int, closed: bool = False, fail: bool = False, wire
             self.polled: list = []
 
         def flush(self):  # as SseSession.flush: take the frames, then write (long-poll keeps them)
-            data = b"".join(self.outbox)
-            self.outbox.clear()
+            data = b"".join(self.outbox or ())
+            self.outbox = None
             if self.transport is None:
                 self.polled.append(data)
             elif not self.closed and data:
@@ -112,7 +112,8 @@ def test_coalesces_events_into_one_write(impl):
         impl.deliver([7], {7: s}, lambda k, _s, n=n: b"ev%d;" % n, touched)
     assert len(touched) == 1
     impl.flush_slice(touched, 10)
-    assert s.transport.writes == [b"ev0;ev1;ev2;"] and not s.dirty and s.outbox == []
+    assert s.transport.writes == [b"ev0;ev1;ev2;"] and not s.dirty
+    assert s.outbox is None  # written: the session keeps no list while idle
 
 
 @pytest.mark.parametrize("impl", IMPLS)
