@@ -59,7 +59,8 @@ OFFSETS_MAX_AGE_S = 600.0  # positions older than this are not resumed from (a n
 REPLAY_TIMEOUT_S = 2.0
 START_GRACE_S = 3.0  # a (re)started reader waits this long at most for every worker's interest
 LINK_BUFFER_LIMIT = 64 << 20
-UNACKED_MAX = 4096  # submitted batches in flight to the reader (it acknowledges each as it routes it)
+UNACKED_MAX = 65536  # submitted batches in flight to the reader (past it, or LINK_BUFFER_LIMIT bytes: it does not read)
+ACK_DELAY_S = 0.005  # a submitter's ACK waits this long for one to ride with (cumulative: the last batch routed)
 STATE_INTERVAL_S = 1.0  # the reader's Kafka state goes to the workers when it changed, checked this often
 
 FORWARDED = metrics.REGISTRY.counter(
@@ -95,6 +96,8 @@ class _WorkerConn(FramedConnection):
         self.slots: dict[Subscription, int] = {}
         self.out: list = []
         self.ready = False
+        self.ack_upto = ""  # the last batch of this worker routed and not yet acknowledged
+        self.ack_due = False
 
     def on_frame(self, kind: int, payload: bytes) -> None:
         self.reader.on_frame(self, kind, payload)
@@ -337,7 +340,22 @@ class Reader:
             else:
                 conn.send(frame)
         if submitter is not None:
-            submitter.send(mine + wire.encode_frame(wire.ACK, batch.encode()))
+            submitter.ack_upto = batch
+            if mine:
+                self._ack(submitter, mine)
+            elif not submitter.ack_due:
+                submitter.ack_due = True
+                self.loop.call_later(ACK_DELAY_S, self._ack, submitter)
+
+    @staticmethod
+    def _ack(conn: _WorkerConn, frame: bytes = b"") -> None:
+        """``frame`` (may be empty) and, in the same write, the ACK of every batch routed so far."""
+        conn.ack_due = False
+        if conn.ack_upto:
+            frame += wire.encode_frame(wire.ACK, conn.ack_upto.encode())
+            conn.ack_upto = ""
+        if frame:
+            conn.send(frame)
 
     # -- events --
     def on_events(self, events: list) -> None:
@@ -698,10 +716,13 @@ class ReaderLink(KeepsConnected):
     def on_frame(self, kind: int, payload: bytes) -> None:
         if kind == wire.SUBMITTED:
             self.on_other(kind, payload)
-        elif kind == wire.ACK:
-            got = self.unacked.pop(int(payload), None)
-            if got is not None:
-                self.unacked_bytes -= len(got[1])
+        elif kind == wire.ACK:  # cumulative: every batch up to this one was routed
+            upto, unacked = int(payload), self.unacked
+            while unacked:
+                batch = next(iter(unacked))
+                if batch > upto:
+                    break
+                self.unacked_bytes -= len(unacked.pop(batch)[1])
         elif kind == wire.LINKED:
             self.linked_workers = frozenset(orjson.loads(payload))
         elif kind == wire.EVENTS:

@@ -26,7 +26,7 @@ KIND_NAMES = {EVENTS: "events", REQUEST: "request", REPLY: "reply", BLACKLIST: "
 # plus "reached", "consumed", "invalid"), sent on link-up and when it changes, at most every STATE_INTERVAL_S
 # Submitted (HTTP) events, see docs/cluster.md "The flow of an event":
 # SUBMIT (worker -> reader): ``<batch> <workers served directly, comma-separated>\n`` + an event batch
-# ACK (reader -> worker): ``<batch>``: the reader has routed that SUBMIT
+# ACK (reader -> worker): ``<batch>``: the reader has routed that SUBMIT and every one before it
 # SUBMITTED (reader -> worker, or worker -> worker over the bus): ``<origin> <batch>\n`` + an event batch;
 #   (origin, batch) names it once across both ways, so a worker delivers it once
 # LINKED (reader -> worker): JSON list of the workers whose whole interest the reader holds
