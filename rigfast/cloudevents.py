@@ -2,14 +2,14 @@
 
 An :class:`Event` keeps the published JSON object as it was (attributes and
 extensions preserved) plus its compact serialization, made once and shared
-by every recipient. :class:`StructEvent` is the Kafka fast path's event: the
-same interface, validated by msgspec in one C call.
+by every recipient. The Kafka fast path's event is the record scanner's
+``RecordEvent`` (``rigfast._ext``): the same interface, found in the record
+bytes without decoding them.
 
 Bindings: :func:`parse_http_event` (HTTP: batched mode, binary mode with
 ``ce-`` headers, else structured), :func:`parse_kafka_message` (Kafka: binary mode with
 ``ce_`` headers and a content type that is not CloudEvents JSON, else
-structured through the fast path), :func:`relayed` (events relayed between
-workers and nodes, validated where they entered).
+structured through the fast path, :func:`parse_structured_fast`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from random import getrandbits as _getrandbits
 from time import time as _time
-from typing import Annotated, Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Iterable, Mapping
 
-import msgspec
 import orjson
 
+from rigfast._ext import scan_record
 from rigfast.errors import CloudEventError, RigError
 
 SPEC_VERSIONS = ("0.2", "0.3", "1.0")
@@ -35,9 +35,12 @@ _V01_NAMES = {
 
 
 class Event:
-    """A validated CloudEvent. ``json`` is the compact serialization sent to frontends."""
+    """A validated CloudEvent. ``json`` is the compact serialization sent to frontends.
 
-    __slots__ = ("type", "id", "obj", "json", "seq", "rid")
+    ``keys``: the extractor field values of the event's type (value keys), set by the first
+    match on fields (``hub.event_keys``) or carried over from the node's reader."""
+
+    __slots__ = ("type", "id", "obj", "json", "seq", "rid", "keys")
 
     def __init__(self, etype: str, eid: str, obj: dict, json: bytes | None = None):
         self.type = etype
@@ -46,6 +49,7 @@ class Event:
         self.json = orjson.dumps(obj) if json is None else json
         self.seq = 0  # this worker's sequence number, set by the hub
         self.rid = ""  # resume id (SSE id:): set where the event entered the gateway, the same on every worker
+        self.keys = None
 
     def __repr__(self) -> str:
         return f"Event({self.type!r}, id={self.id!r})"
@@ -171,13 +175,6 @@ def parse_binary(attrs: Mapping[str, str], data: bytes, content_type: str | None
     return validate(obj)
 
 
-def relayed(obj: dict, raw: bytes) -> Event:
-    """An event relayed by another worker or node: validated where it entered, not again."""
-    if "specversion" in obj:
-        return Event(obj["type"], obj["id"], obj, raw)
-    return Event(obj["eventType"], obj["eventID"], obj, raw)  # CloudEvents 0.1
-
-
 # -- HTTP binding --------------------------------------------------------------------------------
 
 def parse_http_event(req: Any) -> Event | list[Event]:
@@ -215,89 +212,14 @@ def parse_http_event(req: Any) -> Event | list[Event]:
 
 # -- Kafka binding -------------------------------------------------------------------------------
 
-_U = msgspec.UnsetType
-_UNSET = msgspec.UNSET
-_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
-
-
-class StructEvent(msgspec.Struct, gc=False, eq=False):
-    """The common case (0.2/0.3/1.0, valid attributes) decoded and validated in one C call.
-
-    This *is* the event handed to the hub (duck-typed like ``Event``: type,
-    id, json, seq, rid, obj). msgspec checks the required attributes (non-empty
-    strings, known specversion) and the optional ones (strings) and skips
-    everything else, so no Python runs per attribute and no second object
-    is built. Instances are not GC-tracked (``gc=False``: they hold strings,
-    bytes, an int and at most a JSON-decoded dict, so no cycles), which
-    keeps a busy consumer from triggering collections. Anything the strict
-    type rejects (0.1 events, wrong types, ...) goes through
-    :func:`parse_structured`, which produces the precise message.
-
-    ``json``/``seq``/``rid``/``_o`` get JSON names no CloudEvent attribute can
-    have; should a record carry them anyway, ``json`` is overwritten right
-    after decoding, ``seq`` and ``rid`` by the hub, and ``_o`` only accepts
-    ``null`` (its default). The full object is parsed lazily, only if someone
-    reads ``obj`` (extractors for constrained subscriptions).
-    """
-
-    specversion: Literal["0.2", "0.3", "1.0"]
-    type: _NonEmpty
-    id: _NonEmpty
-    source: _NonEmpty
-    time: str | _U = _UNSET
-    subject: str | _U = _UNSET
-    datacontenttype: str | _U = _UNSET
-    dataschema: str | _U = _UNSET
-    contenttype: str | _U = _UNSET
-    schemaurl: str | _U = _UNSET
-    data_base64: str | _U = _UNSET
-    json: bytes = msgspec.field(default=b"", name="@rigfast json")
-    seq: int = msgspec.field(default=0, name="@rigfast seq")
-    rid: str = msgspec.field(default="", name="@rigfast rid")
-    _o: None = msgspec.field(default=None, name="@rigfast obj")
-
-    @property
-    def obj(self) -> dict:
-        o = self._o
-        if o is None:
-            o = self._o = orjson.loads(self.json)
-        return o
-
-    @obj.setter
-    def obj(self, value: dict | None) -> None:
-        self._o = value
-
-    def __repr__(self) -> str:
-        return f"Event({self.type!r}, id={self.id!r})"
-
-
-#: The fast path alone, for callers that inline it: ``decode_struct(value)`` raises
-#: :data:`StructDecodeError` for anything it does not take (the caller then falls back to
-#: :func:`parse_kafka_message` for the reason); the caller sets ``ev.json = value``.
-decode_struct: Callable[[bytes], StructEvent] = msgspec.json.Decoder(StructEvent).decode
-StructDecodeError = msgspec.MsgspecError
-
-
-JSON_MAX_DEPTH = 1024  # orjson's nesting limit
-
-
 def parse_structured_fast(value: bytes) -> Event:
-    """Structured mode: validate from a partial decode, keep ``value`` as the event JSON.
+    """Structured mode: the record scanner finds type and id in the bytes and keeps them as the event JSON.
 
-    A value holding a line break takes the full path (re-serialized compactly: one line
-    for SSE), and so does anything the strict struct rejects (0.1 events, invalid ones:
-    the full validator gives the precise message)."""
-    if 10 in value or 13 in value:  # \n, \r (int membership is a memchr; 5x faster than b"\n" in)
+    What the scanner is not sure of (a line break: the event is re-serialized on one line;
+    CloudEvents 0.1; anything invalid, which gets its precise message) takes the full parser."""
+    ev = scan_record(value)
+    if ev is None:
         return parse_structured(value)
-    if len(value) > 2 * JSON_MAX_DEPTH and value.count(b"[") + value.count(b"{") > JSON_MAX_DEPTH:
-        # possibly nested deeper than orjson decodes (msgspec goes further): the full path decides,
-        # so that both paths accept the same events and ``obj`` can always be decoded later
-        return parse_structured(value)
-    try:
-        ev = decode_struct(value)
-    except (StructDecodeError, RecursionError):  # nesting too deep for msgspec: orjson's depth limit names it
-        return parse_structured(value)
-    ev.json = value
     return ev  # type: ignore[return-value]
 
 

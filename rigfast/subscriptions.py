@@ -18,7 +18,7 @@ import orjson
 
 from rigfast.errors import ConfigError, SubscriptionError
 
-_MISSING = object()
+MISSING = object()  # what a pointer finds when the event has no such value
 
 
 def value_key(value: Any) -> Any:
@@ -28,21 +28,33 @@ def value_key(value: Any) -> Any:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
-def compile_pointer(pointer: str) -> Callable[[Any], Any]:
-    """RFC 6901: compile ``/a/b~1c/0`` into a function doc -> value (or _MISSING)."""
+def json_value_key(raw: bytes) -> Any:
+    """:func:`value_key` of a JSON text (a field value found in an event's bytes)."""
+    return value_key(orjson.loads(raw))
+
+
+def pointer_parts(pointer: str) -> tuple[str, ...]:
+    """RFC 6901: ``/a/b~1c/0`` -> ("a", "b/c", "0"); "" (the whole document) -> ()."""
     if pointer == "":
-        return lambda doc: doc
+        return ()
     if not pointer.startswith("/"):
         raise ValueError(f"JSON pointer must be empty or start with '/': {pointer!r}")
-    parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")]
+    return tuple(p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/"))
+
+
+def compile_pointer(pointer: str) -> Callable[[Any], Any]:
+    """RFC 6901: compile ``/a/b~1c/0`` into a function doc -> value (or MISSING)."""
+    parts = pointer_parts(pointer)
+    if not parts:
+        return lambda doc: doc
 
     if len(parts) == 1:
         (only,) = parts
 
         def get1(doc: Any) -> Any:
             if type(doc) is dict:
-                return doc.get(only, _MISSING)
-            return _walk(doc, parts)
+                return doc.get(only, MISSING)
+            return walk_pointer(doc, parts)
 
         return get1
     if len(parts) == 2:
@@ -50,30 +62,31 @@ def compile_pointer(pointer: str) -> Callable[[Any], Any]:
 
         def get2(doc: Any) -> Any:
             if type(doc) is dict:
-                inner = doc.get(first, _MISSING)
+                inner = doc.get(first, MISSING)
                 if type(inner) is dict:
-                    return inner.get(second, _MISSING)
-            return _walk(doc, parts)
+                    return inner.get(second, MISSING)
+            return walk_pointer(doc, parts)
 
         return get2
-    return lambda doc: _walk(doc, parts)
+    return lambda doc: walk_pointer(doc, parts)
 
 
-def _walk(doc: Any, parts: list[str]) -> Any:
+def walk_pointer(doc: Any, parts: tuple[str, ...]) -> Any:
+    """The value at ``parts`` (see :func:`pointer_parts`) in a decoded document, or MISSING."""
     for part in parts:
         if isinstance(doc, dict):
-            doc = doc.get(part, _MISSING)
+            doc = doc.get(part, MISSING)
         elif isinstance(doc, list):
             if not part.isdigit() or (len(part) > 1 and part[0] == "0"):
-                return _MISSING
+                return MISSING
             idx = int(part)
             if idx >= len(doc):
-                return _MISSING
+                return MISSING
             doc = doc[idx]
         else:
-            return _MISSING
-        if doc is _MISSING:
-            return _MISSING
+            return MISSING
+        if doc is MISSING:
+            return MISSING
     return doc
 
 
@@ -98,6 +111,10 @@ class Extractors:
         }
         self._jwt_fields = {
             t: tuple(f for f in fs if f.get_jwt is not None) for t, fs in self._ordered.items()
+        }
+        # (field name, pointer parts) per type: what the record scanner looks for in an event's bytes
+        self._paths = {
+            t: tuple((f.name, pointer_parts(f.event_pointer)) for f in fs) for t, fs in self._ordered.items()
         }
 
     @classmethod
@@ -139,6 +156,10 @@ class Extractors:
     def fields(self, event_type: str) -> tuple[Field, ...]:
         return self._ordered.get(event_type, ())
 
+    def paths(self, event_type: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """(field name, pointer parts) of every field of ``event_type``."""
+        return self._paths.get(event_type, ())
+
     def has_field(self, event_type: str, name: str) -> bool:
         return name in self._types.get(event_type, ())
 
@@ -154,7 +175,7 @@ class Extractors:
             if f is None:
                 continue
             v = f.get_event(obj)
-            if v is not _MISSING:
+            if v is not MISSING:
                 out[name] = value_key(v)
         return out
 
@@ -166,7 +187,7 @@ class Extractors:
             for etype, fields in self._jwt_fields.items():
                 for f in fields:
                     v = f.get_jwt(claims)  # type: ignore[misc]
-                    if v is _MISSING:
+                    if v is MISSING:
                         continue
                     k = (etype, f.name, value_key(v))
                     if k in seen:

@@ -3,7 +3,7 @@
 ``RIGFAST_NO_EXTENSIONS=1`` forces the Python references at import time.
 Each compiled module falls back to its Python twin (``<name>_ref``) on its
 own, so a build that produced only some of them still uses those.
-``MATCH_BUILD``, ``FRAMES_BUILD`` and ``FANOUT_BUILD`` say which one is in use
+``MATCH_BUILD``, ``FRAMES_BUILD``, ``FANOUT_BUILD`` and ``SCAN_BUILD`` say which one is in use
 ("cython" or "python"); ``BUILD`` is "cython" when all are compiled,
 "python" when none is, and "mixed" otherwise.
 """
@@ -29,6 +29,7 @@ def _pick(name: str):
 _match, MATCH_BUILD = _pick("match")
 _frames, FRAMES_BUILD = _pick("frames")
 _fanout, FANOUT_BUILD = _pick("fanout")
+_scan, SCAN_BUILD = _pick("scan")
 
 SubscriptionIndex = _match.SubscriptionIndex
 encode_sse = _frames.encode_sse
@@ -37,12 +38,17 @@ unquote = _frames.unquote
 deliver = _fanout.deliver
 flush_slice = _fanout.flush_slice
 Recipient = _fanout.Recipient
+RecordEvent = _scan.RecordEvent
+scan_record = _scan.scan
+scan_extract = _scan.extract
+scan_records = _scan.scan_records
 
-_builds = {MATCH_BUILD, FRAMES_BUILD, FANOUT_BUILD}
+_builds = {MATCH_BUILD, FRAMES_BUILD, FANOUT_BUILD, SCAN_BUILD}
 BUILD = _builds.pop() if len(_builds) == 1 else "mixed"
 del _builds
 
 __all__ = [
-    "BUILD", "FANOUT_BUILD", "FRAMES_BUILD", "MATCH_BUILD",
-    "Recipient", "SubscriptionIndex", "deliver", "encode_sse", "encode_ws_text", "flush_slice", "unquote",
+    "BUILD", "FANOUT_BUILD", "FRAMES_BUILD", "MATCH_BUILD", "SCAN_BUILD",
+    "Recipient", "RecordEvent", "SubscriptionIndex", "deliver", "encode_sse", "encode_ws_text", "flush_slice",
+    "scan_extract", "scan_record", "scan_records", "unquote",
 ]

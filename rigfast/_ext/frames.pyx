@@ -7,6 +7,7 @@ so odd inputs behave (and fail) exactly as there.
 """
 
 from libc.string cimport memcpy
+from rigfast._ext.hexdigit cimport hexval
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
 from rigfast._ext import frames_ref as _ref
@@ -86,16 +87,6 @@ def encode_ws_text(payload):
     return out
 
 
-cdef inline int _hexval(unsigned char c) noexcept:
-    if 48 <= c <= 57:
-        return c - 48
-    if 97 <= c <= 102:
-        return c - 87
-    if 65 <= c <= 70:
-        return c - 55
-    return -1
-
-
 def unquote(text, bint plus=False):
     """Percent-decoding of a URL part, exactly ``urllib.parse.unquote`` (``plus``: ``+`` is a space
     first, as ``unquote_plus``). ASCII text is decoded here in one pass; anything else (non-ASCII
@@ -114,8 +105,8 @@ def unquote(text, bint plus=False):
     while i < n:
         c = src[i]
         if c == 37 and i + 2 < n:  # '%' and two more characters
-            hi = _hexval(src[i + 1])
-            lo = _hexval(src[i + 2])
+            hi = hexval(src[i + 1])
+            lo = hexval(src[i + 2])
             if hi >= 0 and lo >= 0:
                 dst[j] = <char>(hi * 16 + lo)
                 j += 1

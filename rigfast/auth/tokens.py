@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
 from rigfast.errors import ConfigError
-from rigfast.subscriptions import _MISSING, compile_pointer
+from rigfast.subscriptions import MISSING, compile_pointer
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ class TokenVerifier:
         JSON values as their compact JSON. Missing or null: no session.
         """
         value = self._get_session(claims)
-        if value is _MISSING or value is None:
+        if value is MISSING or value is None:
             return None
         if type(value) is str:
             return value

@@ -364,7 +364,7 @@ class Reader:
         for conn in self._route(events, "kafka"):
             out, conn.out = conn.out, []
             FORWARDED.inc(len(out), conn.label, "kafka")
-            conn.send(wire.encode_frame(wire.EVENTS, wire.encode_events(out, "kafka")))
+            conn.send(wire.encode_frame(wire.EVENTS, wire.encode_events(out, "kafka", with_keys=True)))
 
     def _route(self, events: list, source: str, skip: set[int] | None = None) -> list[_WorkerConn]:
         """Node history, one match per event: the workers that want some of ``events``, each with

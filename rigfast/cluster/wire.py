@@ -1,11 +1,14 @@
 """Cluster wire formats: bus frames, event batches, connection-token routes. No I/O here.
 
 Bus frame: 4-byte big-endian length of what follows, 1 kind byte, payload.
-An event batch payload is ``<source>\\n<event json>\\n<event json>...``: the
-relayed events are HTTP/API submissions, whose JSON is orjson's compact
-output and never contains a raw line break, so the batch needs no escaping
-and the receiver reuses each event's bytes as they are. Control payloads
-(requests, replies, blacklist entries) are small JSON objects.
+An event batch payload is ``<source>\\n<meta>\\n<event json>\\n<event json>...``:
+``meta`` is one JSON array with ``[resume id, type, id]`` per event (plus the
+extractor field values, ``keys``, when the node's reader sends them to a
+worker), so the receiver neither decodes nor re-serializes the events: it
+reuses each event's bytes as they are. Event JSON never contains a raw line
+break (orjson's compact output, or a Kafka record the scanner took as it is,
+which it only does without one), so the batch needs no escaping. Control
+payloads (requests, replies, blacklist entries) are small JSON objects.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from rigfast.cloudevents import Event, relayed
+from rigfast._ext import RecordEvent
+from rigfast.cloudevents import Event
 
 EVENTS, REQUEST, REPLY, BLACKLIST, HELLO, APIS, INTEREST, REPLAY, READY, KAFKA_STATE = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 SUBMIT, ACK, SUBMITTED, LINKED = 11, 12, 13, 14
@@ -71,22 +75,36 @@ class FrameDecoder:
         return out
 
 
-def encode_events(events: list[Event], source: str) -> bytes:
-    """``source`` line, then one ``<resume id> <event JSON>`` line per event."""
-    return source.encode() + b"\n" + b"\n".join(e.rid.encode() + b" " + e.json for e in events)
+def _keys_out(keys: dict) -> dict:
+    # value keys are str (a JSON string) or bytes (canonical JSON of any other value): the latter as [text]
+    return {k: v if type(v) is str else [v.decode()] for k, v in keys.items()}
+
+
+def _keys_in(keys: dict) -> dict:
+    return {k: v if type(v) is str else v[0].encode() for k, v in keys.items()}
+
+
+def encode_events(events: list[Event], source: str, with_keys: bool = False) -> bytes:
+    """``source`` line, the meta line, then one line per event with its JSON.
+
+    ``with_keys``: also the events' extractor field values (reader to worker: same node, same EXTRACTORS)."""
+    if with_keys:
+        meta = [[e.rid, e.type, e.id] if e.keys is None else [e.rid, e.type, e.id, _keys_out(e.keys)] for e in events]
+    else:
+        meta = [[e.rid, e.type, e.id] for e in events]
+    return b"\n".join([source.encode(), orjson.dumps(meta), *(e.json for e in events)])
 
 
 def decode_events(payload: bytes) -> tuple[str, list[Event]]:
-    """Inverse of :func:`encode_events`; events were validated where they were submitted."""
+    """Inverse of :func:`encode_events`; events were validated where they entered the gateway, and are not
+    decoded here (their ``obj`` is decoded from their bytes if someone needs it)."""
     source, _, rest = payload.partition(b"\n")
-    out = []
-    for line in rest.split(b"\n"):
-        if not line:
-            continue
-        resume_id, _, raw = line.partition(b" ")
-        ev = relayed(orjson.loads(raw), raw)
-        ev.rid = resume_id.decode()
-        out.append(ev)
+    meta_line, _, rest = rest.partition(b"\n")
+    meta = orjson.loads(meta_line)
+    raws = rest.split(b"\n") if rest else []
+    if len(raws) != len(meta):
+        raise ValueError(f"event batch: {len(meta)} events announced, {len(raws)} sent")
+    out = [RecordEvent(m[1], m[2], raw, m[0], None if len(m) == 3 else _keys_in(m[3])) for m, raw in zip(meta, raws)]
     return source.decode(), out
 
 

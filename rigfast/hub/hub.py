@@ -27,10 +27,11 @@ from time import monotonic
 from typing import Any, Callable, Iterable
 
 from rigfast import metrics
-from rigfast._ext import BUILD, SubscriptionIndex, deliver, encode_sse, encode_ws_text, flush_slice
+from rigfast._ext import (BUILD, RecordEvent, SubscriptionIndex, deliver, encode_sse, encode_ws_text, flush_slice,
+                          scan_extract)
 from rigfast.cloudevents import Event, make_event
 from rigfast.hub.history import History
-from rigfast.subscriptions import Extractors, Subscription
+from rigfast.subscriptions import Extractors, Subscription, json_value_key
 
 log = logging.getLogger("rigfast.hub")
 
@@ -50,11 +51,24 @@ def _nothing(event: Event) -> bool:
 _NO_FIELDS: dict = {}  # match() arguments for types without constrained subscriptions (never mutated)
 
 
+def event_keys(extractors: Extractors, event: Event) -> dict:
+    """The extractor field values (value keys) of ``event``'s type, found once and kept on the event:
+    in the record bytes for a scanned Kafka record whose JSON nobody decoded, else in its object."""
+    keys = event.keys
+    if keys is None:
+        if type(event) is RecordEvent:
+            keys = scan_extract(event.json, extractors.paths(event.type), json_value_key)
+        else:
+            keys = extractors.extract(event.type, event.obj)
+        event.keys = keys
+    return keys
+
+
 def recipients(index, extractors: Extractors, event: Event) -> list[int]:
-    """The slots of ``index`` that want ``event``: extract only the fields some subscription constrains."""
+    """The slots of ``index`` that want ``event``; field values are looked up only for types some
+    subscription constrains."""
     etype = event.type
-    fields = index.wanted(etype)
-    return index.match(etype, extractors.extract(etype, event.obj, fields) if fields else _NO_FIELDS)
+    return index.match(etype, event_keys(extractors, event) if index.wanted(etype) else _NO_FIELDS)
 
 
 class Hub:

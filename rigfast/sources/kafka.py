@@ -33,13 +33,14 @@ one is there), then ``consume(num_messages=BATCH-1, timeout=0)`` takes what
 is already queued. ``consume(N, timeout)`` alone would wait the whole timeout
 for N messages and add that much latency at low rates.
 
-Decoding is the Kafka binding of ``rigfast.cloudevents``: structured mode
-(no ``content-type`` header, or ``application/cloudevents+json``) reads only
-the attributes that validation needs (msgspec, ``StructEvent``) and keeps the
-record value as the event's JSON; the common case is inlined in
-``_decode_batch``, the rest goes through ``parse_kafka_message``. Invalid messages are counted
-(``rig_events_invalid_total{source="kafka"}``), logged at most once per
-second with the number suppressed, and skipped.
+Decoding: a record without headers goes to the record scanner
+(``rigfast._ext.scan_records``, compiled), which checks the value and finds
+type and id in its bytes without decoding it, and keeps the value as the
+event's JSON. The rest (binary mode, a value the scanner is unsure of,
+consume errors) goes through the Kafka binding of ``rigfast.cloudevents``
+(``parse_kafka_message``), counted in ``rig_kafka_full_parse_total``. Invalid
+messages are counted (``rig_events_invalid_total{source="kafka"}``), logged
+at most once per second with the number suppressed, and skipped.
 
 Clients: settings, the consumer thread (create, recreate after a failure)
 and logging come from :mod:`rigfast.kafka.clients`; an outage is logged
@@ -74,7 +75,8 @@ from typing import Any, Callable
 
 
 from rigfast import metrics
-from rigfast.cloudevents import Event, StructDecodeError, decode_struct, parse_kafka_message
+from rigfast._ext import scan_records
+from rigfast.cloudevents import Event, parse_kafka_message
 from rigfast.errors import CloudEventError
 from rigfast.kafka import clients
 from rigfast.logs import RateLimitedLogger
@@ -92,6 +94,10 @@ INVALID_LOG_INTERVAL_S = 1.0
 ERROR_BACKOFF_MAX_S = 1.0
 OFFSETS_TIMEOUT_S = 2.0
 
+FULL_PARSE = metrics.REGISTRY.counter(
+    "rig_kafka_full_parse_total",
+    "Kafka records the record scanner left to the full CloudEvent parser (binary mode, line breaks, "
+    "CloudEvents 0.1, invalid records)", ())
 
 
 # --- the source -----------------------------------------------------------------------------
@@ -135,6 +141,7 @@ class KafkaSource:
         self._log = RateLimitedLogger(log, INVALID_LOG_INTERVAL_S)
         self._errors_log = clients.rate_limited(log)
         self._batches = 0
+        self._batch_errors = 0  # consume errors in the batch being decoded
         # fn({(topic, partition): next offset}) after each batch was published (the node reader saves them)
         self.on_positions: Callable[[dict], None] | None = None
         self._handed_positions: dict | None = None
@@ -280,38 +287,29 @@ class KafkaSource:
                 error_pause = 0.0
 
     def _decode_batch(self, msgs: list) -> tuple[list[Event], int]:
-        events: list[Event] = []
-        append = events.append
-        errors = 0
-        fast = decode_struct
-        for m in msgs:
-            if m.error() is not None:
-                errors += 1
-                self._on_consume_error(m)
-                continue
-            try:
-                value = m.value()
-                headers = m.headers()
-                if headers is None and value and not (10 in value or 13 in value):
-                    # the common case, inlined: structured mode, one line, strictly valid
-                    try:
-                        ev = fast(value)
-                    except StructDecodeError:
-                        ev = None  # the general path below says why (or accepts a 0.1 event)
-                    if ev is not None:
-                        ev.json = value
-                        # resume id: the record's position, the same for every worker and node reading it
-                        ev.rid = f"k:{m.topic()}:{m.partition()}:{m.offset()}"
-                        append(ev)
-                        continue
-                ev = parse_kafka_message(value, headers)
-                ev.rid = f"k:{m.topic()}:{m.partition()}:{m.offset()}"
-                append(ev)
-            except CloudEventError as exc:
-                self._skip(m, exc.message)
-            except Exception as exc:  # noqa: BLE001 - a poison record (RecursionError, ...) is skipped too
-                self._skip(m, f"undecodable record ({type(exc).__name__}: {exc})")
-        return events, errors
+        """(events in record order, consume errors): the scanner takes the common case."""
+        self._batch_errors = 0
+        events = scan_records(msgs, self._decode_one)
+        return events, self._batch_errors
+
+    def _decode_one(self, m: Any) -> Event | None:
+        """A record the scanner did not take: a consume error, or the full Kafka binding."""
+        if m.error() is not None:
+            self._batch_errors += 1
+            self._on_consume_error(m)
+            return None
+        FULL_PARSE.inc()
+        try:
+            ev = parse_kafka_message(m.value(), m.headers())
+        except CloudEventError as exc:
+            self._skip(m, exc.message)
+            return None
+        except Exception as exc:  # noqa: BLE001 - a poison record (RecursionError, ...) is skipped too
+            self._skip(m, f"undecodable record ({type(exc).__name__}: {exc})")
+            return None
+        # resume id: the record's position, the same for every worker and node reading it
+        ev.rid = f"k:{m.topic()}:{m.partition()}:{m.offset()}"
+        return ev
 
     def _skip(self, m: Any, why: str) -> None:
         """One record that is not a CloudEvent: counted, logged (rate-limited), never retried."""
