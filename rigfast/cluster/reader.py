@@ -66,8 +66,26 @@ STATE_INTERVAL_S = 1.0  # the reader's Kafka state goes to the workers when it c
 FORWARDED = metrics.REGISTRY.counter(
     "rig_reader_forwarded_total", "Events the node's reader sent to workers (one per event and worker)", ("to", "source"))
 SUBMITTED_IN = metrics.REGISTRY.counter(
-    "rig_reader_submitted_total", "Submitted events the node's reader routed (from this node's workers: bus; "
-    "from other nodes: kafka)", ("via",))
+    "rig_reader_submitted_total", "Submitted events the node's reader routed, from this node's workers (node) or "
+    "from other nodes through the cluster topic (cluster)", ("from",))
+
+
+# what the reader adds to the node's /metrics: its own families, the events it read, found invalid or no worker
+# wanted, and its process (the workers already show its Kafka state; the rest of the registry is the gateway's)
+READER_FAMILIES = ("rig_reader_", "rig_events_received_total", "rig_events_invalid_total", "rig_events_dropped_total",
+                   "process_")
+
+
+def reader_series(text: str) -> str:
+    """The families of READER_FAMILIES in a Prometheus exposition ``text``."""
+    out, keep = [], False
+    for line in text.splitlines():
+        if line.startswith("# "):
+            parts = line.split(" ", 3)
+            keep = len(parts) > 2 and parts[2].startswith(READER_FAMILIES)
+        if keep:
+            out.append(line)
+    return "\n".join(out) + "\n"
 
 
 def socket_path(directory: str) -> str:
@@ -286,7 +304,7 @@ class Reader:
                 conn.send(wire.encode_frame(wire.REPLAY, head + b"\n" + wire.encode_events(events, "kafka")))
             elif op == "metrics":  # the reader's series, for the node's /metrics
                 conn.send(wire.encode_json_frame(wire.REPLY, {"request_id": msg.get("request_id"), "status": 200,
-                                                              "text": metrics.REGISTRY.render().decode()}))
+                                                              "text": reader_series(metrics.REGISTRY.render().decode())}))
 
     def drop(self, conn: _WorkerConn) -> None:
         self.conns.discard(conn)
@@ -321,7 +339,7 @@ class Reader:
         batch, _, direct = head.partition(" ")
         skip = {int(x) for x in direct.split(",") if x}
         source, events = wire.decode_events(rest)
-        SUBMITTED_IN.inc(len(events), "bus")
+        SUBMITTED_IN.inc(len(events), "node")
         self.route_submitted(conn.origin, batch, source, events, rest, skip, conn)
 
     def route_submitted(self, origin: str, batch: str, source: str, events: list, payload: bytes,
@@ -424,7 +442,7 @@ class Reader:
             try:
                 if kind == b"ev":
                     source, events = wire.decode_events(value)
-                    SUBMITTED_IN.inc(len(events), "kafka")
+                    SUBMITTED_IN.inc(len(events), "cluster")
                     self.route_submitted(f"k:{topic}:{part}", str(offset), source, events, value, set(), None)
                 elif kind == b"apis":
                     frame = wire.encode_frame(wire.APIS, value)

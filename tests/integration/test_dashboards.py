@@ -154,11 +154,11 @@ def test_rig_and_rigfast_dashboard_queries_name_exported_metrics_with_their_labe
             continue
         assert name in got, f"rigfast.json: {name} not exported"
         assert any(labels <= set(s.labels) for s in got[name]), f"rigfast.json: {name} lacks {labels}"
-    # the whole node, whichever worker answers: both workers' series, every time
+    # the whole node, whichever worker answers: both workers' series (and the reader's process), every time
     for _ in range(4):
         m = scrape()
         assert {s.labels["worker"] for s in m["rig_connections"]} == {"0", "1"}
-        assert {s.labels["worker"] for s in m["process_resident_memory_bytes"]} == {"0", "1"}
+        assert {s.labels["worker"] for s in m["process_resident_memory_bytes"]} == {"0", "1", "reader"}
 
 
 def test_detailed_health_describes_every_worker(node):
