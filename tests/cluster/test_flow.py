@@ -3,6 +3,7 @@ kept once in the node's history, served by the accepting worker itself while the
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -270,3 +271,33 @@ def test_reader_killed_records_of_other_nodes_meanwhile_arrive_once(two_nodes):
         for s in streams:
             s.close()
     a.wait_ready()
+
+
+def test_phoenix_rejoin_resumes_from_the_node_history(node):
+    """A Phoenix channel rejoining with last_event_id gets what it missed from the node's history (the workers keep
+    none while the reader is linked), after the join's reply, in order, no rig.history_gap."""
+    from tests.cluster.test_phoenix_cluster import PhxLongPoll
+
+    wait_until(lambda: all_linked(node), timeout=4 * T, what="every worker linked to the reader")
+    etype = uid("fp")
+    subs = {"subscriptions": [{"eventType": etype}]}
+
+    def joined(lp: PhxLongPoll, payload: dict) -> None:
+        lp.token = lp.request("GET")["token"]
+        assert lp.request("POST", json.dumps(["1", "1", "rig:p", "phx_join", payload])) == {"status": 200}
+
+    first, *missed = [make_event(etype, {"n": i}) for i in range(3)]
+    lp = PhxLongPoll(node.inbound)
+    joined(lp, subs)
+    post(node.pinned(1), first, "/v3/messages")
+    pushes = lp.messages_until(lambda out: any(m[3] == etype for m in out))
+    last = next(m[1] for m in pushes if m[3] == etype)  # a push's ref is the event's resume id
+    assert last
+    c2 = node.pinned(2)
+    for e in missed:
+        post(c2, e, "/v3/messages")
+    again = PhxLongPoll(node.inbound)
+    joined(again, {**subs, "last_event_id": last})
+    out = again.messages_until(lambda out: len([m for m in out if m[3] == etype]) >= len(missed))
+    assert out[0][3] == "phx_reply", out
+    assert [m[4]["id"] for m in out if m[3] in (etype, "rig.history_gap")] == [e["id"] for e in missed], out
