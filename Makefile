@@ -8,7 +8,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP_RUN := $(VENV)/.rigfast-run
 STAMP := $(VENV)/.rigfast-test
-EXT_SOURCES := $(wildcard rigfast/_ext/*.pyx rigfast/_ext/*.pxd)
+# the .pyx modules, and the plain-Python modules compiled in place (rigfast/_ext/inplace.py), each with its .pxd
+INPLACE_PXD := $(filter-out rigfast/_ext/%,$(wildcard rigfast/*/*.pxd))
+EXT_SOURCES := $(wildcard rigfast/_ext/*.pyx rigfast/_ext/*.pxd) rigfast/_ext/inplace.py $(INPLACE_PXD) $(INPLACE_PXD:.pxd=.py)
 PYTEST_ARGS ?=
 
 .PHONY: fuzz soak run run-kafka test test-pure bench bench-peers install install-run annotate clean
@@ -74,6 +76,8 @@ bench-peers: install-run
 
 annotate: install
 	$(VENV)/bin/cython -a rigfast/_ext/*.pyx
+	$(VENV)/bin/cython -a -X annotation_typing=False $(INPLACE_PXD:.pxd=.py)
 
 clean:
 	rm -rf build $(VENV) rigfast/_ext/*.c rigfast/_ext/*.so rigfast/_ext/*.html
+	rm -f $(INPLACE_PXD:.pxd=.c) $(INPLACE_PXD:.pxd=.html) $(foreach m,$(INPLACE_PXD:.pxd=),$(wildcard $(m).*.so))

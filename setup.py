@@ -1,4 +1,7 @@
-"""Builds the Cython extensions in rigfast/_ext as part of `pip install .`.
+"""Builds the Cython extensions as part of `pip install .`: every rigfast/_ext/*.pyx, and the
+request path's plain-Python modules (rigfast/_ext/inplace.py: MODULES), each compiled from its own
+.py into an extension module of the same name beside it (Cython's pure-Python mode, typed by the
+.pxd beside the .py).
 
 RIGFAST_NO_EXTENSIONS=1 skips them (the plain-Python twins are used).
 RIGFAST_REQUIRE_EXTENSIONS=1 makes a failed build fatal; otherwise a machine
@@ -7,6 +10,7 @@ without a C compiler gets a warning and the plain-Python engine.
 
 import glob
 import os
+import runpy
 import sys
 
 from setuptools import setup
@@ -39,8 +43,8 @@ def extensions():
     if os.environ.get("RIGFAST_NO_EXTENSIONS") == "1":
         return []
     sources = sorted(glob.glob("rigfast/_ext/*.pyx"))
-    if not sources:
-        return []
+    inplace = runpy.run_path("rigfast/_ext/inplace.py")
+    modules = inplace["MODULES"]
     try:
         from Cython.Build import cythonize
     except ImportError:
@@ -58,8 +62,9 @@ def extensions():
         )
         for src in sources
     ]
+    plain = [Extension(name, [inplace["source_path"](name)], extra_compile_args=["-O3"]) for name in modules]
     try:
-        return cythonize_all(cythonize, exts)
+        return cythonize_all(cythonize, exts, FAST) + cythonize_all(cythonize, plain, PYTHON_SEMANTICS)
     except Exception as exc:  # noqa: BLE001 - a .pyx that does not compile
         if os.environ.get("RIGFAST_REQUIRE_EXTENSIONS") == "1":
             raise
@@ -67,17 +72,15 @@ def extensions():
         return []
 
 
-def cythonize_all(cythonize, exts):
-    return cythonize(
-        exts,
-        compiler_directives={
-            "language_level": "3",
-            "boundscheck": False,
-            "wraparound": False,
-            "cdivision": True,
-        },
-        quiet=True,
-    )
+# the .pyx modules: written for C semantics
+FAST = {"language_level": "3", "boundscheck": False, "wraparound": False, "cdivision": True}
+# the plain-Python modules keep Python's semantics (negative indexes, bounds, division); their
+# annotations are documentation, not C types (the .pxd beside each types it)
+PYTHON_SEMANTICS = {"language_level": "3", "annotation_typing": False}
+
+
+def cythonize_all(cythonize, exts, directives):
+    return cythonize(exts, compiler_directives=directives, quiet=True)
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -4,14 +4,21 @@
 Each compiled module falls back to its Python twin (``<name>_ref``) on its
 own, so a build that produced only some of them still uses those.
 ``MATCH_BUILD``, ``FRAMES_BUILD``, ``FANOUT_BUILD`` and ``SCAN_BUILD`` say which one is in use
-("cython" or "python"); ``BUILD`` is "cython" when all are compiled,
-"python" when none is, and "mixed" otherwise.
+("cython" or "python"). The request path's modules compiled in place from
+their own ``.py`` (``inplace.MODULES``: the HTTP/1 protocol, ...) are chosen by
+``inplace.EngineFinder``, installed here; ``INPLACE_BUILDS`` says which engine
+each one has. ``BUILD`` is "cython" when all are compiled, "python" when none
+is, and "mixed" otherwise.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+
+from rigfast._ext import inplace
+
+inplace.install()  # before anything imports a module of inplace.MODULES
 
 _FORCE_PYTHON = os.environ.get("RIGFAST_NO_EXTENSIONS") == "1"
 
@@ -43,12 +50,14 @@ scan_record = _scan.scan
 scan_extract = _scan.extract
 scan_records = _scan.scan_records
 
-_builds = {MATCH_BUILD, FRAMES_BUILD, FANOUT_BUILD, SCAN_BUILD}
+INPLACE_BUILDS = {name: inplace.build(name) for name in inplace.MODULES}
+
+_builds = {MATCH_BUILD, FRAMES_BUILD, FANOUT_BUILD, SCAN_BUILD, *INPLACE_BUILDS.values()}
 BUILD = _builds.pop() if len(_builds) == 1 else "mixed"
 del _builds
 
 __all__ = [
-    "BUILD", "FANOUT_BUILD", "FRAMES_BUILD", "MATCH_BUILD", "SCAN_BUILD",
+    "BUILD", "FANOUT_BUILD", "FRAMES_BUILD", "INPLACE_BUILDS", "MATCH_BUILD", "SCAN_BUILD",
     "Recipient", "RecordEvent", "SubscriptionIndex", "deliver", "encode_sse", "encode_ws_text", "flush_slice",
     "scan_extract", "scan_record", "scan_records", "unquote",
 ]

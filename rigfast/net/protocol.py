@@ -112,7 +112,9 @@ class ServerState:
             proto.handle_timeout()
 
 
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol:
+    """An asyncio protocol (not derived from ``asyncio.Protocol``, so that the compiled build is a C type)."""
+
     __slots__ = (
         "server", "loop", "transport", "parser", "req", "body_parts", "body_size", "head_size", "nheaders",
         "in_head", "url_parts", "queue", "busy", "stream", "closing", "deadline", "error", "leftover",
