@@ -8,9 +8,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP_RUN := $(VENV)/.rigfast-run
 STAMP := $(VENV)/.rigfast-test
-# the .pyx modules, and the plain-Python modules compiled in place (rigfast/_ext/inplace.py), each with its .pxd
-INPLACE_PXD := $(filter-out rigfast/_ext/%,$(wildcard rigfast/*/*.pxd))
-EXT_SOURCES := $(wildcard rigfast/_ext/*.pyx rigfast/_ext/*.pxd) rigfast/_ext/inplace.py $(INPLACE_PXD) $(INPLACE_PXD:.pxd=.py)
+# the .pyx modules, and the plain-Python modules compiled in place (rigfast/_ext/inplace.py) with their .pxd
+INPLACE := $(shell $(PYTHON) -c "import runpy; m = runpy.run_path('rigfast/_ext/inplace.py'); print(*map(m['source_path'], m['MODULES']))")
+EXT_SOURCES := $(wildcard rigfast/_ext/*.pyx rigfast/_ext/*.pxd) rigfast/_ext/inplace.py $(INPLACE) $(wildcard $(INPLACE:.py=.pxd))
 PYTEST_ARGS ?=
 
 .PHONY: fuzz soak run run-kafka test test-pure bench bench-peers install install-run annotate clean
@@ -76,8 +76,8 @@ bench-peers: install-run
 
 annotate: install
 	$(VENV)/bin/cython -a rigfast/_ext/*.pyx
-	$(VENV)/bin/cython -a -X annotation_typing=False $(INPLACE_PXD:.pxd=.py)
+	$(VENV)/bin/cython -a -X annotation_typing=False $(INPLACE)
 
 clean:
 	rm -rf build $(VENV) rigfast/_ext/*.c rigfast/_ext/*.so rigfast/_ext/*.html
-	rm -f $(INPLACE_PXD:.pxd=.c) $(INPLACE_PXD:.pxd=.html) $(foreach m,$(INPLACE_PXD:.pxd=),$(wildcard $(m).*.so))
+	rm -f $(INPLACE:.py=.c) $(INPLACE:.py=.html) $(foreach m,$(INPLACE:.py=),$(wildcard $(m).*.so))

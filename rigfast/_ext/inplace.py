@@ -1,7 +1,7 @@
 """Plain-Python modules that are also compiled, in place, as the request path's compiled engine.
 
-setup.py compiles each module of ``MODULES`` from its own ``.py`` file (Cython's pure-Python mode,
-typed by the ``.pxd`` beside it) into an extension module of the same name beside it. The ``.py``
+setup.py compiles each module of ``MODULES`` from its own ``.py`` file (Cython's pure-Python mode;
+a ``.pxd`` beside it, where there is one, makes its classes C types) into an extension module of the same name beside it. The ``.py``
 stays the plain-Python engine: one source for both. :class:`EngineFinder` (put first on
 ``sys.meta_path`` by ``rigfast/__init__.py``) decides which of the two an import gets:
 
@@ -23,6 +23,14 @@ import sys
 MODULES = (
     "rigfast.wire.http1",
     "rigfast.net.protocol",
+    "rigfast.net.sessions",
+    "rigfast.api.inbound",
+    "rigfast.hub.hub",
+    "rigfast.subscriptions",
+    "rigfast.cloudevents",
+    "rigfast.auth.authorizer",
+    "rigfast.auth.ratelimit",
+    "rigfast.ids",
 )
 
 
