@@ -316,8 +316,8 @@ class UpstreamConn(asyncio.Protocol):
         self.size = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # as they come (lowercased once the head is complete); the head's size is bounded in data_received
-        self.headers.append((name, value))
+        # the head's size (and so the number of fields) is bounded in data_received
+        self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         status = self.status = self.parser.get_status_code()
@@ -327,7 +327,6 @@ class UpstreamConn(asyncio.Protocol):
         headers = self.headers
         if len(headers) > MAX_HEADERS:
             raise ValueError("too many response header fields")
-        headers = self.headers = [(k.lower(), v) for k, v in headers]
         self.headers_done = True
         kind = LENGTH
         length = 0

@@ -29,6 +29,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from rigfast.proxy.paths import decoded, encoded, normalize
+
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 TARGETS = ("http", "kafka")
 RESPONSE_FROM = ("http", "kafka", "http_async")
@@ -48,10 +50,14 @@ class Upstream:
     port: int
     # what logs may call it: host:port, or the variable's name for use_env (its value may be a secret)
     label: str = ""
+    key: tuple[str, str, int] = field(init=False, repr=False, compare=False)  # the client's pool key
+    host_line: bytes = field(init=False, repr=False, compare=False)  # the Host header the upstream gets
 
-    @property
-    def key(self) -> tuple[str, str, int]:
-        return (self.scheme, self.host, self.port)
+    def __post_init__(self) -> None:
+        self.key = (self.scheme, self.host, self.port)
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        default = 443 if self.scheme == "https" else 80
+        self.host_line = (f"host: {host}\r\n" if self.port == default else f"host: {host}:{self.port}\r\n").encode()
 
 
 @dataclass
@@ -66,6 +72,12 @@ class Endpoint:
     add_headers: list[tuple[bytes, bytes]]
     replacement: list | None = None  # path_replacement parsed: literal str and group int parts
     api: "Api" = field(repr=False, default=None)  # type: ignore[assignment]
+    # (method, status) -> the rig_proxy_requests_total labels of an answer (few: one method and HEAD)
+    labels: dict = field(repr=False, compare=False, default_factory=dict)
+    added: frozenset = field(init=False, repr=False, compare=False)  # names of add_headers
+
+    def __post_init__(self) -> None:
+        self.added = frozenset(k for k, _ in self.add_headers)
 
     def rewrite(self, m: re.Match) -> str:
         """The forwarded path for a match of this endpoint's pattern (``path_replacement``)."""
@@ -332,9 +344,19 @@ def parse_apis(data: Any, env: Any = None, kafka: bool = True) -> list[Api]:
 
 
 class RouteTable:
-    """Endpoints of the active, unversioned APIs, by method, in configuration order: the first full match wins."""
+    """Endpoints of the active, unversioned APIs, by method, in configuration order: the first full match wins.
 
-    __slots__ = ("by_method",)
+    :meth:`resolve` is the reverse proxy's lookup of a request target: normalised, matched (``HEAD``
+    falls back to ``GET``) and rewritten once per distinct (method, raw path) and then read from a
+    cache: clients repeat the same few paths. The cache belongs to one table (a change of the APIs
+    builds a new table, so nothing stale is ever read), holds paths of at most ``CACHED_PATH_BYTES``
+    bytes and at most ``CACHED_ROUTES`` of them (emptied when full).
+    """
+
+    __slots__ = ("by_method", "resolved")
+
+    CACHED_ROUTES = 4096
+    CACHED_PATH_BYTES = 512
 
     def __init__(self, apis: list[Api]):
         by_method: dict[str, list[tuple[Any, Endpoint]]] = {}
@@ -344,6 +366,7 @@ class RouteTable:
             for ep in api.endpoints:
                 by_method.setdefault(ep.method, []).append((ep.regex.fullmatch, ep))
         self.by_method = by_method
+        self.resolved: dict[tuple[str, bytes], tuple] = {}
 
     def match(self, method: str, path: str) -> tuple[Endpoint, re.Match] | tuple[None, None]:
         for fullmatch, ep in self.by_method.get(method, ()):
@@ -351,3 +374,33 @@ class RouteTable:
             if m is not None:
                 return ep, m
         return None, None
+
+    def resolve(self, method: str, raw: bytes, decoded_path: str) -> tuple[Endpoint | None, bytes, int, str]:
+        """(endpoint, forwarded path, error status, error message) of a request's raw path (no query).
+
+        ``decoded_path``: the request's percent-decoded path (what is matched when normalising
+        changed nothing). The upstream gets exactly the path that was matched (or its rewrite),
+        never the raw target.
+        """
+        key = (method, raw)
+        hit = self.resolved.get(key)
+        if hit is not None:
+            return hit
+        text = raw.decode("latin-1")
+        path = normalize(text)
+        if path is None:
+            out: tuple = (None, b"", 400, "Bad request: the request target must be a path")
+        else:
+            matched = decoded_path if path is text else decoded(path)
+            ep, m = self.match(method, matched)
+            if ep is None and method == "HEAD":
+                ep, m = self.match("GET", matched)
+            if ep is None:
+                out = (None, b"", 404, f"Route is not available: no API endpoint matches {method} {matched}")
+            else:
+                out = (ep, encoded(ep.rewrite(m)) if ep.replacement is not None else path.encode("latin-1"), 0, "")
+        if len(raw) <= self.CACHED_PATH_BYTES:
+            if len(self.resolved) >= self.CACHED_ROUTES:
+                self.resolved.clear()
+            self.resolved[key] = out
+        return out

@@ -49,7 +49,6 @@ from rigfast.ids import TokenIssuer
 from rigfast.logs import RateLimitedLogger
 from rigfast.net.httpclient import CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE, HttpClient, UpstreamError
 from rigfast.proxy.apis import Api, ApiError, Endpoint, RouteTable, parse_api
-from rigfast.proxy.paths import decoded, encoded, normalize
 from rigfast.wire.http1 import STATUS_LINES
 
 if TYPE_CHECKING:
@@ -91,14 +90,18 @@ def _rig_status(status: int, ep) -> str:
 
 def _count(status: int, req=None) -> None:
     """One proxied request, with RIG's labels (method, path regex, target, response_from, status) and
-    rigfast's own code (the HTTP status answered)."""
+    rigfast's own code (the HTTP status answered); an endpoint keeps its label tuples."""
     ep = req.route if req is not None else None
     if ep is None:
-        labels = (req.method if req is not None else "N/A", "N/A", "N/A", "N/A", "not_found")
+        labels = (req.method if req is not None else "N/A", "N/A", "N/A", "N/A", "not_found",
+                  _STATUS_STR.get(status) or str(status))
     else:
-        labels = (req.method, ep.regex.pattern, ep.target, ep.response_from or "http", _rig_status(status, ep))
-    metrics.PROXY_REQUESTS.inc(1, *labels, _STATUS_STR.get(status) or str(status))
-
+        key = (req.method, status)
+        labels = ep.labels.get(key)
+        if labels is None:
+            labels = ep.labels[key] = (req.method, ep.regex.pattern, ep.target, ep.response_from or "http",
+                                       _rig_status(status, ep), _STATUS_STR.get(status) or str(status))
+    metrics.PROXY_REQUESTS.inc(1, *labels)
 
 
 def _without_connection_named(lines: list[bytes], connection: bytes) -> list[bytes]:
@@ -140,8 +143,7 @@ class Proxy:
         self.table = RouteTable(list(self.apis.values()))
         self.waiting: dict[str, asyncio.Future] = {}
         self.kafka: Any = None
-        self._tls_of: dict[int, bytes] = {}
-        self._host_lines: dict[tuple, bytes] = {}
+        self._tls_of: dict[int, bytes] = {}  # id(port's ServerState) -> its X-Forwarded-Proto line
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -187,21 +189,12 @@ class Proxy:
         """(endpoint, forwarded target, error status, error message) for a request."""
         url = req.url
         q = url.find(b"?")
-        raw = (url if q < 0 else url[:q]).decode("latin-1")
-        path = normalize(raw)
-        if path is None:
-            return None, b"", 400, "Bad request: the request target must be a path"
-        matched = req.path if path is raw else decoded(path)
-        ep, m = self.table.match(req.method, matched)
-        if ep is None and req.method == "HEAD":
-            ep, m = self.table.match("GET", matched)
+        ep, target, status, message = self.table.resolve(req.method, url if q < 0 else url[:q], req.path)
         req.route = ep
         if ep is None:
-            return None, b"", 404, f"Route is not available: no API endpoint matches {req.method} {matched}"
+            return None, b"", status, message
         if ep.secured and ep.api.auth_type == "jwt" and not self._authorized(ep.api, req):
             return None, b"", 401, self._why_unauthorized
-        # the upstream gets exactly the path that was matched (or its rewrite), never the raw target
-        target = encoded(ep.rewrite(m)) if ep.replacement is not None else path.encode("latin-1")
         if q >= 0:
             target += url[q:]
         return ep, target, 0, ""
@@ -269,15 +262,14 @@ class Proxy:
         """
         up = ep.api.upstream
         assert up is not None
-        add = ep.add_headers
-        added = {k for k, _ in add} if add else ()
-        peer = proto.peer[0].encode() if proto.peer else b"unknown"
+        added = ep.added
+        peer = proto.peer
+        peer = peer[0].encode() if peer else b"unknown"
         xff = peer
         fwd_proto = fwd_host = True
-        conn_tokens = None
+        conn_tokens = host = None
         out = []
         app = out.append
-        host = None
         for k, v in req.headers:
             if k in _REQ_SKIP:
                 if k == b"host":
@@ -285,7 +277,7 @@ class Proxy:
                 elif k == b"connection":
                     conn_tokens = v
                 continue
-            if added and k in added:
+            if k in added:
                 continue
             if k == b"x-forwarded-for":
                 xff = v + b", " + peer
@@ -298,11 +290,12 @@ class Proxy:
         if conn_tokens is not None:
             out = _without_connection_named(out, conn_tokens)
             app = out.append
-        for k, v in add:
-            app(b"%s: %s\r\n" % (k, v))
+        if added:
+            for k, v in ep.add_headers:
+                app(b"%s: %s\r\n" % (k, v))
         app(b"x-forwarded-for: %s\r\n" % xff)
         if fwd_proto:
-            app(b"x-forwarded-proto: %s\r\n" % self._scheme(proto))
+            app(self._tls_of.get(id(proto.server)) or self._scheme_line(proto))
         if fwd_host and host is not None:
             app(b"x-forwarded-host: %s\r\n" % host)
         if correlation is not None:
@@ -316,25 +309,15 @@ class Proxy:
         elif body or req.method not in _NO_BODY_METHODS:
             app(b"content-length: %d\r\n" % len(body))
         if b"host" not in added:
-            line = self._host_lines.get(up.key)
-            if line is None:
-                line = self._host_lines[up.key] = self._host_line(up)
-            app(line)
+            app(up.host_line)
         return b"%s %s HTTP/1.1\r\n%s\r\n%s" % (req.method.encode(), target, b"".join(out), body)
 
-    @staticmethod
-    def _host_line(up) -> bytes:
-        default = 443 if up.scheme == "https" else 80
-        host = up.host if ":" not in up.host else f"[{up.host}]"
-        return (f"host: {host}\r\n" if up.port == default else f"host: {host}:{up.port}\r\n").encode()
-
-    def _scheme(self, proto: "HttpProtocol") -> bytes:
-        key = id(proto.server)
-        s = self._tls_of.get(key)
-        if s is None:
-            tls = proto.transport.get_extra_info("sslcontext") is not None if proto.transport else False
-            s = self._tls_of[key] = b"https" if tls else b"http"
-        return s
+    def _scheme_line(self, proto: "HttpProtocol") -> bytes:
+        """The X-Forwarded-Proto line of the port a request came in on (looked up once per port)."""
+        tls = proto.transport.get_extra_info("sslcontext") is not None if proto.transport else False
+        line = b"x-forwarded-proto: https\r\n" if tls else b"x-forwarded-proto: http\r\n"
+        self._tls_of[id(proto.server)] = line
+        return line
 
     def _pass_back(self, proto: "HttpProtocol", req: "Request", status: int, headers: list, body: bytes) -> None:
         """The upstream's answer to the client: its status and headers (minus hop-by-hop), its body."""
@@ -697,22 +680,29 @@ class _Relay:
 
     # -- from the upstream client --------------------------------------------------
     def head(self, status: int, headers: list, kind: int, length: int) -> None:
-        _count(status, self.req)
+        req = self.req
+        _count(status, req)
         self.started = True
         if self.uploading:
             self.keep = False  # answered before the client's body ended: the connection cannot go on
-        req = self.req
-        skip = _RESP_SKIP
-        out = [b"%s: %s\r\n" % h for h in headers if h[0] not in skip]
         keep_length = kind == NO_BODY and (req.method == "HEAD" or status == 304)
-        for k, v in headers:
-            if k == b"connection":
-                if v not in _PLAIN_CONNECTION:
-                    out = _without_connection_named(out, v)
-            elif k == b"content-length" and keep_length:
-                out.append(b"content-length: %s\r\n" % v)
-        out.insert(0, STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status)
+        out = [STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
         app = out.append
+        skip = _RESP_SKIP
+        named = None
+        for h in headers:
+            k = h[0]
+            if k in skip:
+                if k == b"connection":
+                    if h[1] not in _PLAIN_CONNECTION:
+                        named = h[1] if named is None else named + b"," + h[1]
+                elif k == b"content-length" and keep_length:
+                    app(b"content-length: %s\r\n" % h[1])
+                continue
+            app(b"%s: %s\r\n" % h)
+        if named is not None:
+            out = out[:1] + _without_connection_named(out[1:], named)
+            app = out.append
         if kind == LENGTH:
             app(b"content-length: %d\r\n" % length)
         elif kind == CHUNKED or kind == UNTIL_CLOSE:
@@ -721,9 +711,7 @@ class _Relay:
                 app(b"transfer-encoding: chunked\r\n")
         elif not keep_length and status != 204 and status >= 200:
             app(b"content-length: 0\r\n")
-        if not self.keep:
-            app(b"connection: close\r\n")
-        app(b"\r\n")
+        app(b"\r\n" if self.keep else b"connection: close\r\n\r\n")
         self.out.append(b"".join(out))
 
     def body(self, chunk: bytes) -> None:
