@@ -351,8 +351,7 @@ class Reader:
         mine = b""
         for conn in self._route(events, source, skip):
             evs, conn.out = conn.out, []
-            frame = wire.tagged(wire.SUBMITTED, head, payload if len(evs) == len(events)
-                                else wire.encode_events(evs, source, with_keys=True))
+            frame = wire.tagged(wire.SUBMITTED, head, payload if len(evs) == len(events) else wire.encode_events(evs, source))
             FORWARDED.inc(len(evs), conn.label, source)
             if conn is submitter:
                 mine = frame
