@@ -63,6 +63,7 @@ class KafkaLink:
         self.blacklist_topic = cfg.blacklist_topic
         self.read_cluster = read_cluster
         self.read_blacklist = read_blacklist
+        self.topics = [t for t, on in ((self.cluster_topic, read_cluster), (self.blacklist_topic, read_blacklist)) if on]
         self.node = node.encode() if node else None
         self.positions = start if start is not None else {}  # cluster-topic partition -> next offset
         self.with_producer = produce
@@ -104,8 +105,7 @@ class KafkaLink:
             return False
 
     def health(self) -> dict:
-        topics = [t for t, on in ((self.cluster_topic, self.read_cluster), (self.blacklist_topic, self.read_blacklist)) if on]
-        return {"state": self.state, "ready": self.ready, "topics": topics,
+        return {"state": self.state, "ready": self.ready, "topics": self.topics,
                 "last_error": self.last_error, "produce_errors": self.produce_errors, "skipped": self.skipped}
 
     # -- thread side ------------------------------------------------------------
@@ -132,8 +132,7 @@ class KafkaLink:
     def _consume(self, c: Any, stopping: threading.Event) -> None:
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-        topics = [t for t, on in ((self.cluster_topic, self.read_cluster), (self.blacklist_topic, self.read_blacklist)) if on]
-        parts = clients.admin(self.cfg).wait_partitions(topics, stop=stopping)
+        parts = clients.admin(self.cfg).wait_partitions(self.topics, stop=stopping)
         assign = []
         resumed: set[int] = set()  # cluster-topic partitions started at a saved position: no timestamp check
         if self.read_cluster:

@@ -46,6 +46,7 @@ from rigfast import metrics
 from rigfast._ext import SubscriptionIndex
 from rigfast.cluster import wire
 from rigfast.cluster.bus import FramedConnection, KeepsConnected
+from rigfast.cluster.kafka_link import CONTROL_KINDS, KafkaLink
 from rigfast.hub.history import History
 from rigfast.hub.hub import recipients
 from rigfast.subscriptions import Subscription, parse_subscriptions
@@ -161,8 +162,6 @@ class Reader:
         start = self._load_offsets()
         self.cluster = None  # the cluster topic, read for the node (control records for other nodes dropped unread)
         if reader_reads_cluster_topic(cfg):
-            from rigfast.cluster.kafka_link import KafkaLink
-
             topic = cfg.cluster_topic
             self.cluster = KafkaLink(cfg, loop, self.on_cluster_records, read_cluster=True, read_blacklist=False,
                                      node=node, produce=False,
@@ -448,7 +447,7 @@ class Reader:
                     frame = wire.encode_frame(wire.APIS, value)
                     for c in list(self.conns):
                         c.send(frame)
-                elif kind in (b"req", b"rep"):
+                elif kind in CONTROL_KINDS:
                     to = (headers.get("rf-to") or b"").rpartition(b".w")[2]
                     conn = self.by_worker.get(int(to)) if to.isdigit() else None
                     if conn is not None:

@@ -155,12 +155,10 @@ class Hub:
         """Keep live events from ``session`` until :meth:`release` (its replay is being fetched)."""
         self.index.remove(session.slot)
 
-    def release(self, session, replayed: list[Event]) -> None:
-        """Queue ``replayed`` for ``session``, then let live events reach it again."""
+    def release(self, session) -> None:
+        """Let live events reach ``session`` again (after :meth:`hold`)."""
         if session.slot not in self.sessions or session.closed:
             return
-        for e in replayed:
-            session.enqueue(session.push_frame(e) if session.kind == PHOENIX else self.encode(session.kind, e))
         self.index.set(session.slot, [(s.event_type, s.conjunctions) for s in session.indexed(session.subscriptions)])
         self._touch(session)
 
@@ -332,30 +330,38 @@ class Hub:
             last_event_id, self.event_id, lambda e: bool(recipients(tmp, extractors, e)), self.replay_max_bytes
         )
 
-    def resume(self, session, last: str, subs: list[Subscription], node: Any = None) -> None:
+    def resume(self, session, last: str, subs: list[Subscription], node: Any = None,
+               missed: Callable[[tuple[bool, list[Event]]], None] | None = None) -> None:
         """What ``session`` missed since ``last``, then live events: from the node's history when
         ``node`` (the cluster) can ask the node's reader, else (or when it does not answer) from ours.
+        ``missed((gap, events))`` hands them to the session (default: :meth:`queue_missed`).
 
         While the reader's answer travels, the session is out of the index; the answer is handled in
         the order of the reader's events (see ``ReaderLink.replay``): the events queued before it are
         fanned out first (without this session: the answer holds them), those after reach it live."""
+        if missed is None:
+            def missed(result: tuple[bool, list[Event]]) -> None:
+                self.queue_missed(session, last, result)
+
         def done(result: tuple[bool, list[Event]] | None) -> None:
             self.settle()
-            if result is None:
-                result = self.replay_since(last, subs)
-            gap, events = result
-            if gap and not session.closed:
-                self.send_gateway_event(session, make_event("rig.history_gap", {"last_event_id": last}))
-            self.release(session, events)
+            missed(result if result is not None else self.replay_since(last, subs))
+            self.release(session)
 
         if node is not None and node.replay(last, subs, done):
             self.hold(session)
             return
-        gap, events = self.replay_since(last, subs)
+        missed(self.replay_since(last, subs))
+
+    def queue_missed(self, session, last: str, result: tuple[bool, list[Event]]) -> None:
+        """``rig.history_gap`` when the history no longer reaches back to ``last``, then the events."""
+        if session.closed:
+            return
+        gap, events = result
         if gap:
             self.send_gateway_event(session, make_event("rig.history_gap", {"last_event_id": last}))
         for e in events:
-            session.enqueue(session.push_frame(e) if session.kind == PHOENIX else self.encode(session.kind, e))
+            session.enqueue(self.encode(session.kind, e))
 
     def _expire_history(self) -> None:
         self.history.expire(time.monotonic())

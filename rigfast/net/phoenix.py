@@ -290,18 +290,8 @@ class PhxSocket(Session):
         Bounded by the history, not by the long-polling buffer: a client that comes back
         after being dropped as a slow consumer must be able to catch up. On a node with a reader
         the node's history answers (as for SSE, see ``Hub.resume``)."""
-        hub, subs, resume_id = self.hub, ch.indexed(ch.subscriptions), last.strip()
-
-        def done(result) -> None:
-            hub.settle()
-            self._push_missed(ch, last, result if result is not None else hub.replay_since(resume_id, subs))
-            hub.release(ch, [])
-
-        owners = self.api.owners
-        if owners is not None and owners.replay(resume_id, subs, done):
-            hub.hold(ch)
-            return
-        self._push_missed(ch, last, hub.replay_since(resume_id, subs))
+        self.hub.resume(ch, last.strip(), ch.indexed(ch.subscriptions), self.api.owners,
+                        lambda result: self._push_missed(ch, last, result))
 
     def _push_missed(self, ch: PhxChannel, last: str, result: tuple) -> None:
         if ch.closed:
