@@ -1,6 +1,7 @@
 """rigfast against nginx + nchan and Pushpin, scenario by scenario (`make bench-peers`).
 
     python bench/peers/run.py [--servers rig,nchan,pushpin] [--scenarios fanout_sse,...] [--reps 2]
+    python bench/peers/run.py --servers rig@272b250,rig@main,nchan   # two revisions (bench/ab.py peer)
 
 For every scenario, server and repetition: a fresh server pinned to ``--server-cpus`` (core 1),
 the load client (bench/peers/client.py) pinned to ``--client-cpus`` (core 0), the server
@@ -49,7 +50,7 @@ def one(server: servers.Server, scenario: str, a) -> dict:
     try:
         pid = server.measured()[0]
         cmd = ["taskset", "-c", a.client_cpus, sys.executable, os.path.join(HERE, "client.py"), "--target",
-               server.name, "--port", str(server.sub_port), "--pub-port", str(server.pub_port), "--server-pid",
+               server.name.split("@")[0], "--port", str(server.sub_port), "--pub-port", str(server.pub_port), "--server-pid",
                str(pid), "--scenario", scenario] + a.client_args
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=a.run_timeout)
         if out.returncode != 0:
@@ -101,11 +102,14 @@ def main() -> int:
     ap.add_argument("--client-cpus", default="0")
     ap.add_argument("--python", default=os.path.join(servers.REPO, ".venv", "bin", "python"),
                     help="the Python that runs rigfast (its venv)")
+    ap.add_argument("--tree", action="append", default=[], metavar="REV=PATH",
+                    help="server rig@REV runs from PATH (without it, bench/revtree.py makes the tree)")
     ap.add_argument("--out", default="/tmp/peerbench-rigfast")
     ap.add_argument("--run-timeout", type=float, default=240.0, help="longest one client run may take, seconds")
     a, a.client_args = ap.parse_known_args()
     os.makedirs(a.out, exist_ok=True)
     names = [s for s in a.servers.split(",") if s]
+    trees = dict(t.split("=", 1) for t in a.tree)
     scenarios = [s for s in a.scenarios.split(",") if s]
     for s in scenarios:
         if s not in SCENARIOS:
@@ -117,7 +121,7 @@ def main() -> int:
         by_server: dict[str, list[dict]] = {n: [] for n in names}
         for rep in range(a.reps):
             for n in names:  # interleaved, so slow drift of the machine hits every server alike
-                r = one(servers.make(n, a.server_cpus, a.out, a.python), scenario, a)
+                r = one(servers.make(n, a.server_cpus, a.out, a.python, trees), scenario, a)
                 print(f"[peerbench] {scenario} {n} rep {rep + 1}: {json.dumps(r)}", file=sys.stderr, flush=True)
                 by_server[n].append(r)
         results["scenarios"][scenario] = by_server

@@ -24,6 +24,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))
+import revtree  # noqa: E402
 
 ADDRESSED_EXTRACTORS = json.dumps(
     {"bench.addressed": {"name": {"stable_field_index": 1, "event": {"json_pointer": "/data/name"}}}}
@@ -171,21 +173,25 @@ class Server:
 class Rigfast(Server):
     name = "rig"
 
-    def __init__(self, cpus: str, out: str, port: int = 0, api_port: int = 0, python: str = sys.executable):
+    def __init__(self, cpus: str, out: str, port: int = 0, api_port: int = 0, python: str = sys.executable,
+                 name: str = "rig", tree: str = REPO):
+        self.name = name  # "rig@REV": the gateway of another revision, run from its own tree (bench/revtree.py)
         super().__init__(cpus, out)
         self.sub_port = self.pub_port = port or free_port()
         self.api_port = api_port or free_port()
         self.python = python
+        self.tree = tree
 
     def start(self) -> None:
         self._fresh_dir()
-        env = dict(os.environ)
+        env = dict(os.environ) if self.tree == REPO else revtree.env(self.tree)
         env.update({
             "EXTRACTORS": ADDRESSED_EXTRACTORS, "RIGFAST_WORKERS": "1", "LOG_LEVEL": "warning",
             "RIGFAST_HOST": "127.0.0.1", "RIGFAST_API_HOST": "127.0.0.1", "INBOUND_PORT": str(self.sub_port),
             "API_HTTP_PORT": str(self.api_port), "MAX_CONNECTIONS_PER_MINUTE": "100000000",
         })
-        c = Child([self.python, "-m", "rigfast"], self.cpus, os.path.join(self.dir, "rigfast.log"), env=env, cwd=REPO)
+        c = Child([self.python, "-m", "rigfast"], self.cpus, os.path.join(self.dir, "rigfast.log"), env=env,
+                  cwd=self.tree)
         self.children.append(c)
         wait_port(self.api_port, c.proc)
         wait_port(self.sub_port, c.proc)
@@ -313,14 +319,19 @@ class Pushpin(Server):
         time.sleep(0.5)
 
 
-def make(name: str, cpus: str, out: str, python: str) -> Server:
+def make(name: str, cpus: str, out: str, python: str, trees: dict[str, str] | None = None) -> Server:
+    """``rig@REV`` runs revision REV from ``trees[REV]``, or from a tree bench/revtree.py makes for it."""
     if name == "rig":
         return Rigfast(cpus, out, python=python)
+    if name.startswith("rig@"):
+        rev = name[4:]
+        tree = (trees or {}).get(rev) or revtree.tree(rev, python)
+        return Rigfast(cpus, out, python=python, name=name, tree=tree)
     if name == "nchan":
         return Nchan(cpus, out)
     if name == "pushpin":
         return Pushpin(cpus, out)
-    raise SystemExit(f"unknown server {name!r}: rig, nchan or pushpin")
+    raise SystemExit(f"unknown server {name!r}: rig, rig@REV, nchan or pushpin")
 
 
 # -- the GRIP origin for Pushpin ------------------------------------------------------------------
