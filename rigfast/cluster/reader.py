@@ -350,7 +350,8 @@ class Reader:
         mine = b""
         for conn in self._route(events, source, skip):
             evs, conn.out = conn.out, []
-            frame = wire.tagged(wire.SUBMITTED, head, payload if len(evs) == len(events) else wire.encode_events(evs, source))
+            frame = wire.tagged(wire.SUBMITTED, head, payload if len(evs) == len(events)
+                                else wire.encode_events(evs, source, with_keys=True))
             FORWARDED.inc(len(evs), conn.label, source)
             if conn is submitter:
                 mine = frame

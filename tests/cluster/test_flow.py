@@ -301,3 +301,28 @@ def test_phoenix_rejoin_resumes_from_the_node_history(node):
     out = again.messages_until(lambda out: len([m for m in out if m[3] == etype]) >= len(missed))
     assert out[0][3] == "phx_reply", out
     assert [m[4]["id"] for m in out if m[3] in (etype, "rig.history_gap")] == [e["id"] for e in missed], out
+
+
+def test_a_submitted_batch_is_split_by_interest(node):
+    """One POSTed batch of two types, each wanted on one worker: each worker's connection gets only its type's events,
+    in the batch's order, once."""
+    wait_until(lambda: all_linked(node), timeout=4 * T, what="every worker linked to the reader")
+    x, y = uid("fx"), uid("fy")
+    sx = streams_on(node, {0}, [{"eventType": x}])[0][0]
+    sy = streams_on(node, {1}, [{"eventType": y}])[1][0]
+    try:
+        batch = [make_event(x if i % 2 else y, {"n": i}) for i in range(8)]
+        c2 = node.pinned(2)
+        r = httpx.post(node.inbound + "/_rig/v1/events", content=json.dumps(batch).encode(), timeout=T,
+                       headers={"content-type": "application/cloudevents-batch+json"})  # whatever worker takes it
+        assert r.status_code == 202, (r.status_code, r.text)
+        for s, etype in ((sx, x), (sy, y)):
+            want = [e["id"] for e in batch if e["type"] == etype]
+            fence = make_event(etype, {"fence": True})
+            seen = ids_until(s, set(want))
+            post(c2, fence, "/v3/messages")
+            seen += ids_until(s, {fence["id"]})
+            assert seen == want + [fence["id"]], (seen, want)
+    finally:
+        sx.close()
+        sy.close()
