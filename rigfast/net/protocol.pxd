@@ -15,13 +15,15 @@ cdef class ServerState:
 cdef class HttpProtocol:
     cdef public ServerState server
     cdef public object loop, transport, parser, req, busy, stream, error, leftover, flow, body_sink, backlog, failed
-    cdef public list body_parts, url_parts, queue
-    cdef public Py_ssize_t body_size, head_size, nheaders, nbytes
+    cdef public list body_parts, url_parts, queue, batch
+    cdef public Py_ssize_t body_size, head_size, nheaders, nbytes, batch_bytes
     cdef public bint in_head, closing, reading_paused, eof, write_blocked
     cdef public double deadline
     cdef public int counted, nhost, expect
 
     cpdef _pause_reading(self)
+    cpdef _send(self, data)
+    cpdef _write_batch(self)
     cpdef _feed(self, data)
     cpdef bint _parse(self, chunk, data, Py_ssize_t base) except -1
     cpdef _protocol_error(self, int status, str message)

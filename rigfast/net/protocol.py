@@ -119,7 +119,7 @@ class HttpProtocol:
         "server", "loop", "transport", "parser", "req", "body_parts", "body_size", "head_size", "nheaders",
         "in_head", "url_parts", "queue", "busy", "stream", "closing", "deadline", "error", "leftover",
         "reading_paused", "nbytes", "eof", "flow", "body_sink", "backlog", "write_blocked", "failed", "counted",
-        "nhost", "expect",
+        "nhost", "expect", "batch", "batch_bytes",
     )
 
     def __init__(self, server: ServerState):
@@ -154,6 +154,8 @@ class HttpProtocol:
         self.counted = 0  # 1: counted in the public connection limit; 2: refused, lingering
         self.nhost = 0
         self.expect = 0  # 1: the current request waits for "100 Continue"
+        self.batch: list[bytes] | None = None  # while one read's requests are answered: the answers (see _send)
+        self.batch_bytes = 0
 
     # -- asyncio callbacks --------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -249,8 +251,35 @@ class HttpProtocol:
         if self.backlog is not None:  # arrived while reading was being paused
             self.backlog += data
             return
-        self._feed(data)
-        self.run_queue()
+        # the answers to this read's requests leave in one write (pipelining: one syscall, not one each)
+        self.batch = []
+        try:
+            self._feed(data)
+            self.run_queue()
+        finally:
+            self._write_batch()
+
+    def _send(self, data: bytes) -> None:
+        """Write ``data`` now, or with the rest of the batch while one read's requests are answered.
+        A batch over RIGFAST_SEND_BUFFER_BYTES leaves at once (the send buffer's bound)."""
+        batch = self.batch
+        if batch is None:
+            self.transport.write(data)  # type: ignore[union-attr]
+            return
+        batch.append(data)
+        self.batch_bytes += len(data)
+        if self.batch_bytes > self.server.send_buffer:
+            self._write_batch()
+            self.batch = []
+
+    def _write_batch(self) -> None:
+        """What waits in the batch goes out (before anything else writes to or closes the transport)."""
+        batch = self.batch
+        if batch is not None:
+            self.batch = None
+            self.batch_bytes = 0
+            if batch and self.transport is not None:
+                self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))  # type: ignore[union-attr]
 
     def _feed(self, data: bytes) -> None:
         """Parse ``data``; what does not fit in the pipelining bound waits in ``backlog``."""
@@ -377,7 +406,7 @@ class HttpProtocol:
             if self.body_sink is not None:
                 if expect:
                     self.expect = 0
-                    self.transport.write(CONTINUE)  # type: ignore[union-attr]
+                    self._send(CONTINUE)
                 return
         if cl is not None:
             try:
@@ -388,7 +417,7 @@ class HttpProtocol:
                 self._body_too_large()  # refused before the body: no 100 Continue
         if expect and not self.queue and self.busy is None:
             self.expect = 0
-            self.transport.write(CONTINUE)  # type: ignore[union-attr]
+            self._send(CONTINUE)
         # else: sent when the answers before this request are out (run_queue)
 
     def on_body(self, body: bytes) -> None:
@@ -466,7 +495,7 @@ class HttpProtocol:
             self.deadline = self.loop.time() + self.server.keepalive_timeout
         elif self.expect == 1:
             self.expect = 0
-            self.transport.write(CONTINUE)  # type: ignore[union-attr]
+            self._send(CONTINUE)
         if self.reading_paused:
             self.reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
@@ -497,7 +526,7 @@ class HttpProtocol:
 
     def write(self, data: bytes) -> None:
         if not self.closing:
-            self.transport.write(data)  # type: ignore[union-attr]
+            self._send(data)
 
     def respond(
         self,
@@ -510,7 +539,7 @@ class HttpProtocol:
         if self.closing:
             return
         keep = req.keep_alive and not self.server.draining
-        self.transport.write(encode_response(status, body, content_type, headers, keep))  # type: ignore[union-attr]
+        self._send(encode_response(status, body, content_type, headers, keep))
         d = monotonic() - req.t0
         h = self.server.duration
         h.counts[bisect_left(h.bounds, d)] += 1
@@ -534,7 +563,7 @@ class HttpProtocol:
         if self.closing or self.transport is None:
             return
         metrics.REQUESTS_REJECTED.inc(1, str(status))
-        self.transport.write(encode_response(status, message.encode() + b"\n", keep_alive=False))
+        self._send(encode_response(status, message.encode() + b"\n", keep_alive=False))
         self.close()
 
     def handle_timeout(self) -> None:
@@ -549,6 +578,7 @@ class HttpProtocol:
         The parser (~0.9 KiB) and request buffers are dropped: an idle stream
         should cost as little memory as possible (docs/targets.md T3).
         """
+        self._write_batch()  # the answers before this request go first
         self.stream = stream
         self.deadline = _INF
         self.server.http_conns.discard(self)
@@ -572,6 +602,7 @@ class HttpProtocol:
 
     def close(self) -> None:
         if not self.closing:
+            self._write_batch()
             self.closing = True
             self.server.http_conns.discard(self)
             if self.transport is not None:
@@ -580,6 +611,7 @@ class HttpProtocol:
     def abort(self) -> None:
         if self.transport is not None:
             self.closing = True
+            self.batch = None  # an aborted connection sends nothing more
             self.transport.abort()
 
 

@@ -32,6 +32,43 @@ def test_pipelined_requests_are_answered_in_order(make_gateway):
     assert not c.closed
 
 
+def count_writes(c: Client) -> list[bytes]:
+    """The transport's writes from now on, one item each."""
+    writes: list[bytes] = []
+    write = c.transport.write
+
+    def counted(data) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    c.transport.write = counted
+    return writes
+
+
+def test_the_answers_to_one_read_leave_in_one_write(make_gateway):
+    """Pipelined requests that arrive in one read: one write (one system call) with every answer, in order."""
+    g = make_gateway()
+    c = g.client()
+    writes = count_writes(c)
+    c.send(http_request("GET", "/_rig/health") + post_event() + http_request("GET", "/_rig/health"))
+    assert len(writes) == 1
+    assert [a[0] for a in parse_responses(c.read())] == [200, 202, 200]
+    c.send(http_request("GET", "/_rig/health"))  # a later read: its own write
+    assert len(writes) == 2
+
+
+def test_answers_before_a_stream_leave_before_its_head(make_gateway):
+    """A pipelined answer waiting in the batch goes out before the stream the next request opens."""
+    g = make_gateway()
+    c = g.client()
+    c.send(http_request("GET", "/_rig/health") + http_request("GET", '/_rig/v1/connection/sse?subscriptions=[{"eventType":"greeting"}]'))
+    g.settle()
+    out = c.read()
+    first, _, rest = out.partition(b"\r\n\r\nOK")  # the health answer's head and body
+    assert first.startswith(b"HTTP/1.1 200 OK") and b"content-length: 2" in first
+    assert rest.startswith(b"HTTP/1.1 200 OK") and b"text/event-stream" in rest and b"rig.connection.create" in rest
+
+
 def test_connection_close_ends_after_the_answer(make_gateway):
     g = make_gateway()
     c = g.client()
