@@ -2,7 +2,7 @@
 
 Usage::
 
-  .venv/bin/python -m bench.idle_bench idle --workers 16 --conns 250000 --clients 14 --subscription user --kafka
+  .venv/bin/python -m bench.idle_bench idle --workers 16 --conns 250000 --clients 14
   .venv/bin/python -m bench.idle_bench rate --workers 1 --conns 4000 --clients 2 --events 300
 
 ``idle``: starts a node (``--kafka``: with a Tansu broker and a source topic,
@@ -19,9 +19,13 @@ two sockets per connection). ``--subscription``: ``type`` (every connection
 subscribes to one event type) or ``user`` (connection k to ``user.msg``
 events of user ``uk``: one distinct subscription per connection, in the
 worker's index and in the reader's). Also reported: the node's CPU per
-connect (all its processes, during the connect phase) and, once connected,
-its CPU while idle for ``--idle-seconds`` (heartbeats at the default
-``RIGFAST_HEARTBEAT_INTERVAL_S``).
+connect (all its processes, during the connect phase), the connect attempts retried by reason, the
+kernel's TCP counters that moved (listen overflows, memory pressure, aborts;
+the sysctls that bound the run are printed, none is changed), then the
+connections are held ``--hold-seconds`` (node and client CPU measured
+meanwhile, heartbeats every ``--heartbeat`` s) and the run says HELD only if
+every connection is still open and has read a heartbeat in that time, else
+why connections were lost (counted by reason in each client).
 
 ``rate``: every connection subscribed to one type, ``--events`` events posted
 over HTTP, deliveries per second until every client has read every event.
@@ -44,12 +48,14 @@ import httpx  # noqa: E402
 import orjson  # noqa: E402
 
 from bench.node import Node  # noqa: E402
-from bench.procstat import cpu_of, meminfo_kb, memory_kb, slabinfo_kb, sockstat  # noqa: E402
+from bench.procstat import cpu_of, meminfo_kb, memory_kb, slabinfo_kb, sockstat, sysctl, tcp_counters  # noqa: E402
 from bench.sse_clients import (MAX_FDS_PER_CLIENT, USER_EXTRACTORS, SseConn, ask_all, close_all,  # noqa: E402
-                               connect_all, sse_request, start_clients, stop_clients, user_subscription)
+                               connect_all, reset_beats, sse_request, start_clients, stop_clients, tally,
+                               user_subscription)
 from rigfast.kafka.tansu import TansuBroker  # noqa: E402
 
 PHASE_TIMEOUT_S = 600.0
+CONNECT_TIMEOUT_S = 300.0  # the connect phase, whatever the count (the whole run must stay under ~10 min)
 ETYPE = "bench"
 TOPIC = "bench-idle"
 
@@ -77,13 +83,19 @@ async def _client(port: int, src: str, first: int, n: int, subscription: str, co
         reqs = [sse_request(user_subscription(k)) for k in range(first, first + n)]
     else:
         reqs = [sse_request([{"eventType": ETYPE}])] * n
-    conns = await connect_all(port, src, reqs, lambda: _Count(counter), timeout_s=PHASE_TIMEOUT_S)
+    retries: Counter = Counter()
+    conns = await connect_all(port, src, reqs, lambda: _Count(counter), timeout_s=CONNECT_TIMEOUT_S, retries=retries)
     del reqs
-    conn.send(("ready", dict(Counter(c.worker for c in conns))))
+    conn.send(("ready", (dict(Counter(c.worker for c in conns)), dict(retries))))
     while True:
         cmd = await loop.run_in_executor(None, conn.recv)
         if cmd == "count":
             conn.send(counter[0])
+        elif cmd == "reset":
+            reset_beats(conns)
+            conn.send(None)
+        elif cmd == "tally":
+            conn.send(tally(conns))
         else:
             break
     close_all(conns)
@@ -151,7 +163,10 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--events", type=int, default=300)
     ap.add_argument("--subscription", choices=("type", "user"), default="type")
-    ap.add_argument("--idle-seconds", type=float, default=15.0, help="node CPU measured this long once connected")
+    ap.add_argument("--hold-seconds", type=float, default=35.0,
+                    help="connections held this long once connected (node CPU measured meanwhile); at the end each must "
+                         "be open and have read a heartbeat")
+    ap.add_argument("--heartbeat", type=float, default=15.0, help="RIGFAST_HEARTBEAT_INTERVAL_S of the node")
     ap.add_argument("--kafka", action="store_true", help="a Tansu broker and a source topic: the node's reader runs")
     a = ap.parse_args()
     per = -(-a.conns // a.clients)
@@ -163,7 +178,9 @@ def main() -> None:
         raise SystemExit(f"{per} connections per source address, {hi - lo + 1} ephemeral ports: use more --clients")
     broker = TansuBroker().start() if a.kafka else None
     try:
-        env = {"EXTRACTORS": orjson.dumps(USER_EXTRACTORS).decode()}
+        if a.mode == "idle" and a.hold_seconds <= a.heartbeat:
+            raise SystemExit("--hold-seconds must be longer than --heartbeat (each connection must read one)")
+        env = {"EXTRACTORS": orjson.dumps(USER_EXTRACTORS).decode(), "RIGFAST_HEARTBEAT_INTERVAL_S": str(a.heartbeat)}
         if broker is not None:
             broker.create_topics([TOPIC], partitions=2)
             env.update(KAFKA_BROKERS=broker.bootstrap, KAFKA_SOURCE_TOPICS=TOPIC)
@@ -175,7 +192,24 @@ def main() -> None:
             broker.stop()
 
 
+SYSCTLS = ("net.ipv4.ip_local_port_range", "net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_mem",
+           "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem", "fs.file-max", "fs.nr_open", "net.netfilter.nf_conntrack_max",
+           "net.netfilter.nf_conntrack_count")
+# kernel counters that say a connection was refused, dropped or aborted (printed when they moved during the run)
+WATCH = ("TcpAttemptFails", "TcpEstabResets", "TcpExtListenOverflows", "TcpExtListenDrops", "TcpExtTCPMemoryPressures",
+         "TcpExtTCPAbortOnMemory", "TcpExtTCPAbortOnTimeout", "TcpExtTCPAbortOnData", "TcpExtTCPAbortOnClose",
+         "TcpExtTCPReqQFullDrop", "TcpExtTCPReqQFullDoCookies", "TcpExtSyncookiesSent", "TcpExtTCPBacklogDrop",
+         "TcpExtPruneCalled", "TcpExtTCPRcvQDrop", "TcpExtTCPTimeouts", "TcpExtTCPSynRetrans")
+
+
+def report_counters(before: dict, after: dict, what: str) -> None:
+    moved = {k: after[k] - before[k] for k in WATCH if k in after and after[k] != before.get(k, 0)}
+    print(f"kernel TCP counters {what}: " + (", ".join(f"{k} +{v:,}" for k, v in moved.items()) or "none moved")
+          + f" (watched: {len(WATCH)})", flush=True)
+
+
 def run(a, node: Node, per: int, k0: dict, s0: dict) -> None:
+    print("sysctls (unchanged by this benchmark): " + ", ".join(f"{n}={sysctl(n)}" for n in SYSCTLS), flush=True)
     time.sleep(1.0)  # let the workers finish starting up (imports, first allocations) before the idle figure
     idle = node_memory(node)
     roles = node.roles()
@@ -185,18 +219,24 @@ def run(a, node: Node, per: int, k0: dict, s0: dict) -> None:
     cpu0_by = cpu_of(pids)
     cpu0 = sum(cpu0_by.values())
     base_rate = (cpu0 - c0) / (time.monotonic() - t0)  # the node's own timers, no connection
+    n0 = tcp_counters()
     t0 = time.monotonic()
     clients = start_clients(client_main, [(node.port, f"127.0.0.{i + 2}", i * per, min(per, a.conns - i * per),
                                            a.subscription) for i in range(a.clients)])
     try:
         by_worker: Counter = Counter()
+        retries: Counter = Counter()
+        deadline = t0 + CONNECT_TIMEOUT_S + 30
         for p, c in clients:
-            if not c.poll(PHASE_TIMEOUT_S):
-                raise SystemExit("clients did not connect in time")
+            if not c.poll(max(deadline - time.monotonic(), 0.1)):
+                report_counters(n0, tcp_counters(), "when the connect phase timed out")
+                raise SystemExit(f"clients did not connect in time; node log: {node.problems()[-5:]}")
             what, body = c.recv()
             if what == "error":
-                raise SystemExit(body)
-            by_worker.update(body)
+                report_counters(n0, tcp_counters(), "when a client gave up")
+                raise SystemExit(f"{body}; node log: {node.problems()[-5:]}")
+            by_worker.update(body[0])
+            retries.update(body[1])
         t_conn = time.monotonic() - t0
         cpu1_by = cpu_of(pids)
         connect_cpu = sum(cpu1_by.values()) - cpu0
@@ -210,25 +250,52 @@ def run(a, node: Node, per: int, k0: dict, s0: dict) -> None:
               f"connect phase {t_conn:.1f}s ({total / t_conn:,.0f}/s), node CPU {connect_cpu * 1e6 / total:.0f} us per connect ("
               + ", ".join(f"{k} {v * 1e6 / total:.1f}" for k, v in sorted(by_kind.items())) + "); "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"connect attempts retried: {sum(retries.values()):,}" + (f" {dict(retries)}" if retries else ""))
+        report_counters(n0, tcp_counters(), "during the connect phase")
         if a.mode == "idle":
             time.sleep(2.0)  # interest changes reach the reader, allocator settles
             loaded, k1, s1 = node_memory(node), kernel_figures(), slabinfo_kb()
+            client_mem = [memory_kb(p.pid) for p, _ in clients]
             report_memory(idle, loaded, by_worker)
-            client_rss = sum(memory_kb(p.pid)["rss"] for p, _ in clients)
-            print(f"load clients: RSS {client_rss / 1024:.0f} MiB in {a.clients} processes")
+            print(f"load clients: RSS {sum(m['rss'] for m in client_mem) / 1024:.0f} MiB, PSS "
+                  f"{sum(m['pss'] for m in client_mem) / 1024:.0f} MiB in {a.clients} processes")
             report_kernel(k0, k1, s0, s1, total)
-            c0, t1 = sum(cpu_of(pids).values()), time.monotonic()
-            time.sleep(a.idle_seconds)
-            used, dt = sum(cpu_of(pids).values()) - c0, time.monotonic() - t1
-            print(f"node CPU while idle for {dt:.0f}s: {used / dt * 100:.1f}% of a core ({base_rate * 100:.1f}% with no "
-                  f"connection): {(used / dt - base_rate) / total * 1e6:.2f} us per connection per second "
-                  f"(heartbeats every RIGFAST_HEARTBEAT_INTERVAL_S)")
-            h = node.health()
-            print(f"the reader as worker {h['worker']} sees it: {(h.get('cluster') or {}).get('reader')}")
+            hold(a, node, clients, pids, base_rate, total, n0)
         else:
             rate(a, node, clients, total)
     finally:
         stop_clients(clients)
+
+
+def hold(a, node: Node, clients: list, pids: list[int], base_rate: float, total: int, n0: dict) -> None:
+    """Keep the connections open ``--hold-seconds``; at the end every one must be open and have read heartbeats."""
+    cpids = [p.pid for p, _ in clients]
+    ask_all(clients, "reset")
+    c0, cc0, t1 = sum(cpu_of(pids).values()), sum(cpu_of(cpids).values()), time.monotonic()
+    time.sleep(a.hold_seconds)
+    used, cused, dt = sum(cpu_of(pids).values()) - c0, sum(cpu_of(cpids).values()) - cc0, time.monotonic() - t1
+    print(f"node CPU while idle for {dt:.0f}s: {used / dt * 100:.1f}% of a core ({base_rate * 100:.1f}% with no "
+          f"connection): {(used / dt - base_rate) / total * 1e6:.2f} us per connection per second "
+          f"(heartbeats every RIGFAST_HEARTBEAT_INTERVAL_S={a.heartbeat:g}s: "
+          f"{(used - base_rate * dt) / max(total * dt / a.heartbeat, 1) * 1e6:.1f} us per heartbeat); "
+          f"load clients {cused / dt * 100:.1f}% of a core", flush=True)
+    t = ask_all(clients, "tally")
+    alive = sum(x["open"] for x in t)
+    lost: Counter = Counter()
+    for x in t:
+        lost.update(x["lost"])
+    least = min(x["min_beats"] for x in t)
+    silent = sum(x["no_beat"] for x in t)
+    ok = alive == total and silent == 0
+    print(f"{'HELD' if ok else 'NOT HELD'}: {alive:,} of {total:,} connections open after {dt:.0f}s, "
+          f"{silent:,} of them read no heartbeat in that time, the fewest heartbeats read by one: {least}, the most: "
+          f"{max(x['max_beats'] for x in t)}; lost: {dict(lost) or 'none'}", flush=True)
+    report_counters(n0, tcp_counters(), "over the whole run")
+    h = node.health()
+    print(f"the reader as worker {h['worker']} sees it: {(h.get('cluster') or {}).get('reader')}")
+    problems = node.problems()
+    if problems:
+        print(f"node log: {len(problems)} error lines, the last: {problems[-3:]}")
 
 
 def rate(a, node: Node, clients: list, total: int) -> None:

@@ -104,3 +104,23 @@ def slabinfo_kb() -> dict[str, int]:
     except OSError:
         pass
     return out
+
+
+def tcp_counters() -> dict[str, int]:
+    """The kernel's TCP counters (what ``nstat -az`` shows: /proc/net/snmp ``Tcp`` and /proc/net/netstat ``TcpExt``)."""
+    out = {}
+    for path, prefixes in (("/proc/net/snmp", ("Tcp:",)), ("/proc/net/netstat", ("TcpExt:",))):
+        with open(path) as fh:
+            lines = [line.split() for line in fh if line.startswith(prefixes)]
+        for names, values in zip(lines[::2], lines[1::2]):
+            kind = names[0].rstrip(":")
+            out.update({kind + n: int(v) for n, v in zip(names[1:], values[1:]) if v.lstrip("-").isdigit()})
+    return out
+
+
+def sysctl(name: str) -> str:
+    try:
+        with open("/proc/sys/" + name.replace(".", "/")) as fh:
+            return " ".join(fh.read().split())
+    except OSError:
+        return "-"

@@ -16,13 +16,17 @@ the node's port.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import multiprocessing as mp
 import re
 import resource
 import socket
+from collections import Counter
 from typing import Callable
 from urllib.parse import quote
+
+from rigfast.net.sessions import SSE_HEARTBEAT as HEARTBEAT  # written to an idle stream every RIGFAST_HEARTBEAT_INTERVAL_S
 
 IP_BIND_ADDRESS_NO_PORT = 24
 GREETING = b"rig.subscriptions_set"
@@ -51,12 +55,18 @@ def sse_request(subscriptions: list[dict] | None = None, jwt: str | None = None)
 
 
 class SseConn(asyncio.Protocol):
-    """One SSE connection; ``greeted`` resolves to the holding worker's index once the greeting was read."""
+    """One SSE connection; ``greeted`` resolves to the holding worker's index once the greeting was read.
+
+    After the greeting it counts the heartbeat comments it reads (``beats``); when it ends,
+    ``lost`` holds why (``server closed`` for a clean end of stream, else the error) and
+    the module's :data:`LOST` tally counts it, so a run can say why connections went away."""
 
     def __init__(self) -> None:
         self.greeted: asyncio.Future = asyncio.get_running_loop().create_future()
         self.buf = b""
         self.worker = -1
+        self.beats = 0
+        self.lost: str | None = None
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport) -> None:
@@ -64,6 +74,7 @@ class SseConn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.greeted.done():
+            self.beats += data.count(HEARTBEAT)
             self.on_data(data)
             return
         self.buf += data
@@ -71,6 +82,7 @@ class SseConn(asyncio.Protocol):
         end = self.buf.find(b"\n\n", at) if at >= 0 else -1
         if end < 0:
             if len(self.buf) > 65536:
+                self.lost = "no greeting in the first 64 KiB"
                 self.transport.close()
             return
         m = _TOKEN_WORKER.search(self.buf)
@@ -78,18 +90,34 @@ class SseConn(asyncio.Protocol):
         rest, self.buf = self.buf[end + 2:], b""
         self.greeted.set_result(self.worker)
         if rest:
+            self.beats += rest.count(HEARTBEAT)
             self.on_data(rest)
 
     def on_data(self, data: bytes) -> None:
         pass
 
     def connection_lost(self, exc) -> None:
+        why = self.lost or (_reason(exc) if exc is not None else "server closed")
         if not self.greeted.done():
-            self.greeted.set_exception(ConnectionError(f"closed before the greeting: {exc!r}"))
-        self.lost()
+            # what the server said instead of the stream (e.g. a 503 at the connection limit)
+            status = self.buf.split(b"\r\n", 1)[0].decode("latin-1")[:60] if self.buf else "nothing read"
+            self.greeted.set_exception(ConnectionError(f"closed before the greeting ({why}; {status})"))
+        else:
+            LOST[why] += 1
+        self.lost = why
+        self.buf = b""
 
-    def lost(self) -> None:
-        pass
+
+def _reason(exc: BaseException) -> str:
+    """A short, countable name for why a connect or a connection failed."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "timeout"
+    return type(exc).__name__
+
+
+LOST: Counter = Counter()  # why established connections (after their greeting) ended, in this process
 
 
 def raise_fd_limit(need: int) -> None:
@@ -100,35 +128,65 @@ def raise_fd_limit(need: int) -> None:
 
 
 async def connect_all(port: int, src: str, requests: list[bytes], factory: Callable[[], SseConn],
-                      concurrency: int = 200, timeout_s: float = 60.0, attempts: int = 20) -> list[SseConn]:
+                      concurrency: int = 200, timeout_s: float = 60.0, attempts: int = 20,
+                      retries: Counter | None = None, greeting_s: float = 30.0) -> list[SseConn]:
     """Open one connection per request from ``src`` to 127.0.0.1:``port`` and wait for every greeting.
 
-    At most ``concurrency`` handshakes at a time; a refused or reset connect is retried (``attempts``
-    times, 50 ms apart); a greeting not read within ``timeout_s`` fails the whole call."""
+    At most ``concurrency`` handshakes at a time. A connect that fails, a connection closed before its
+    greeting (e.g. 503 at a worker's connection limit) and a greeting not read within ``greeting_s`` are
+    retried (``attempts`` times, 50 ms, 100 ms, ... up to 1 s apart); each such failure is counted by
+    reason in ``retries``. A connection still failing after ``attempts``, or the whole call taking longer
+    than ``timeout_s``, raises with the reasons counted so far."""
     raise_fd_limit(len(requests))
     loop = asyncio.get_running_loop()
     sem = asyncio.Semaphore(concurrency)
+    retries = Counter() if retries is None else retries
 
     async def one(req: bytes) -> SseConn:
         async with sem:
-            for _ in range(attempts):
+            for attempt in range(attempts):
+                if attempt:
+                    await asyncio.sleep(min(0.05 * attempt, 1.0))
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 try:
                     s.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
                     s.bind((src, 0))
                     s.setblocking(False)
                     await loop.sock_connect(s, ("127.0.0.1", port))
-                except OSError:
+                except OSError as exc:
                     s.close()
-                    await asyncio.sleep(0.05)
+                    retries["connect " + _reason(exc)] += 1
                     continue
                 _, proto = await loop.create_connection(factory, sock=s)
                 proto.transport.write(req)
-                await asyncio.wait_for(asyncio.shield(proto.greeted), timeout_s)
-                return proto
-            raise ConnectionError(f"cannot connect from {src} after {attempts} attempts")
+                try:
+                    await asyncio.wait_for(asyncio.shield(proto.greeted), greeting_s)
+                    return proto
+                except asyncio.TimeoutError:
+                    retries["no greeting in %gs" % greeting_s] += 1
+                    proto.greeted.cancel()
+                    proto.transport.abort()
+                except ConnectionError as exc:
+                    retries[str(exc).split(" (", 1)[0] + " (" + str(exc).split("; ", 1)[-1]] += 1
+            raise ConnectionError(f"cannot connect from {src} after {attempts} attempts: {dict(retries)}")
 
-    return await asyncio.gather(*(one(r) for r in requests))
+    try:
+        return await asyncio.wait_for(asyncio.gather(*(one(r) for r in requests)), timeout_s)
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"connections from {src} not all open in {timeout_s:g}s: {dict(retries)}") from None
+
+
+def tally(conns: list[SseConn]) -> dict:
+    """How the connections stand: open, lost (by reason), and the fewest/most heartbeats an open one has read."""
+    alive = [c for c in conns if c.lost is None]
+    beats = [c.beats for c in alive]
+    return {"open": len(alive), "lost": dict(LOST), "min_beats": min(beats, default=0),
+            "max_beats": max(beats, default=0), "no_beat": sum(1 for b in beats if b == 0)}
+
+
+def reset_beats(conns: list[SseConn]) -> None:
+    for c in conns:
+        c.beats = 0
 
 
 def close_all(conns: list[SseConn]) -> None:
