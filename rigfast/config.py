@@ -95,6 +95,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RIGFAST_CLUSTER_DIR", "", _str, "directory for the workers' Unix sockets (default: $XDG_RUNTIME_DIR or /tmp, per node)"),
     Setting("RIGFAST_CLUSTER_TOPIC", "rigfast-cluster", _str, "Kafka topic nodes exchange events and control messages on; empty: nodes do not talk"),
     Setting("RIGFAST_BLACKLIST_TOPIC", "rigfast-blacklist", _str, "compacted Kafka topic holding the session blacklist"),
+    Setting("RIGFAST_READER_LINK_BYTES", 8 << 20, _int, "bytes the node's reader holds unsent for one worker before it stops taking Kafka records until that worker has read all but a quarter of them (back-pressure: a slow worker slows the node's reading, nothing is dropped); 8 times this (at least 64 MiB) cuts the worker off"),
+    Setting("RIGFAST_READER_STALL_S", 10.0, _float, "a worker the node's reader waits for that reads nothing from it for this long is cut off (its interest dropped; reading goes on without it), seconds"),
     Setting("RIGFAST_CLUSTER_TIMEOUT_S", 5.0, _float, "how long a request forwarded to another worker or node waits for its answer, seconds"),
     Setting("RIGFAST_DRAIN_S", 10.0, _float, "on SIGTERM, close frontend connections spread over this many seconds (0: at once)"),
     # frontends
@@ -203,6 +205,10 @@ class Config:
                      "max_oneof", "max_subscription_value_bytes", "max_subscriptions_bytes", "ws_max_message_bytes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"RIGFAST_{name.upper()} must be >= 0 (0: no limit)")
+        if self.reader_link_bytes < 4096:
+            raise ConfigError(f"RIGFAST_READER_LINK_BYTES must be >= 4096, got {self.reader_link_bytes}")
+        if self.reader_stall_s <= 0:
+            raise ConfigError(f"RIGFAST_READER_STALL_S must be > 0, got {self.reader_stall_s}")
         if self.longpoll_cookie_samesite not in ("Lax", "Strict", "None"):
             raise ConfigError("RIGFAST_LONGPOLL_COOKIE_SAMESITE must be Lax, Strict or None")
         if not 0 < self.client_connection_share <= 1:

@@ -29,7 +29,9 @@ commits):
 
 Both topics are created when missing (the blacklist one with
 ``cleanup.policy=compact``). The thread hands each batch to the loop with
-one ``call_soon_threadsafe``; it also serves the producer's callbacks.
+one ``call_soon_threadsafe``; it also serves the producer's callbacks. The
+loop can hold it back (``pause``/``resume``: the node's reader while a
+worker is behind on its link).
 """
 
 from __future__ import annotations
@@ -89,6 +91,13 @@ class KafkaLink:
         if self.with_producer:
             self.producer = Producer(clients.with_logging(self.producer_conf, self._on_error))
         self._consumer.start()
+
+    def pause(self) -> None:
+        """Stop taking records until :meth:`resume` (back-pressure; batches already handed to the loop still come)."""
+        self._consumer.pause()
+
+    def resume(self) -> None:
+        self._consumer.resume()
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -163,6 +172,8 @@ class KafkaLink:
         while not stopping.is_set():
             if producer is not None:
                 producer.poll(0)
+            if self._consumer.held():  # paused by the loop (the node reader: a worker is behind)
+                continue
             msgs = clients.poll_batch(c, BATCH_MAX, POLL_TIMEOUT_S)
             if not msgs:
                 continue

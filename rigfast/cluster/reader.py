@@ -21,6 +21,13 @@ Kafka consumer for events. The reader
   ``RIGFAST_REPLAY_MAX_BYTES``) and answers a worker's ``replay`` request (a
   client resuming with a ``k:`` Last-Event-ID) with the events after that
   id matching the client's subscriptions;
+- holds Kafka back for a worker that falls behind: past
+  ``RIGFAST_READER_LINK_BYTES`` unsent to one worker it routes no more source
+  batches (the source keeps the few it has and its thread stops reading) and
+  stops polling the cluster topic, until that worker has read all but a
+  quarter; records wait in Kafka, nothing is dropped. A worker that reads
+  nothing for ``RIGFAST_READER_STALL_S`` meanwhile, or falls 8 times that
+  far behind (at least ``LINK_BUFFER_LIMIT``), is cut off;
 - writes the positions it has forwarded up to (``reader.offsets``, atomically,
   at most every ``OFFSETS_SAVE_S``): a restarted reader (SIGKILL, crash)
   resumes there instead of at the end, so records produced while it was down
@@ -59,7 +66,7 @@ OFFSETS_SAVE_S = 0.05
 OFFSETS_MAX_AGE_S = 600.0  # positions older than this are not resumed from (a node down that long starts at the end)
 REPLAY_TIMEOUT_S = 2.0
 START_GRACE_S = 3.0  # a (re)started reader waits this long at most for every worker's interest
-LINK_BUFFER_LIMIT = 64 << 20
+LINK_BUFFER_LIMIT = 64 << 20  # the least a worker's link may hold before it is cut (past RIGFAST_READER_LINK_BYTES the reader holds back)
 UNACKED_MAX = 65536  # submitted batches in flight to the reader (past it, or LINK_BUFFER_LIMIT bytes: it does not read)
 ACK_DELAY_S = 0.005  # a submitter's ACK waits this long for one to ride with (cumulative: the last batch routed)
 STATE_INTERVAL_S = 1.0  # the reader's Kafka state goes to the workers when it changed, checked this often
@@ -69,6 +76,11 @@ FORWARDED = metrics.REGISTRY.counter(
 SUBMITTED_IN = metrics.REGISTRY.counter(
     "rig_reader_submitted_total", "Submitted events the node's reader routed, from this node's workers (node) or "
     "from other nodes through the cluster topic (cluster)", ("from",))
+HELD_BACK = metrics.REGISTRY.counter(
+    "rig_reader_held_back_total", "Times the node's reader stopped taking Kafka records because worker `to` was "
+    "behind (RIGFAST_READER_LINK_BYTES unsent)", ("to",))
+HELD_BACK_SECONDS = metrics.REGISTRY.counter(
+    "rig_reader_held_back_seconds_total", "Seconds the node's reader took no Kafka records because some worker was behind", ())
 
 
 # what the reader adds to the node's /metrics: its own families, the events it read, found invalid or no worker
@@ -117,6 +129,18 @@ class _WorkerConn(FramedConnection):
         self.ready = False
         self.ack_upto = ""  # the last batch of this worker routed and not yet acknowledged
         self.ack_due = False
+        self.queued = 0  # bytes ever given to the transport (minus what it holds: what the worker has read)
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        high = self.reader.link_bytes
+        transport.set_write_buffer_limits(high=high, low=high // 4)
+
+    def pause_writing(self) -> None:
+        self.reader.behind(self, True)
+
+    def resume_writing(self) -> None:
+        self.reader.behind(self, False)
 
     def on_frame(self, kind: int, payload: bytes) -> None:
         self.reader.on_frame(self, kind, payload)
@@ -124,13 +148,19 @@ class _WorkerConn(FramedConnection):
     def connection_lost(self, exc) -> None:
         self.reader.drop(self)
 
+    def written(self) -> int:
+        """Bytes the worker has taken from this link so far."""
+        return self.queued - self.transport.get_write_buffer_size()
+
     def send(self, frame: bytes) -> None:
         t = self.transport
         if t is None or t.is_closing():
             return
         t.write(frame)
-        if t.get_write_buffer_size() > LINK_BUFFER_LIMIT:
-            log.error("reader: worker %s does not read; dropping its connection", self.worker)
+        self.queued += len(frame)
+        if t.get_write_buffer_size() > self.reader.link_cap:
+            log.error("reader: worker %s is %d bytes behind; dropping its connection", self.worker,
+                      t.get_write_buffer_size())
             t.abort()
 
 
@@ -152,6 +182,13 @@ class Reader:
         self._slots = itertools.count(1)
         self.history = History(cfg.history_size, cfg.history_age_s, cfg.history_bytes)
         self.replay_max_bytes = cfg.replay_max_bytes
+        # back-pressure: the workers behind on their link -> (when they last took bytes, bytes taken then)
+        self.link_bytes = cfg.reader_link_bytes
+        self.link_cap = max(LINK_BUFFER_LIMIT, 8 * self.link_bytes)
+        self.stall_s = cfg.reader_stall_s
+        self.lagging: dict[_WorkerConn, tuple[float, int]] = {}
+        self._held_since = 0.0
+        self._stall_timer: asyncio.TimerHandle | None = None
         self.positions: dict[str, int] = {}
         self._positions_dirty = False
         self._save_scheduled = False
@@ -214,6 +251,8 @@ class Reader:
     async def stop(self) -> None:
         if self._start_timer is not None:
             self._start_timer.cancel()
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
         if self._state_task is not None:
             self._state_task.cancel()
         if self.source is not None:
@@ -305,7 +344,60 @@ class Reader:
                 conn.send(wire.encode_json_frame(wire.REPLY, {"request_id": msg.get("request_id"), "status": 200,
                                                               "text": reader_series(metrics.REGISTRY.render().decode())}))
 
+    # -- back-pressure: a worker behind holds Kafka back, not our memory --
+    def behind(self, conn: _WorkerConn, now_behind: bool) -> None:
+        """``conn``'s link went over RIGFAST_READER_LINK_BYTES unsent (True) or back under a quarter of it
+        (False): while any worker is behind, no Kafka record is taken (its transport's flow control)."""
+        if now_behind:
+            if conn in self.lagging:
+                return
+            self.lagging[conn] = (time.monotonic(), conn.written())
+            HELD_BACK.inc(1, conn.label)
+            if len(self.lagging) == 1:
+                self._held_since = time.monotonic()
+                self._flow(False)
+                self._stall_timer = self.loop.call_later(min(1.0, self.stall_s / 4), self._check_stalled)
+            log.debug("reader: worker %s is behind; Kafka held back", conn.worker)
+        elif self.lagging.pop(conn, None) is not None and not self.lagging:
+            HELD_BACK_SECONDS.inc(time.monotonic() - self._held_since)
+            if self._stall_timer is not None:
+                self._stall_timer.cancel()
+                self._stall_timer = None
+            self.loop.call_soon(self._flow_on)  # not inside the transport's resume_writing: the kept batches go out
+
+    def _flow_on(self) -> None:
+        if not self.lagging:
+            self._flow(True)
+
+    def _flow(self, on: bool) -> None:
+        for consumer in (self.source, self.cluster):
+            if consumer is None:
+                continue
+            if on:
+                consumer.resume()
+            else:
+                consumer.pause()
+
+    def _check_stalled(self) -> None:
+        """A worker behind that took nothing for RIGFAST_READER_STALL_S is cut (its interest goes with it)."""
+        self._stall_timer = None
+        now = time.monotonic()
+        for conn, (since, taken) in list(self.lagging.items()):
+            t = conn.transport
+            if t is None or t.is_closing():
+                continue
+            written = conn.written()
+            if written > taken:
+                self.lagging[conn] = (now, written)
+            elif now - since >= self.stall_s:
+                log.error("reader: worker %s read nothing for %.1fs with %d bytes waiting; dropping its connection",
+                          conn.worker, now - since, t.get_write_buffer_size())
+                t.abort()  # connection_lost -> drop(): no longer behind, reading resumes
+        if self.lagging:
+            self._stall_timer = self.loop.call_later(min(1.0, self.stall_s / 4), self._check_stalled)
+
     def drop(self, conn: _WorkerConn) -> None:
+        self.behind(conn, False)
         self.conns.discard(conn)
         if conn.worker is not None and self.by_worker.get(conn.worker) is conn:
             del self.by_worker[conn.worker]

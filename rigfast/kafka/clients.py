@@ -44,6 +44,7 @@ FAILURE_LOG_INTERVAL_S = 30.0
 ADMIN_TIMEOUT_S = 5.0
 METADATA_TIMEOUT_S = 2.0  # one metadata request; blocks its thread (and a stop) at most this long
 STOP_JOIN_S = 3.0
+HOLD_WAIT_S = 0.2  # a paused consumer thread looks at its stop flag (and its metadata timers) this often
 
 _SASL_MECHANISMS = {"plain": "PLAIN", "scram_sha_256": "SCRAM-SHA-256", "scram_sha_512": "SCRAM-SHA-512"}
 CONSUMER_ONLY = ("group.id", "enable.auto.commit", "enable.auto.offset.store", "enable.partition.eof",
@@ -317,6 +318,11 @@ class ConsumerThread:
     runs before each consumer is created (topic creation, say); ``on_failure`` is
     told the exception; ``error_cb`` is librdkafka's (it should pass errors on to
     :data:`BROKERS`).
+
+    Back-pressure: :meth:`pause` (any thread) makes a body that asks :meth:`held`
+    before each poll stop taking records until :meth:`resume`. librdkafka's
+    prefetch queue is bounded (``queued.max.messages.kbytes``), so fetching stops
+    too and the records wait in Kafka: nothing is dropped.
     """
 
     def __init__(self, name: str, conf: dict[str, Any], body: Callable[[Any, threading.Event], None], *,
@@ -332,6 +338,8 @@ class ConsumerThread:
         self.before = before
         self.on_failure = on_failure
         self.stopping = threading.Event()
+        self.flowing = threading.Event()
+        self.flowing.set()
         self.thread: threading.Thread | None = None
         self._log = RateLimitedLogger(logger, FAILURE_LOG_INTERVAL_S)
 
@@ -346,6 +354,20 @@ class ConsumerThread:
         t = self.thread
         if t is not None and t.is_alive():
             await asyncio.get_running_loop().run_in_executor(None, t.join, timeout)
+
+    def pause(self) -> None:
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        self.flowing.set()
+
+    def held(self) -> bool:
+        """In the body, before a poll: False when records may be taken; True, after waiting up to
+        HOLD_WAIT_S for :meth:`resume`, while paused (the body goes round its loop and asks again)."""
+        if self.flowing.is_set():
+            return False
+        self.flowing.wait(HOLD_WAIT_S)
+        return True
 
     def _run(self) -> None:
         from confluent_kafka import Consumer, KafkaException

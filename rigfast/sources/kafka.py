@@ -28,6 +28,12 @@ the semaphore and stops calling ``consume()``; librdkafka's prefetch queue is
 itself bounded (``queued.max.messages.kbytes``), so fetching stops too and the
 data stays in Kafka: nothing is dropped, memory stays bounded.
 
+Back-pressure from the loop: between ``pause()`` and ``resume()`` the loop
+keeps the batches it gets, unpublished, with their hand-off slots, so the
+thread stops at MAX_BATCHES_IN_FLIGHT as above; ``resume()`` publishes them
+in order. The node's reader pauses while a worker is behind on its link
+(docs/cluster.md).
+
 Polling: ``poll(timeout)`` waits for the first message (returns at once when
 one is there), then ``consume(num_messages=BATCH-1, timeout=0)`` takes what
 is already queued. ``consume(N, timeout)`` alone would wait the whole timeout
@@ -71,6 +77,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from typing import Any, Callable
 
 
@@ -129,6 +136,8 @@ class KafkaSource:
                                                 on_failure=self._on_failure, error_cb=self._on_error)
         self._stopping = self._consumer.stopping
         self._slots = threading.Semaphore(MAX_BATCHES_IN_FLIGHT)
+        self._paused = False  # pause(): batches are kept in _held, unpublished
+        self._held: deque = deque()
         self._state = "connecting" if self._enabled else "disabled"
         self._last_error: str | None = None
         self._lag = 0
@@ -185,11 +194,26 @@ class KafkaSource:
 
     # -- loop side --
 
+    def pause(self) -> None:
+        """Publish nothing more until :meth:`resume`: batches that come meanwhile are kept (at most
+        MAX_BATCHES_IN_FLIGHT: their slots stay taken, so the thread stops reading)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Publish the kept batches, in order, then go on (stops again if publishing one pauses us)."""
+        self._paused = False
+        held = self._held
+        while held and not self._paused:
+            self._deliver(*held.popleft())
+
     def resume_at(self, offsets: dict[tuple[str, int], int]) -> None:
         """Before start(): read these partitions from these offsets (a restarted node reader)."""
         self._offsets.update(offsets)
 
     def _deliver(self, events: list[Event], invalid: int, positions: dict | None = None) -> None:
+        if self._paused:  # kept with its slot; published by resume()
+            self._held.append((events, invalid, positions))
+            return
         try:
             if invalid:
                 metrics.EVENTS_INVALID.inc(invalid, "kafka")
