@@ -41,6 +41,7 @@ replacement says its interest again when it connects.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import os
@@ -55,7 +56,7 @@ from rigfast.cluster import wire
 from rigfast.cluster.bus import FramedConnection, KeepsConnected
 from rigfast.cluster.kafka_link import CONTROL_KINDS, KafkaLink
 from rigfast.hub.history import History
-from rigfast.hub.hub import recipients
+from rigfast.hub.hub import _NO_FIELDS, recipients
 from rigfast.subscriptions import Subscription, parse_subscriptions
 
 log = logging.getLogger("rigfast.reader")
@@ -70,6 +71,10 @@ LINK_BUFFER_LIMIT = 64 << 20  # the least a worker's link may hold before it is 
 UNACKED_MAX = 65536  # submitted batches in flight to the reader (past it, or LINK_BUFFER_LIMIT bytes: it does not read)
 ACK_DELAY_S = 0.005  # a submitter's ACK waits this long for one to ride with (cumulative: the last batch routed)
 STATE_INTERVAL_S = 1.0  # the reader's Kafka state goes to the workers when it changed, checked this often
+# The cyclic collector's first threshold in the reader (CPython's: 700). confluent-kafka's Message objects are
+# GC-tracked, and a consumed batch holds up to 2,000 of them: at 700 the collector ran several times per batch and
+# took a large share of the reader's CPU (py-spy); the reader makes few cycles, so it may look less often.
+GC_GEN0 = 10000
 
 FORWARDED = metrics.REGISTRY.counter(
     "rig_reader_forwarded_total", "Events the node's reader sent to workers (one per event and worker)", ("to", "source"))
@@ -99,6 +104,9 @@ def reader_series(text: str) -> str:
         if keep:
             out.append(line)
     return "\n".join(out) + "\n"
+
+
+_UNSEEN = object()
 
 
 def socket_path(directory: str) -> str:
@@ -482,15 +490,19 @@ class Reader:
         hold and that are not in ``skip``."""
         index, extractors, slot_conn = self.index, self.extractors, self.slot_conn
         if self.history.enabled:
-            now = time.monotonic()
-            append = self.history.append
-            for ev in events:
-                append(ev, now)
+            self.history.extend(events, time.monotonic())
         touched: list[_WorkerConn] = []
         dropped = 0
+        # the slots of a type no subscription constrains by a field are the same for all its events: matched
+        # once per batch (None: a type matched per event, on its field values)
+        by_type: dict[str, list[int] | None] = {}
         for ev in events:
             try:
-                slots = recipients(index, extractors, ev)
+                slots = by_type.get(ev.type, _UNSEEN)
+                if slots is _UNSEEN:
+                    slots = by_type[ev.type] = None if index.wanted(ev.type) else index.match(ev.type, _NO_FIELDS)
+                if slots is None:
+                    slots = recipients(index, extractors, ev)
             except Exception:  # noqa: BLE001 - one bad event never stops the batch
                 log.exception("reader: matching failed for %r; event skipped", ev)
                 continue
@@ -615,6 +627,9 @@ async def serve_reader(cfg: Any) -> int:
     node = cfg.node_id or default_node_id()
     reader = Reader(cfg, loop, runtime_dir(cfg, node), node=node)
     await reader.start()
+    gc.collect()
+    gc.freeze()  # what start-up made stays out of the collector's walks (as in the workers: app.settle_gc)
+    gc.set_threshold(GC_GEN0, *gc.get_threshold()[1:])
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

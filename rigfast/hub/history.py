@@ -15,9 +15,14 @@ history or however old (or unknown) the id it brings.
 from __future__ import annotations
 
 from collections import deque
+from itertools import repeat
+from operator import attrgetter
 from typing import Callable
 
 from rigfast.cloudevents import Event
+
+
+_json = attrgetter("json")
 
 
 class History:
@@ -28,7 +33,7 @@ class History:
         self.max_age_s = max_age_s
         self.max_bytes = max(max_bytes, 0)  # 0: no byte limit
         self.bytes = 0
-        self._items: deque[tuple[float, Event]] = deque()
+        self._items: deque[tuple[float, Event, int]] = deque()  # (when kept, event, its JSON size)
 
     @property
     def enabled(self) -> bool:
@@ -38,7 +43,7 @@ class History:
         return len(self._items)
 
     def __iter__(self):
-        return (e for _, e in self._items)
+        return (e for _, e, _ in self._items)
 
     def append(self, event: Event, now: float) -> None:
         size = len(event.json)
@@ -46,20 +51,38 @@ class History:
         if max_bytes and size > max_bytes:
             return  # larger than the whole history: never resumable
         items = self._items
-        items.append((now, event))
+        items.append((now, event, size))
         self.bytes += size
         if len(items) > self.max_events or (max_bytes and self.bytes > max_bytes):
+            self._trim()
+
+    def extend(self, events: list[Event], now: float) -> None:
+        """:meth:`append` for a batch, the per-event work done in C (the node reader keeps every event)."""
+        sizes = list(map(len, map(_json, events)))
+        max_bytes = self.max_bytes
+        if max_bytes and max(sizes, default=0) > max_bytes:
+            for e in events:
+                self.append(e, now)
+            return
+        items = self._items
+        items.extend(zip(repeat(now), events, sizes))
+        self.bytes += sum(sizes)
+        excess = len(items) - self.max_events
+        if excess > 0:
+            popleft = items.popleft
+            self.bytes -= sum([popleft()[2] for _ in range(excess)])
+        if max_bytes and self.bytes > max_bytes:
             self._trim()
 
     def _trim(self) -> None:
         items, max_bytes = self._items, self.max_bytes
         while items and (len(items) > self.max_events or (max_bytes and self.bytes > max_bytes)):
-            self.bytes -= len(items.popleft()[1].json)
+            self.bytes -= items.popleft()[2]
 
     def expire(self, now: float) -> None:
         items, cutoff = self._items, now - self.max_age_s
         while items and items[0][0] < cutoff:
-            self.bytes -= len(items.popleft()[1].json)
+            self.bytes -= items.popleft()[2]
 
     def replay(
         self,
@@ -77,7 +100,7 @@ class History:
         """
         out: list[Event] = []
         used = 0
-        for _, e in reversed(self._items):  # no copy; the loop is never resumed elsewhere, so no mutation can interleave
+        for _, e, _ in reversed(self._items):  # no copy; the loop is never resumed elsewhere, so no mutation can interleave
             if event_id(e) == last_event_id:
                 out.reverse()
                 return False, out

@@ -262,7 +262,10 @@ class KafkaSource:
         self._state = "down" if self._ever_connected else "connecting"
 
     def _consume_loop(self, c: Any, stopping: threading.Event) -> None:
+        from confluent_kafka import TopicPartition
+
         assigned: set[tuple[str, int]] = set()
+        tps: list = []  # TopicPartitions of ``assigned``, for position()
         if self._offsets:  # re-created consumer: resume where the previous one was
             self._assign(c, assigned, dict(self._offsets))
         last_meta = -1e9
@@ -289,15 +292,13 @@ class KafkaSource:
             events, errors = self._decode_batch(msgs)
             if self.on_positions is not None:
                 pos = self._handed_positions = self._handed_positions or {}
-                seen: set = set()
-                for m in reversed(msgs):  # the last record of each partition, from the end: a few calls per batch
-                    if m.error() is None:
-                        key = (m.topic(), m.partition())
-                        if key not in seen:
-                            seen.add(key)
-                            pos[key] = m.offset() + 1
-                            if len(seen) == len(assigned):
-                                break
+                if len(tps) != len(assigned):
+                    tps = [TopicPartition(t, p) for t, p in assigned]
+                # librdkafka's position of each partition (after the last record it returned): one call per
+                # batch, not a look at its records (a batch from one partition would be walked to its start)
+                for tp in c.position(tps):
+                    if tp.offset >= 0:
+                        pos[(tp.topic, tp.partition)] = tp.offset
                 self._offsets.update(pos)  # a recreated consumer resumes after what was handed off
             if events:
                 if self._state != "connected":

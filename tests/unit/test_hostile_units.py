@@ -36,6 +36,22 @@ def test_history_bounded_by_bytes_count_and_age():
     assert [e.rid for e in c] == ["r7", "r8", "r9"]
 
 
+@pytest.mark.parametrize("bounds", [dict(max_events=7, max_bytes=0), dict(max_events=100, max_bytes=3_500),
+                                    dict(max_events=5, max_bytes=3_500), dict(max_events=100, max_bytes=900)])
+def test_history_extend_keeps_what_append_keeps(bounds):
+    """The batch form (the node reader's) keeps the same events and byte count as one append per event,
+    whatever bound bites (count, bytes, both; an event larger than the whole budget is skipped)."""
+    sizes = [10, 1000, 500, 2000, 10, 10, 1000, 300, 10, 700, 10, 10, 1200]
+    one, batched = History(max_age_s=100, **bounds), History(max_age_s=100, **bounds)
+    evs = [_ev(i, size) for i, size in enumerate(sizes)]
+    for e in evs:
+        one.append(e, now=0.0)
+    for k in range(0, len(evs), 4):
+        batched.extend(evs[k:k + 4], now=0.0)
+    assert [e.rid for e in batched] == [e.rid for e in one]
+    assert batched.bytes == one.bytes == sum(len(e.json) for e in one)
+
+
 def test_history_replay_budget_and_gap():
     h = History(max_events=1000, max_age_s=100, max_bytes=0)
     evs = [_ev(i, 100) for i in range(100)]
