@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python -m bench.kafka_node_bench --events 100000 --workers 1,2,4
+    .venv/bin/python -m bench.kafka_node_bench --events 100000 --workers 1,2,4 --repeat 3
     .venv/bin/python -m bench.kafka_node_bench addressed --users 10000 --workers 4 --rates 10000,50000 --seconds 10
     .venv/bin/python -m bench.kafka_node_bench http --events 20000 --workers 1,2,4
 
@@ -17,8 +17,11 @@ node CPU microseconds per event (the processes' utime+stime, idle baseline
 subtracted), and the split per process kind.
 
 ``raw``: a bare confluent-kafka consumer (poll + consume(2000, 0)) reading the
-same backlog in this process, events per CPU-second, in the same run; the
-ratio reader/raw is the issue's "reader consume-and-drop per CPU-second".
+same backlog in this process right after the node, events per CPU-second;
+the ratio reader/raw of that pair is the issue's "reader consume-and-drop
+per CPU-second". ``--repeat N`` runs every worker count N times,
+interleaved (each on a fresh broker), and reports medians: the machine is
+noisy, and one run's CPU is counted in 10 ms ticks.
 
 **Addressed** (``addressed``): one node of ``--workers`` workers with the
 reader, ``--users`` SSE connections (from ``--clients`` processes), each
@@ -454,30 +457,40 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--events", type=int, default=100000)
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--size", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=1, help="runs per worker count, interleaved; medians reported")
     args = ap.parse_args(argv)
     events = make_events(args.events, args.size)
-    results = []
-    raw_rate = None
-    for w in [int(x) for x in args.workers.split(",")]:
-        with TansuBroker() as broker:  # a fresh broker per node: the topic holds exactly this run's events
-            broker.create_topics([TOPIC], partitions=2)
-            r = one_node(broker.bootstrap, w, events)
-            if raw_rate is None:
-                raw_rate = raw(broker.bootstrap, args.events)
-            results.append(r)
+    counts = [int(x) for x in args.workers.split(",")]
+    runs: dict[int, list[dict]] = {w: [] for w in counts}
+    for _ in range(args.repeat):
+        for w in counts:
+            with TansuBroker() as broker:  # a fresh broker per node: the topic holds exactly this run's events
+                broker.create_topics([TOPIC], partitions=2)
+                r = one_node(broker.bootstrap, w, events)
+                r["raw"] = raw(broker.bootstrap, args.events)  # the same backlog, right after: the pair is one run
+            runs[w].append(r)
             split = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["split_us"].items()))
-            print(f"workers={w}: node CPU {r['us_per_event']:.2f} us/event ({split}); backlog read in {r['busy_s']:.2f}s",
-                  flush=True)
-    base = results[0]["us_per_event"]
-    for r in results:
-        print(f"workers={r['workers']}: {r['us_per_event'] / base:.2f}x the {results[0]['workers']}-worker figure")
-    print(f"raw confluent-kafka: {raw_rate:,.0f} events per CPU-second")
-    for r in results:
-        if "reader" in r["split_us"]:
-            rate = 1e6 / r["split_us"]["reader"]
-            print(f"workers={r['workers']}: reader {rate:,.0f} events per CPU-second = {rate / raw_rate:.2f}x raw")
-    return 0
+            reader = r["split_us"].get("reader")
+            print(f"workers={w}: node CPU {r['us_per_event']:.2f} us/event ({split}); backlog read in {r['busy_s']:.2f}s; "
+                  f"raw confluent-kafka {r['raw']:,.0f} events per CPU-second"
+                  + (f", reader {1e6 / reader:,.0f} = {1e6 / reader / r['raw']:.2f}x raw" if reader else ""), flush=True)
 
+    def median(xs: list[float]) -> float:
+        xs = sorted(xs)
+        return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
+
+    base = median([r["us_per_event"] for r in runs[counts[0]]])
+    print(f"medians of {args.repeat} run(s):")
+    for w in counts:
+        us = median([r["us_per_event"] for r in runs[w]])
+        line = (f"workers={w}: node CPU {us:.2f} us/event = {us / base:.2f}x the {counts[0]}-worker figure; "
+                f"raw confluent-kafka {median([r['raw'] for r in runs[w]]):,.0f} events per CPU-second")
+        if all("reader" in r["split_us"] for r in runs[w]):
+            rates = [1e6 / r["split_us"]["reader"] for r in runs[w]]
+            line += (f"; reader {median(rates):,.0f} events per CPU-second, "
+                     f"{median([x / r['raw'] for x, r in zip(rates, runs[w])]):.2f}x raw (per-run ratios)")
+        print(line)
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
