@@ -34,7 +34,8 @@ rate (paced, key = user), each for one user and carrying its produce time
 only for users held by worker 0 (the other workers must show no CPU for
 those). Reported per phase: events asked/produced/delivered, Kafka-to-client
 latency p50/p99 (client receive time minus ``ts``, same clock), the same for
-a bare consumer of the topic (the part that is Kafka's), and CPU per event
+a bare consumer of the topic (the part that is Kafka's), how often and how
+long the reader held Kafka back for a worker behind, and CPU per event
 and share of a core of every process: supervisor, reader, each worker, and
 outside the node Tansu, the clients and the producer (what bounds the rate).
 
@@ -326,8 +327,23 @@ def addressed_phase(bootstrap: str, node: Node, tansu_pid: int, clients: list, r
     for p, name in others.items():
         print(f"    {name:<11} {used[p] / sent * 1e6:6.2f} us/event  ({used[p] / elapsed * 100:5.1f}% of a core)")
     print(f"    producer    {prod_cpu / sent * 1e6:6.2f} us/event  ({prod_cpu / produced_s * 100:5.1f}% of a core)")
+    held = reader_held_back(node)
+    print(f"  the reader held Kafka back for workers behind {held[0]:.0f} times, {held[1]:.2f}s in all (so far in the run)")
     for line in node.problems()[logged:][:5]:
         print(f"  node log: {line}")
+
+
+def reader_held_back(node: Node) -> tuple[float, float]:
+    """(times, seconds) the node's reader held Kafka back because a worker was behind (its /metrics)."""
+    import httpx
+
+    times = seconds = 0.0
+    for line in httpx.get(f"http://127.0.0.1:{node.api}/metrics", timeout=10).text.splitlines():
+        if line.startswith("rig_reader_held_back_total{"):
+            times += float(line.rsplit(" ", 1)[1])
+        elif line.startswith('rig_reader_held_back_seconds_total{worker="reader"'):
+            seconds += float(line.rsplit(" ", 1)[1])
+    return times, seconds
 
 
 IDLE_RATE: dict[int, float] = {}
