@@ -12,6 +12,7 @@ import pytest
 
 from tests.cluster.conftest import Node
 from tests.cluster.test_cluster import ids_until, post, streams_on
+from tests.cluster.test_flow import metric
 from tests.helpers import T, make_event, uid, wait_until
 
 pytestmark = pytest.mark.kafka
@@ -208,14 +209,6 @@ def small_link_node(tansu):
         yield n.start()
     finally:
         n.stop()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of series ``name`` with ``labels`` (among others) in a /metrics ``text``; 0 when absent."""
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line.split("}")[0] for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_a_stopped_worker_holds_the_reader_back_and_loses_nothing(small_link_node, tansu):
