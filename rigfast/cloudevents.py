@@ -256,25 +256,43 @@ def parse_kafka_message(value: bytes | None, headers: Iterable[tuple[str, Any]] 
 
 # -- the gateway's own events --------------------------------------------------------------------
 
-_now_cache: list = [0, ""]  # [epoch ms, its RFC 3339 text]: gateway events made in one ms share it
+# [epoch ms, its RFC 3339 text, epoch second, its text up to the seconds]: gateway events made in
+# one ms share the text; a new ms within the same second only formats its milliseconds
+_now_cache: list = [0, "", -1, ""]
 
 
 def now_rfc3339() -> str:
     ms = int(_time() * 1000)
     if ms != _now_cache[0]:
+        sec, frac = divmod(ms, 1000)
+        if sec != _now_cache[2]:
+            _now_cache[2] = sec
+            _now_cache[3] = datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
         _now_cache[0] = ms
-        _now_cache[1] = datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        _now_cache[1] = "%s.%03dZ" % (_now_cache[3], frac)
     return _now_cache[1]
+
+
+_UUID4_CLEAR = ~((0xF << 76) | (0xC << 60))  # the version nibble, the variant's two high bits
+_UUID4_SET = (0x4 << 76) | (0x8 << 60)  # version 4, variant 10xx (RFC 4122)
 
 
 def random_uuid4() -> str:
     """A version-4 UUID string from the process PRNG: unique ids for gateway events, not secrets."""
-    h = "%032x" % _getrandbits(128)
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    h = "%032x" % ((_getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def gateway_json(etype: str, eid: str, now: str, data_json: bytes) -> bytes:
+    """``orjson.dumps`` of a gateway event's object (see :func:`make_event`) whose data serializes to
+    ``data_json``: the keys in that order, compact; the id and time are plain ASCII."""
+    return b"".join((b'{"specversion":"0.2","type":', orjson.dumps(etype), b',"source":"rig","id":"', eid.encode(),
+                     b'","time":"', now.encode(), b'","data":', data_json, b"}"))
 
 
 def make_event(etype: str, data: Any) -> Event:
     """A gateway-made event: specversion 0.2 as RIG 3.0 makes them, source "rig", fresh UUID id, RFC 3339 time."""
     eid = random_uuid4()
-    obj = {"specversion": "0.2", "type": etype, "source": "rig", "id": eid, "time": now_rfc3339(), "data": data}
-    return Event(etype, eid, obj)
+    now = now_rfc3339()
+    obj = {"specversion": "0.2", "type": etype, "source": "rig", "id": eid, "time": now, "data": data}
+    return Event(etype, eid, obj, gateway_json(etype, eid, now, orjson.dumps(data)))

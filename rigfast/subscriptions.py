@@ -204,7 +204,7 @@ class Subscription:
     sees again in ``rig.subscriptions_set``: constraints on fields no extractor defines are
     kept there but not matched (RIG ignores them)."""
 
-    __slots__ = ("event_type", "one_of", "shown", "_key")
+    __slots__ = ("event_type", "one_of", "shown", "_key", "_json")
 
     def __init__(self, event_type: str, one_of: tuple[dict, ...] = (), shown: tuple[dict, ...] | None = None):
         self.event_type = event_type
@@ -213,6 +213,7 @@ class Subscription:
         conjs = (tuple(sorted((k, value_key(v)) for k, v in o.items())) for o in one_of)
         # value keys are str or bytes: order by (field, kind, key) so the two kinds are never compared
         self._key = (event_type, tuple(sorted(conjs, key=lambda c: [(f, type(k) is bytes, k) for f, k in c])))
+        self._json: bytes | None = None
 
     @property
     def conjunctions(self) -> tuple[tuple[tuple[str, Any], ...], ...]:
@@ -222,6 +223,12 @@ class Subscription:
 
     def to_json(self) -> dict:
         return {"eventType": self.event_type, "oneOf": list(self.shown)}
+
+    def json_bytes(self) -> bytes:
+        """``orjson.dumps(self.to_json())``, made once (a subscription is immutable)."""
+        if self._json is None:
+            self._json = orjson.dumps(self.to_json())
+        return self._json
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Subscription) and self._key == other._key
@@ -348,6 +355,11 @@ class SubscriptionTexts:
                     del self._parsed[next(iter(self._parsed))]
                 self._parsed[text] = subs
         return subs
+
+
+def subscriptions_json(subs: Iterable[Subscription]) -> bytes:
+    """``orjson.dumps([s.to_json() for s in subs])`` (what ``rig.subscriptions_set`` carries), from each one's cached JSON."""
+    return b"[" + b",".join([s.json_bytes() for s in subs]) + b"]"
 
 
 def merge(*lists: Iterable[Subscription]) -> list[Subscription]:

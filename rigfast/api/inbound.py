@@ -14,9 +14,10 @@ import orjson
 
 from rigfast.auth.authorizer import Authorizer
 from rigfast.auth.ratelimit import client_key
-from rigfast.cloudevents import Event, make_event, parse_http_event
+from rigfast._ext import encode_sse, encode_ws_text
+from rigfast.cloudevents import Event, gateway_json, make_event, now_rfc3339, parse_http_event, random_uuid4
 from rigfast.errors import BadRequest, Gone, RigError, TooManyRequests
-from rigfast.hub.hub import LONGPOLL, Hub
+from rigfast.hub.hub import LONGPOLL, SSE, WS, Hub
 from rigfast.api.phoenix import PhoenixApi
 from rigfast.ids import TokenIssuer
 from rigfast.net.sessions import (
@@ -29,7 +30,8 @@ from rigfast.net.sessions import (
     cookie_cursor,
     longpoll_cookies,
 )
-from rigfast.subscriptions import Limits, Subscription, SubscriptionTexts, merge, parse_subscriptions
+from rigfast.subscriptions import (Limits, Subscription, SubscriptionTexts, merge, parse_subscriptions,
+                                   subscriptions_json)
 from rigfast.wire.http1 import encode_stream_head, encode_ws_accept, header_has_token
 
 if TYPE_CHECKING:
@@ -218,10 +220,24 @@ class InboundApi:
         return run()
 
     def greet(self, session, subs: list[Subscription]) -> None:
+        """rig.connection.create, then rig.subscriptions_set. An SSE or WebSocket session gets both
+        framed in one piece, in its outbox before anything the hub queues (see :meth:`send_greeting`)."""
         hub = self.hub
         hub.register(session)
+        kind = session.kind
+        if kind == SSE or kind == WS:
+            session.enqueue(greeting(kind, session.token, subs))
+            hub.set_subscriptions(session, subs, announce=False)
+            return
         hub.send_gateway_event(session, make_event("rig.connection.create", {"connection_token": session.token, "errors": []}))
         hub.set_subscriptions(session, subs)
+
+    @staticmethod
+    def send_greeting(session) -> None:
+        """Write what a new stream session's outbox holds (its head and greeting) now, unless the hub
+        queued more for it meanwhile (a resume's events): then the hub's next flush writes it all."""
+        if not session.dirty:
+            session.flush()
 
     def resume(self, session, req: "Request") -> None:
         last = req.header_str(b"last-event-id") or req.query_one("lastEventId")
@@ -244,6 +260,7 @@ class InboundApi:
         session.enqueue(self._sse_head_any if cors is self._cors_any else encode_stream_head(200, SSE_HEADERS + cors))
         self.greet(session, subs)
         self.resume(session, req)
+        self.send_greeting(session)
 
     # -- WebSocket ----------------------------------------------------------
     def ws_key(self, proto, req) -> bytes | None:
@@ -294,6 +311,7 @@ class InboundApi:
             return
         self.greet(session, subs)
         self.resume(session, req)
+        self.send_greeting(session)
         if proto.leftover:  # frames sent along with the handshake: answer them after the 101
             session.flush()
             data, proto.leftover = proto.leftover, b""
@@ -428,6 +446,17 @@ class InboundApi:
             proto.respond(req, 202, b"[" + b",".join([e.json for e in events]) + b"]", JSON_UTF8, cors)
 
         return self.then(check, accept)
+
+
+def greeting(kind: int, token: str, subs: Sequence[Subscription]) -> bytes:
+    """rig.connection.create and rig.subscriptions_set of a new SSE or WebSocket session, framed: the
+    bytes :func:`make_event` and the hub's encoding would give, made from templates."""
+    now = now_rfc3339()
+    create = gateway_json("rig.connection.create", random_uuid4(), now, b'{"connection_token":%s,"errors":[]}' % orjson.dumps(token))
+    told = gateway_json("rig.subscriptions_set", random_uuid4(), now, subscriptions_json(subs))
+    if kind == SSE:
+        return encode_sse("rig.connection.create", "", create) + encode_sse("rig.subscriptions_set", "", told)
+    return encode_ws_text(create) + encode_ws_text(told)
 
 
 def valid_ws_key(key: bytes) -> bool:

@@ -138,9 +138,10 @@ class Hub:
         if self.interest_listener is not None:
             self.interest_listener(self._indexed.pop(session.slot, ()), ())
 
-    def set_subscriptions(self, session, subs: list[Subscription]) -> None:
+    def set_subscriptions(self, session, subs: list[Subscription], announce: bool = True) -> None:
         """Replace a session's subscriptions and tell it with rig.subscriptions_set
-        (Phoenix channels are told in the reply of the join or push instead)."""
+        (Phoenix channels are told in the reply of the join or push instead; ``announce=False``:
+        the caller tells it, e.g. the greeting of a connect made in one piece)."""
         session.subscriptions = subs
         if session.slot in self.sessions:
             indexed = session.indexed(subs)
@@ -148,7 +149,7 @@ class Hub:
             if self.interest_listener is not None:
                 self.interest_listener(self._indexed.get(session.slot, ()), indexed)
                 self._indexed[session.slot] = indexed
-        if session.kind != PHOENIX:
+        if announce and session.kind != PHOENIX:
             self.send_gateway_event(session, make_event("rig.subscriptions_set", [s.to_json() for s in subs]))
 
     def hold(self, session) -> None:
