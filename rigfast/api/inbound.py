@@ -199,7 +199,7 @@ class InboundApi:
         manual = self.texts.parse(raw) if raw else ()
         tokens = self.auth.tokens(req)
         claims = self.auth.verified_claims(tokens)
-        auto = self.extractors.automatic(claims)
+        auto = self.extractors.automatic(claims) if claims else None
         return tokens, claims, merge(manual, auto) if auto else manual, bool(raw)
 
     def connect_check(self, tokens: list[str], subs: list[Subscription], named: bool) -> Awaitable | None:
@@ -251,7 +251,10 @@ class InboundApi:
         if not self.admit(proto, req):
             return None
         tokens, claims, subs, named = self.requested(req)
-        return self.then(self.connect_check(tokens, subs, named), lambda: self._start_sse(proto, req, claims, subs))
+        check = self.connect_check(tokens, subs, named)
+        if check is None:  # the usual case: no closure
+            return self._start_sse(proto, req, claims, subs)
+        return self.then(check, lambda: self._start_sse(proto, req, claims, subs))
 
     def _start_sse(self, proto, req, claims, subs) -> None:
         session = SseSession(self.hub, self.tokens.new(), proto, claims=claims, session_ids=self.auth.session_ids(claims))

@@ -13,6 +13,7 @@ cdef class Request:
     cdef public double t0
 
     cpdef set_url(self, bytes url)
+    cpdef dict _parse_query(self)
     cpdef query_one(self, str name)
     cpdef header(self, bytes name)
     cpdef header_str(self, bytes name)

@@ -50,12 +50,15 @@ class Request:
 
     @property
     def query(self) -> dict[str, list[str]]:
-        if self._query is None:
-            self._query = parse_query(self.query_string) if self.query_string else _NO_QUERY
+        return self._query if self._query is not None else self._parse_query()
+
+    def _parse_query(self) -> dict[str, list[str]]:
+        self._query = parse_query(self.query_string) if self.query_string else _NO_QUERY
         return self._query
 
     def query_one(self, name: str) -> str | None:
-        vals = self.query.get(name)
+        q = self._query  # not through the property: a C attribute in the compiled build
+        vals = (q if q is not None else self._parse_query()).get(name)
         return vals[-1] if vals else None
 
     def header(self, name: bytes) -> bytes | None:
