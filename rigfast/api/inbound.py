@@ -257,7 +257,7 @@ class InboundApi:
         return self.then(check, lambda: self._start_sse(proto, req, claims, subs))
 
     def _start_sse(self, proto, req, claims, subs) -> None:
-        session = SseSession(self.hub, self.tokens.new(), proto, claims=claims, session_ids=self.auth.session_ids(claims))
+        session = SseSession(self.hub, self.tokens.new(), proto, claims, self.auth.session_ids(claims))
         # the head waits in the outbox: it leaves with the greeting events in one write
         cors = self.cors(req)
         session.enqueue(self._sse_head_any if cors is self._cors_any else encode_stream_head(200, SSE_HEADERS + cors))
@@ -305,8 +305,8 @@ class InboundApi:
         return checked()
 
     def _start_ws(self, proto, req, key: bytes, claims, subs, refuse: str | None = None) -> None:
-        session = WsSession(self.hub, self.tokens.new(), proto, self.cfg.ws_max_message_bytes,
-                            claims=claims, session_ids=self.auth.session_ids(claims))
+        session = WsSession(self.hub, self.tokens.new(), proto, self.cfg.ws_max_message_bytes, claims,
+                            self.auth.session_ids(claims))
         session.enqueue(encode_ws_accept(key))  # leaves with the greeting in one write
         if refuse is not None:
             log.info("websocket from %s refused: %s", proto.peer, refuse)

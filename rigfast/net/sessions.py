@@ -151,8 +151,10 @@ class StreamSession(OwnsConnection, Session):
     __slots__ = ("proto",)
     READS = True  # False: the client has nothing to say, its bytes are dropped before the session
 
-    def __init__(self, hub, token, proto: "HttpProtocol", **kw):
-        super().__init__(hub, token, **kw)
+    def __init__(self, hub, token, proto: "HttpProtocol", claims: list[dict] | None = None,
+                 session_ids: tuple[str, ...] = ()):
+        # named, not super() with **kw: a connect's session is made without a keyword dict or a super object
+        Session.__init__(self, hub, token, claims, session_ids)
         self.transport = proto.transport
         self.proto = proto.hand_over(self, self.READS)
 
@@ -198,8 +200,9 @@ class WsSession(WsClosing, StreamSession):
     __slots__ = ("ws", "msg_bytes", "max_message")
     KIND = WS
 
-    def __init__(self, hub, token, proto, max_message: int = 65536, **kw):
-        super().__init__(hub, token, proto, **kw)
+    def __init__(self, hub, token, proto, max_message: int = 65536, claims: list[dict] | None = None,
+                 session_ids: tuple[str, ...] = ()):
+        StreamSession.__init__(self, hub, token, proto, claims, session_ids)
         self.ws = Connection(ConnectionType.SERVER)
         self.msg_bytes = 0  # size of the client message being received (only counted, never kept)
         self.max_message = max_message
