@@ -24,7 +24,7 @@ from rigfast.errors import CONFIG_EXIT_CODE, ConfigError
 from rigfast.fdlimit import max_connections
 from rigfast.hub.hub import KIND_NAMES, Hub
 from rigfast.ids import TokenIssuer
-from rigfast.net.protocol import ConnectionLimit, HttpProtocol, ServerState
+from rigfast.net.protocol import ConnectionLimit, ServerState
 from rigfast.preflight import Resolved, listening_plan, resolve
 from rigfast.proxy.gateway import Proxy
 from rigfast.sources.kafka import KafkaSource
@@ -113,10 +113,9 @@ class Gateway:
             if public:
                 state.early_body = self.proxy.stream_upload  # large proxied request bodies stream
             self.states.append(state)
-            factory = lambda state=state: HttpProtocol(state)  # noqa: E731
             try:
                 server = await self.loop.create_server(
-                    factory, host, port, ssl=tls if with_tls else None, backlog=4096, reuse_address=True,
+                    state.new_protocol, host, port, ssl=tls if with_tls else None, backlog=4096, reuse_address=True,
                     reuse_port=cfg.worker_count > 1 or None,
                 )
             except OSError as exc:

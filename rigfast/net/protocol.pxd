@@ -7,6 +7,7 @@ cdef class ServerState:
     cdef public object cfg, limit, name, duration, router, error_headers, loop, early_body
     cdef public bint access_log, debug, draining
     cdef public set http_conns, all_conns
+    cdef public list spare
     cdef public Py_ssize_t max_head, max_headers, max_body, send_buffer, max_pipelined
     cdef public double request_timeout, keepalive_timeout
 
@@ -17,10 +18,11 @@ cdef class HttpProtocol:
     cdef public object loop, transport, parser, req, busy, stream, error, leftover, flow, body_sink, backlog, failed
     cdef public list body_parts, url_parts, queue, batch
     cdef public Py_ssize_t body_size, head_size, nheaders, nbytes, batch_bytes
-    cdef public bint in_head, closing, reading_paused, eof, write_blocked
+    cdef public bint in_head, closing, reading_paused, eof, write_blocked, reusable, keep
     cdef public double deadline
     cdef public int counted, nhost, expect
 
+    cpdef _reset(self)
     cpdef _pause_reading(self)
     cpdef _send(self, data)
     cpdef _write_batch(self)

@@ -43,6 +43,9 @@ _INF = float("inf")
 # requests queues at most RIGFAST_MAX_PIPELINED (plus one slice's worth) of them.
 FEED_SLICE = 8192
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Protocol objects (with their parser) kept per port for new connections, taken from connections
+# that became SSE streams after one complete keep-alive request: a connect skips making both.
+SPARE_PROTOCOLS = 64
 
 
 class ConnectionLimit:
@@ -100,6 +103,12 @@ class ServerState:
         self.early_body: Callable[["HttpProtocol", Request], Any] | None = None
         self.max_pipelined = max(cfg.max_pipelined, 1)
         self.draining = False  # set by the gateway's drain: answers close their connection
+        self.spare: list[HttpProtocol] = []  # at most SPARE_PROTOCOLS (see HttpProtocol.hand_over)
+
+    def new_protocol(self) -> "HttpProtocol":
+        """The protocol of a new connection (the listening server's factory): a spare one if there is one."""
+        spare = self.spare
+        return spare.pop() if spare else HttpProtocol(self)
 
     def busy_requests(self) -> int:
         """Requests being answered asynchronously (proxy, checks), parked long-polls not counted."""
@@ -119,14 +128,18 @@ class HttpProtocol:
         "server", "loop", "transport", "parser", "req", "body_parts", "body_size", "head_size", "nheaders",
         "in_head", "url_parts", "queue", "busy", "stream", "closing", "deadline", "error", "leftover",
         "reading_paused", "nbytes", "eof", "flow", "body_sink", "backlog", "write_blocked", "failed", "counted",
-        "nhost", "expect", "batch", "batch_bytes",
+        "nhost", "expect", "batch", "batch_bytes", "reusable", "keep",
     )
 
     def __init__(self, server: ServerState):
         self.server = server
         self.loop = server.loop
-        self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
+        self._reset()
+
+    def _reset(self) -> None:
+        """The state of a connection not yet made (all but the server and the parser)."""
+        self.transport: asyncio.Transport | None = None
         self.req: Request | None = None
         self.body_parts: list[bytes] = []
         self.body_size = 0
@@ -156,6 +169,8 @@ class HttpProtocol:
         self.expect = 0  # 1: the current request waits for "100 Continue"
         self.batch: list[bytes] | None = None  # while one read's requests are answered: the answers (see _send)
         self.batch_bytes = 0
+        self.reusable = False  # handed over to a stream with the parser between requests (see hand_over)
+        self.keep = False  # the last request's head: keep-alive, no upgrade
 
     # -- asyncio callbacks --------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -258,6 +273,12 @@ class HttpProtocol:
             self.run_queue()
         finally:
             self._write_batch()
+        if self.reusable:  # this object no longer serves its connection: it may serve a new one
+            self.reusable = False
+            spare = self.server.spare
+            if len(spare) < SPARE_PROTOCOLS:
+                self._reset()
+                spare.append(self)
 
     def _send(self, data: bytes) -> None:
         """Write ``data`` now, or with the rest of the batch while one read's requests are answered.
@@ -383,6 +404,7 @@ class HttpProtocol:
         req.method = self.parser.get_method().decode("ascii", "replace")
         req.keep_alive = self.parser.should_keep_alive()
         req.upgrade = self.parser.should_upgrade()
+        self.keep = req.keep_alive and not req.upgrade  # the parser takes another request after this one
         if self.nhost != 1:
             # RFC 9112 3.2: an HTTP/1.1 request without Host, or any with several, is 400
             if self.nhost > 1:
@@ -592,7 +614,17 @@ class HttpProtocol:
         :class:`StreamConn` and this object is dropped: an idle SSE or WebSocket stream keeps
         ~70 bytes of connection state instead of ~320 (docs/targets.md T3). ``reads=False``: the
         client has nothing to say (SSE), what it sends is dropped unread."""
+        # Reused for a new connection (when this read is done, see data_received): an SSE stream's
+        # protocol whose parser stands between requests (the connect was one whole keep-alive
+        # request, nothing after it), so the parser starts the next connection's first request.
+        parser = self.parser
+        reusable = (not reads and self.req is None and not self.queue and self.backlog is None and self.failed is None
+                    and self.busy is None and self.body_sink is None and not self.leftover and parser is not None
+                    and self.keep)
         self.become_stream(stream)
+        if reusable:
+            self.parser = parser
+            self.reusable = True
         conn = (StreamConn if reads else DeafStreamConn)(self.transport, stream, self.server, self.counted)
         self.counted = 0  # the connection limit's count goes with the transport
         self.closing = True  # this object writes nothing more

@@ -274,3 +274,73 @@ def test_stream_takes_the_transport_and_frees_its_connection_slot(make_gateway, 
     c.lose()
     assert limit.open == 0
     assert session.closed and session.slot not in g.gw.hub.sessions
+
+
+class _Conn:
+    """A connection served by ``state.new_protocol()`` (what the listening server does), on a fake transport."""
+
+    def __init__(self, rf, state):
+        from tests.inprocess.harness import FakeTransport
+
+        self.transport = FakeTransport()
+        self.proto = state.new_protocol()
+        self.transport.set_protocol(self.proto)
+        self.proto.connection_made(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.transport.get_protocol().data_received(data)
+
+
+def sse_events(data: bytes) -> list[dict]:
+    return [json.loads(line[6:]) for line in data.split(b"\n") if line.startswith(b"data: ")]
+
+
+def test_an_sse_connects_protocol_serves_the_next_connection(make_gateway, rf):
+    """The protocol object of a connection that became an SSE stream after one whole keep-alive
+    request is kept (with its parser) and serves the next new connection as a fresh one would."""
+    g = make_gateway()
+    state = rf.protocol.ServerState(g.cfg, g.gw.inbound, limit=rf.protocol.ConnectionLimit(10))
+    first = _Conn(rf, state)
+    first.send(http_request("GET", "/_rig/v1/connection/sse"))
+    g.settle()
+    assert state.spare == [first.proto]  # the stream has its own small protocol
+    second = _Conn(rf, state)
+    assert second.proto is first.proto and state.spare == [] and state.limit.open == 2
+    # a keep-alive exchange, then an SSE connect, on the reused object
+    second.send(http_request("GET", "/_rig/health") + post_event())
+    g.settle()  # the event is fanned out before the connect below
+    answers = parse_responses(second.transport.take())
+    assert [a[0] for a in answers] == [200, 202]
+    second.send(http_request("GET", "/_rig/v1/connection/sse?subscriptions=" + quote(json.dumps([{"eventType": "greeting"}]))))
+    g.settle()
+    head, _, events = second.transport.take().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    created, told = sse_events(events)
+    assert created["type"] == "rig.connection.create" and told["type"] == "rig.subscriptions_set"
+    assert told["data"] == [{"eventType": "greeting", "oneOf": []}]
+    token = created["data"]["connection_token"]
+    assert g.gw.hub.by_token[token].transport is second.transport
+    assert state.spare == [first.proto]  # kept again after the second connect
+
+
+@pytest.mark.parametrize("tail", [
+    http_request("GET", "/_rig/health"),  # a request after the connect, in the same read
+    b"GET /_rig/hea",  # part of one
+])
+def test_a_protocol_with_input_after_the_connect_is_not_kept(make_gateway, rf, tail):
+    g = make_gateway()
+    state = rf.protocol.ServerState(g.cfg, g.gw.inbound)
+    c = _Conn(rf, state)
+    c.send(http_request("GET", "/_rig/v1/connection/sse") + tail)
+    g.settle()
+    assert c.transport.take().startswith(b"HTTP/1.1 200") and state.spare == []
+
+
+def test_a_connect_that_closes_after_it_is_not_kept(make_gateway, rf):
+    """Connection: close leaves the parser done with the connection: not reused."""
+    g = make_gateway()
+    state = rf.protocol.ServerState(g.cfg, g.gw.inbound)
+    c = _Conn(rf, state)
+    c.send(http_request("GET", "/_rig/v1/connection/sse", keep_alive=False))
+    g.settle()
+    assert c.transport.take().startswith(b"HTTP/1.1 200") and state.spare == []
