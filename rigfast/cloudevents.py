@@ -191,7 +191,8 @@ def parse_http_event(req: Any) -> Event | list[Event]:
                 (ce := ce or {})[k[3:].decode("ascii")] = v.decode("utf-8")
             except UnicodeDecodeError:
                 raise CloudEventError(f"header {k.decode('latin-1')} is not valid UTF-8") from None
-    mt = media_type(ctype) if ctype else None
+    # the two usual values are their own media type (lowercase, no parameters): no parsing
+    mt = ctype if ctype == STRUCTURED_MEDIA_TYPE or ctype == "application/json" else media_type(ctype) if ctype else None
     if mt == BATCH_MEDIA_TYPE:
         if not req.body:
             raise CloudEventError("empty body: expected a JSON array of CloudEvents")
