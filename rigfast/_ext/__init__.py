@@ -3,7 +3,7 @@
 ``RIGFAST_NO_EXTENSIONS=1`` forces the Python references at import time.
 Each compiled module falls back to its Python twin (``<name>_ref``) on its
 own, so a build that produced only some of them still uses those.
-``MATCH_BUILD``, ``FRAMES_BUILD``, ``FANOUT_BUILD`` and ``SCAN_BUILD`` say which one is in use
+``MATCH_BUILD``, ``FRAMES_BUILD``, ``FANOUT_BUILD``, ``SCAN_BUILD`` and ``HEADS_BUILD`` say which one is in use
 ("cython" or "python"). The request path's modules compiled in place from
 their own ``.py`` (``inplace.MODULES``: the HTTP/1 protocol, ...) are chosen by
 ``inplace.EngineFinder``, installed here; ``INPLACE_BUILDS`` says which engine
@@ -37,6 +37,7 @@ _match, MATCH_BUILD = _pick("match")
 _frames, FRAMES_BUILD = _pick("frames")
 _fanout, FANOUT_BUILD = _pick("fanout")
 _scan, SCAN_BUILD = _pick("scan")
+_heads, HEADS_BUILD = _pick("heads")
 
 SubscriptionIndex = _match.SubscriptionIndex
 encode_sse = _frames.encode_sse
@@ -49,15 +50,18 @@ RecordEvent = _scan.RecordEvent
 scan_record = _scan.scan
 scan_extract = _scan.extract
 scan_records = _scan.scan_records
+response_head = _heads.response_head
+field_list = _heads.field_list
+forward_fields = _heads.forward_fields
 
 INPLACE_BUILDS = {name: inplace.build(name) for name in inplace.MODULES}
 
-_builds = {MATCH_BUILD, FRAMES_BUILD, FANOUT_BUILD, SCAN_BUILD, *INPLACE_BUILDS.values()}
+_builds = {MATCH_BUILD, FRAMES_BUILD, FANOUT_BUILD, SCAN_BUILD, HEADS_BUILD, *INPLACE_BUILDS.values()}
 BUILD = _builds.pop() if len(_builds) == 1 else "mixed"
 del _builds
 
 __all__ = [
-    "BUILD", "FANOUT_BUILD", "FRAMES_BUILD", "INPLACE_BUILDS", "MATCH_BUILD", "SCAN_BUILD",
-    "Recipient", "RecordEvent", "SubscriptionIndex", "deliver", "encode_sse", "encode_ws_text", "flush_slice",
-    "scan_extract", "scan_record", "scan_records", "unquote",
+    "BUILD", "FANOUT_BUILD", "FRAMES_BUILD", "HEADS_BUILD", "INPLACE_BUILDS", "MATCH_BUILD", "SCAN_BUILD",
+    "Recipient", "RecordEvent", "SubscriptionIndex", "deliver", "encode_sse", "encode_ws_text", "field_list",
+    "flush_slice", "forward_fields", "response_head", "scan_extract", "scan_record", "scan_records", "unquote",
 ]

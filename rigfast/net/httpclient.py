@@ -4,13 +4,18 @@ How this works: one :class:`Pool` per upstream (scheme, host, port) keeps up
 to ``max_conns`` connections, idle ones on a LIFO stack (the most recently
 used is the likeliest to be alive and warm). A request is one
 :class:`Exchange`: the request bytes plus a *sink* that receives the answer
-as it arrives; no Task and no Future per request. The connection's httptools
-``HttpResponseParser`` calls, in order::
+as it arrives (a :class:`Sink`); no Task and no Future per request. The
+connection's httptools ``HttpResponseParser`` checks and frames the answer and
+the connection calls, in order::
 
-    sink.head(status, headers, kind, length)   # once; kind: NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE
-    sink.body(chunk)                           # any number of times, as bytes arrive
-    sink.end()                                 # the response is complete
-    sink.flush()                               # after each read from the upstream: write what was gathered
+    sink.head(status, head, fields, end, kind, length)  # once; kind: NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE
+    sink.body(chunk)                                    # any number of times, as bytes arrive
+    sink.end()                                          # the response is complete
+    sink.flush()                                        # after each read from the upstream: write what was gathered
+
+The head's fields are the lines ``head[fields:end]`` as the upstream wrote them
+(found in the bytes once the parser accepted the head, rigfast._ext.heads: no
+callback per field; ``field_list`` makes them a list of (name, value)).
 
 or ``sink.error(status, message)`` (502/504, a message fit for the public:
 no address, no setting's value; the details go to the log) at any point
@@ -60,6 +65,7 @@ from typing import Any
 
 import httptools
 
+from rigfast._ext import field_list, response_head
 from rigfast.logs import RateLimitedLogger
 
 log = logging.getLogger("rigfast.net.httpclient")
@@ -87,13 +93,49 @@ class _TooBig(Exception):
     pass
 
 
+class Sink:
+    """What receives an answer (see the module's docstring); these defaults do nothing. The
+    compiled build makes this a C type, so the connection's calls to a sink are C calls."""
+
+    def head(self, status: int, head: bytes, fields: int, end: int, kind: int, length: int) -> None:
+        pass
+
+    def body(self, chunk: bytes) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def error(self, status: int, message: str) -> None:
+        pass
+
+    def pause_source(self) -> None:  # the upstream does not take the request body as fast as it comes
+        pass
+
+    def resume_source(self) -> None:
+        pass
+
+    # a tunnel (HttpClient.tunnel)
+    def upgraded(self, status: int, headers: list, rest: bytes) -> None:
+        pass
+
+    def data(self, data: bytes) -> None:
+        pass
+
+    def closed(self) -> None:
+        pass
+
+
 class Exchange:
     """One request in flight (or waiting for a connection)."""
 
     __slots__ = ("pool", "data", "method", "head", "sink", "timed", "done", "conn", "tries", "started",
                  "last", "streaming", "pending", "body_done", "upgrade", "timeout_s", "retry")
 
-    def __init__(self, pool: "Pool", data: bytes, method: str, sink: Any, timeout_s: float):
+    def __init__(self, pool: "Pool", data: bytes, method: str, sink: Sink, timeout_s: float):
         self.pool = pool
         self.data = data
         self.method = method
@@ -181,13 +223,16 @@ class Exchange:
     def end_body(self) -> None:
         self.body_done = True  # (streaming stays True: such a request is never sent twice)
 
-    write = send_body
+    def write(self, data: bytes) -> None:  # a tunnel's bytes
+        self.send_body(data)
 
 
-class UpstreamConn(asyncio.Protocol):
+class UpstreamConn:
+    """An asyncio protocol (not derived from ``asyncio.Protocol``, so that the compiled build is a C type)."""
+
     __slots__ = (
-        "pool", "transport", "parser", "ex", "status", "headers", "head_bytes", "size", "complete", "reused",
-        "got_bytes", "keep", "closed", "headers_done", "paused", "tunnel", "kind", "cap", "write_paused",
+        "pool", "transport", "parser", "ex", "status", "headers", "head", "head_at", "head_bytes", "size", "complete",
+        "reused", "got_bytes", "keep", "closed", "headers_done", "paused", "tunnel", "kind", "cap", "write_paused",
         "idle_since",
     )
 
@@ -197,7 +242,9 @@ class UpstreamConn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.ex: Exchange | None = None
         self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[tuple[bytes, bytes]] = []  # a 101's, for the tunnel
+        self.head: bytes | None = None  # the bytes read while the head is incomplete (usually one read)
+        self.head_at = 0  # where the head after an interim (1xx) answer starts in them
         self.head_bytes = 0
         self.size = 0
         self.cap = 0
@@ -243,6 +290,9 @@ class UpstreamConn(asyncio.Protocol):
             ex.last = self.pool.loop.time()
         else:
             self.head_bytes += len(data)
+        if not self.headers_done:
+            head = self.head
+            self.head = data if head is None else head + data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -307,44 +357,39 @@ class UpstreamConn(asyncio.Protocol):
         else:
             ex.fail(502, INVALID, "closed the connection mid-response")
 
-    # -- httptools --------------------------------------------------------------------
+    # -- httptools (no on_header: the fields are read from the head's bytes, rigfast._ext.heads) -----
     def on_message_begin(self) -> None:
         if self.complete:
             raise _Extra
-        self.headers = []
-        self.head_bytes = 0
         self.size = 0
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # the head's size (and so the number of fields) is bounded in data_received
-        self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         status = self.status = self.parser.get_status_code()
+        head = self.head
+        found = response_head(head, self.head_at) if head is not None else None
+        if found is None:
+            raise ValueError("response head not found in the bytes read")  # llhttp accepted one: cannot happen
+        fields, end, length, transfer, sse = found
+        if head.count(b"\r\n", fields, end) > MAX_HEADERS:
+            raise ValueError("too many response header fields")
         if status < 200 and status != 101:  # interim (100 Continue, 103): wait for the final response
+            self.head_at = end + 2
             return
         ex = self.ex
-        headers = self.headers
-        if len(headers) > MAX_HEADERS:
-            raise ValueError("too many response header fields")
         self.headers_done = True
+        self.head = None
         kind = LENGTH
-        length = 0
         cap = self.pool.max_response_bytes
-        if ex.head or status in (204, 304) or status == 101:
+        if ex.head or status == 204 or status == 304 or status == 101:
             kind = NO_BODY
+            length = 0
         else:
-            fields = dict(headers)  # the last of repeated fields (llhttp refused conflicting lengths)
-            te = fields.get(b"transfer-encoding")
-            cl = fields.get(b"content-length")
-            ctype = fields.get(b"content-type")
-            sse = ctype is not None and ctype[:17].lower() == b"text/event-stream"
-            if te is not None:
-                kind = CHUNKED if te.rstrip().lower().endswith(b"chunked") else UNTIL_CLOSE
-            elif cl is not None:
-                length = int(cl)  # llhttp validated it
-            else:
+            if transfer:  # (llhttp refused a Content-Length with it)
+                kind = CHUNKED if transfer == 1 else UNTIL_CLOSE
+                length = 0
+            elif length < 0:
                 kind = UNTIL_CLOSE
+                length = 0
             if sse:
                 cap = 0
                 ex.timed = False
@@ -353,10 +398,11 @@ class UpstreamConn(asyncio.Protocol):
         self.kind = kind
         self.cap = cap
         if status == 101:
+            self.headers = field_list(head, fields, end)
             return
         ex.started = True
         ex.last = self.pool.loop.time()
-        ex.sink.head(status, self.headers, kind, length)
+        ex.sink.head(status, head, fields, end, kind, length)
 
     def on_body(self, body: bytes) -> None:
         if self.kind == NO_BODY:  # a HEAD answer with a body: the parser counts it, nobody gets it
@@ -383,6 +429,8 @@ class UpstreamConn(asyncio.Protocol):
         self.headers_done = False
         self.got_bytes = False
         self.status = 0
+        self.head = None
+        self.head_at = 0
         self.head_bytes = 0
         self.transport.write(ex.data)
         if ex.pending is not None:
@@ -405,7 +453,7 @@ class UpstreamConn(asyncio.Protocol):
     def _done(self) -> None:
         ex = self.ex
         self.ex = None
-        self.headers = []
+        self.head = None
         self.reused = True
         self.complete = False
         self.headers_done = False
@@ -675,7 +723,7 @@ class HttpClient:
         empty body; the body is still read (and dropped) so that the connection can be reused.
         """
         sink = _Collect(self.loop.create_future(), max_body, head_only)
-        ex = sink.ex = self.request(key, data, method, sink, timeout_s, retry=retry)
+        ex = sink.ex = self.request(key, data, method, sink, timeout_s, "", False, retry)
         try:
             return await asyncio.shield(sink.future)
         except asyncio.CancelledError:
@@ -697,7 +745,7 @@ class UpstreamError(Exception):
         self.message = message
 
 
-class _Collect:
+class _Collect(Sink):
     """A sink that gathers the whole answer (small bodies: checks, correlated acknowledgements)."""
 
     __slots__ = ("future", "max_body", "head_only", "status", "headers", "parts", "size", "ex")
@@ -712,9 +760,9 @@ class _Collect:
         self.size = 0
         self.ex: Exchange | None = None
 
-    def head(self, status: int, headers: list, kind: int, length: int) -> None:
+    def head(self, status: int, head: bytes, fields: int, end: int, kind: int, length: int) -> None:
         self.status = status
-        self.headers = headers
+        headers = self.headers = field_list(head, fields, end)
         if self.head_only and not self.future.done():
             self.future.set_result((status, headers, b""))
         elif kind == LENGTH and length > self.max_body:
@@ -738,11 +786,3 @@ class _Collect:
     def error(self, status: int, message: str) -> None:
         if not self.future.done():
             self.future.set_exception(UpstreamError(status, message))
-
-    def flush(self) -> None:
-        pass
-
-    def pause_source(self) -> None:
-        pass
-
-    resume_source = pause_source

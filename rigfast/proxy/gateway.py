@@ -47,7 +47,9 @@ from rigfast.errors import BadRequest, NotFound, RigError
 from rigfast.auth.authorizer import Authorizer
 from rigfast.ids import TokenIssuer
 from rigfast.logs import RateLimitedLogger
-from rigfast.net.httpclient import CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE, HttpClient, UpstreamError
+from rigfast._ext import forward_fields
+from rigfast._ext.heads_ref import HOP_BY_HOP
+from rigfast.net.httpclient import CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE, HttpClient, Sink, UpstreamError
 from rigfast.proxy.apis import Api, ApiError, Endpoint, RouteTable, parse_api
 from rigfast.wire.http1 import STATUS_LINES
 
@@ -59,11 +61,7 @@ log = logging.getLogger("rigfast.proxy")
 _rl = RateLimitedLogger(log, 10.0)
 
 JSON = b"application/json; charset=utf-8"
-# Never forwarded, either way (RFC 9110 7.6.1), plus what the proxy sets itself.
-HOP_BY_HOP = frozenset((
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
-    b"proxy-authenticate", b"proxy-authorization",
-))
+# HOP_BY_HOP: never forwarded, either way (RFC 9110 7.6.1); plus what the proxy sets itself.
 _REQ_SKIP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 _RESP_SKIP = HOP_BY_HOP | {b"content-length"}
 _CONN_TOKENS_IGNORED = frozenset((b"close", b"keep-alive", b"upgrade", b""))
@@ -220,8 +218,8 @@ class Proxy:
         relay = _Relay(self, proto, req)
         proto.park()
         proto.flow = relay
-        relay.ex = self.client.request(up.key, self._encode(proto, req, ep, None, target), req.method, relay,
-                                       label=up.label)
+        relay.ex = self.client.request(up.key, self._encode(proto, req, ep, None, target), req.method, relay, None,
+                                       up.label)
         return None
 
     def stream_upload(self, proto: "HttpProtocol", req: "Request") -> Any:
@@ -250,7 +248,7 @@ class Proxy:
         relay.uploading = True
         proto.park()
         proto.flow = relay
-        relay.ex = self.client.request(up.key, head, req.method, relay, label=up.label, streaming=True)
+        relay.ex = self.client.request(up.key, head, req.method, relay, None, up.label, True)
         return _Upload(relay, chunked)
 
     def _encode(self, proto: "HttpProtocol", req: "Request", ep: Endpoint, correlation: bytes | None,
@@ -650,7 +648,7 @@ class Proxy:
             log.info("proxy: API %r %s (replicated from %s)", api_id, "deleted" if api is None else "updated", origin)
 
 
-class _Relay:
+class _Relay(Sink):
     """Streams one upstream answer to the client as it arrives (the client's ``HttpProtocol.flow``).
 
     What one read from the upstream brought is written with one write
@@ -679,40 +677,26 @@ class _Relay:
         self.uploading = False  # the request body is still streaming from the client
 
     # -- from the upstream client --------------------------------------------------
-    def head(self, status: int, headers: list, kind: int, length: int) -> None:
+    def head(self, status: int, head: bytes, fields: int, end: int, kind: int, length: int) -> None:
+        """The upstream's fields pass on as it wrote them, minus the hop-by-hop ones (rigfast._ext.heads)."""
         req = self.req
         _count(status, req)
         self.started = True
         if self.uploading:
             self.keep = False  # answered before the client's body ended: the connection cannot go on
         keep_length = kind == NO_BODY and (req.method == "HEAD" or status == 304)
-        out = [STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
-        app = out.append
-        skip = _RESP_SKIP
-        named = None
-        for h in headers:
-            k = h[0]
-            if k in skip:
-                if k == b"connection":
-                    if h[1] not in _PLAIN_CONNECTION:
-                        named = h[1] if named is None else named + b"," + h[1]
-                elif k == b"content-length" and keep_length:
-                    app(b"content-length: %s\r\n" % h[1])
-                continue
-            app(b"%s: %s\r\n" % h)
-        if named is not None:
-            out = out[:1] + _without_connection_named(out[1:], named)
-            app = out.append
+        out = self.out
+        out.append(STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status)
+        out.append(forward_fields(head, fields, end, keep_length))
         if kind == LENGTH:
-            app(b"content-length: %d\r\n" % length)
+            out.append(b"content-length: %d\r\n" % length)
         elif kind == CHUNKED or kind == UNTIL_CLOSE:
             if self.keep:
                 self.chunked = True
-                app(b"transfer-encoding: chunked\r\n")
+                out.append(b"transfer-encoding: chunked\r\n")
         elif not keep_length and status != 204 and status >= 200:
-            app(b"content-length: 0\r\n")
-        app(b"\r\n" if self.keep else b"connection: close\r\n\r\n")
-        self.out.append(b"".join(out))
+            out.append(b"content-length: 0\r\n")
+        out.append(b"\r\n" if self.keep else b"connection: close\r\n\r\n")
 
     def body(self, chunk: bytes) -> None:
         if self.chunked:

@@ -1,0 +1,211 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Response heads in the reverse proxy, compiled: the contract is in ``heads_ref.py`` (its twin),
+checked against it by tests/unit/test_ext_heads.py.
+
+Each function is one pass (``forward_fields``: two) over the head's bytes with ``memchr``; the
+only Python objects made are the results (and the lowercased names of a Connection field's
+tokens, when it names any).
+"""
+
+from libc.stdlib cimport free, malloc
+from libc.string cimport memchr, memcpy
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+
+# what name_kind says of a field name
+cdef enum:
+    OTHER = 0
+    HOP = 1
+    LENGTH = 2
+    CONNECTION = 3
+    TRANSFER = 4
+    CTYPE = 5
+    STACK_BYTES = 4096
+
+
+cdef inline unsigned char low(unsigned char c) noexcept nogil:
+    return c + 32 if 65 <= c <= 90 else c
+
+
+cdef inline bint same(const unsigned char *s, const char *lit, Py_ssize_t n) noexcept nogil:
+    """s[:n] equals the lowercase ``lit`` but for case."""
+    cdef Py_ssize_t k
+    for k in range(n):
+        if low(s[k]) != <unsigned char>lit[k]:
+            return False
+    return True
+
+
+cdef int name_kind(const unsigned char *s, Py_ssize_t n) noexcept nogil:
+    if n == 2:
+        return HOP if same(s, b"te", 2) else OTHER
+    if n == 7:
+        return HOP if same(s, b"trailer", 7) or same(s, b"upgrade", 7) else OTHER
+    if n == 10:
+        if same(s, b"connection", 10):
+            return CONNECTION
+        return HOP if same(s, b"keep-alive", 10) else OTHER
+    if n == 12:
+        return CTYPE if same(s, b"content-type", 12) else OTHER
+    if n == 14:
+        return LENGTH if same(s, b"content-length", 14) else OTHER
+    if n == 16:
+        return HOP if same(s, b"proxy-connection", 16) else OTHER
+    if n == 17:
+        return TRANSFER if same(s, b"transfer-encoding", 17) else OTHER
+    if n == 18:
+        return HOP if same(s, b"proxy-authenticate", 18) else OTHER
+    if n == 19:
+        return HOP if same(s, b"proxy-authorization", 19) else OTHER
+    return OTHER
+
+
+cdef inline Py_ssize_t crlf(const unsigned char *s, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    """The index of the first CRLF at or after ``i`` (before ``n``), or -1."""
+    cdef const unsigned char *p
+    while i + 1 < n:
+        p = <const unsigned char *>memchr(s + i, 13, n - 1 - i)
+        if p == NULL:
+            return -1
+        i = p - s
+        if s[i + 1] == 10:
+            return i
+        i += 1
+    return -1
+
+
+cdef inline Py_ssize_t colon(const unsigned char *s, Py_ssize_t i, Py_ssize_t eol) noexcept nogil:
+    cdef const unsigned char *p = <const unsigned char *>memchr(s + i, 58, eol - i)
+    return eol if p == NULL else p - s
+
+
+cdef inline Py_ssize_t skip_ows(const unsigned char *s, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
+    while i < j and (s[i] == 32 or s[i] == 9):
+        i += 1
+    return i
+
+
+cdef inline Py_ssize_t trim_ows(const unsigned char *s, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
+    while j > i and (s[j - 1] == 32 or s[j - 1] == 9):
+        j -= 1
+    return j
+
+
+def response_head(bytes buf, Py_ssize_t start):
+    cdef const unsigned char *s = <const unsigned char *>PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t i = start, eol, c, a, b, k, fields, end
+    cdef long long length = -1
+    cdef int transfer = 0, kind
+    cdef bint sse = False
+    if i < 0:
+        i = 0
+    while i < n and (s[i] == 13 or s[i] == 10):
+        i += 1
+    eol = crlf(s, i, n)
+    if eol < 0:
+        return None
+    fields = i = eol + 2
+    while True:
+        eol = crlf(s, i, n)
+        if eol < 0:
+            return None
+        if eol == i:  # the empty line
+            end = i
+            break
+        c = colon(s, i, eol)
+        kind = name_kind(s + i, c - i)
+        if kind >= LENGTH:
+            a = skip_ows(s, c + 1 if c < eol else eol, eol)
+            b = trim_ows(s, a, eol)
+            if kind == LENGTH:
+                length = -1 if a == b or b - a > 18 else 0
+                for k in range(a, b if b - a <= 18 else a):
+                    if not 48 <= s[k] <= 57:
+                        length = -1
+                        break
+                    length = length * 10 + (s[k] - 48)
+            elif kind == TRANSFER:
+                k = b
+                while k > a and s[k - 1] != 44:  # the last coding: after the last comma
+                    k -= 1
+                k = skip_ows(s, k, b)
+                transfer = 1 if b - k == 7 and same(s + k, b"chunked", 7) else 2
+            elif kind == CTYPE:
+                sse = b - a >= 17 and same(s + a, b"text/event-stream", 17)
+        i = eol + 2
+    return fields, end, length, transfer, sse
+
+
+def field_list(bytes buf, Py_ssize_t fields, Py_ssize_t end):
+    cdef const unsigned char *s = <const unsigned char *>PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t n = min(end, PyBytes_GET_SIZE(buf))
+    cdef Py_ssize_t i = max(fields, 0), eol, c, a, b
+    out = []
+    while i < n:
+        eol = crlf(s, i, n)
+        if eol < 0:
+            break
+        c = colon(s, i, eol)
+        a = skip_ows(s, c + 1 if c < eol else eol, eol)
+        b = trim_ows(s, a, eol)
+        out.append((PyBytes_FromStringAndSize(<const char *>s + i, c - i).lower(),
+                    PyBytes_FromStringAndSize(<const char *>s + a, b - a)))
+        i = eol + 2
+    return out
+
+
+def forward_fields(bytes buf, Py_ssize_t fields, Py_ssize_t end, bint keep_length):
+    cdef const unsigned char *s = <const unsigned char *>PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t n = min(end, PyBytes_GET_SIZE(buf))
+    cdef Py_ssize_t i, eol, c, a, b, k, size = 0
+    cdef int kind
+    cdef unsigned char stack[STACK_BYTES]
+    cdef unsigned char *out
+    cdef set named = None
+    fields = max(fields, 0)
+    if fields >= n:
+        return b""
+    # the names a Connection field lists (besides the hop-by-hop fields, dropped anyway)
+    i = fields
+    while i < n:
+        eol = crlf(s, i, n)
+        if eol < 0:
+            break
+        c = colon(s, i, eol)
+        if name_kind(s + i, c - i) == CONNECTION:
+            a = c + 1 if c < eol else eol
+            while a < eol:
+                k = a
+                while k < eol and s[k] != 44:
+                    k += 1
+                b = trim_ows(s, skip_ows(s, a, k), k)
+                a = skip_ows(s, a, k)
+                if b > a:
+                    if named is None:
+                        named = set()
+                    named.add(PyBytes_FromStringAndSize(<const char *>s + a, b - a).lower())
+                a = k + 1
+        i = eol + 2
+    if n - fields <= STACK_BYTES:
+        out = stack
+    else:
+        out = <unsigned char *>malloc(n - fields)
+    if out == NULL:
+        raise MemoryError()
+    try:
+        i = fields
+        while i < n:
+            eol = crlf(s, i, n)
+            if eol < 0:
+                break
+            c = colon(s, i, eol)
+            kind = name_kind(s + i, c - i)
+            if not (kind == HOP or kind == CONNECTION or kind == TRANSFER or (kind == LENGTH and not keep_length)):
+                if named is None or PyBytes_FromStringAndSize(<const char *>s + i, c - i).lower() not in named:
+                    memcpy(out + size, s + i, eol + 2 - i)
+                    size += eol + 2 - i
+            i = eol + 2
+        return PyBytes_FromStringAndSize(<const char *>out, size)
+    finally:
+        if out != stack:
+            free(out)
