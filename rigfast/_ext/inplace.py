@@ -31,6 +31,8 @@ MODULES = (
     "rigfast.auth.authorizer",
     "rigfast.auth.ratelimit",
     "rigfast.ids",
+    "rigfast.net.httpclient",
+    "rigfast.proxy.gateway",
 )
 
 

@@ -1,0 +1,45 @@
+# C types of rigfast/proxy/gateway.py in its compiled build (rigfast/_ext/inplace.py): the .py is the
+# source of both engines; this file only types its classes' attributes and its internal calls.
+from rigfast.net.httpclient cimport Exchange, HttpClient, Sink
+
+
+cdef class Proxy:
+    cdef public object cfg, loop, auth, tokens, peers, table, kafka
+    cdef public int pid
+    cdef public HttpClient client
+    cdef public double kafka_timeout_s, async_timeout_s
+    cdef public dict apis, versions, waiting, _tls_of
+
+    cpdef tuple _route(self, req)
+    cpdef handle(self, proto, req)
+    cpdef bytes _encode(self, proto, req, ep, correlation, bytes target, bint upgrade=*, body_length=*)
+    cpdef bytes _scheme_line(self, proto)
+    cpdef bint _error(self, proto, req, int status, str message)
+
+
+cdef class _Relay(Sink):
+    cdef public Proxy proxy
+    cdef public object proto, req
+    cdef public Exchange ex
+    cdef public list out
+    cdef public bint chunked, keep, started, finished, source_paused, uploading
+
+    cpdef _release(self)
+    cpdef pause_writing(self)
+    cpdef resume_writing(self)
+    cpdef connection_lost(self)
+
+
+cdef class _Upload:
+    cdef public _Relay relay
+    cdef public bint chunked
+
+    cpdef body(self, chunk)
+    cpdef end(self)
+
+
+cdef class _Tunnel(_Relay):
+    pass
+
+
+cdef _count(int status, req=*)
