@@ -93,7 +93,7 @@ cdef inline Py_ssize_t trim_ows(const unsigned char *s, Py_ssize_t i, Py_ssize_t
 def response_head(bytes buf, Py_ssize_t start):
     cdef const unsigned char *s = <const unsigned char *>PyBytes_AS_STRING(buf)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
-    cdef Py_ssize_t i = start, eol, c, a, b, k, fields, end
+    cdef Py_ssize_t i = start, eol, c, a, b, k, fields, end, count = 0
     cdef long long length = -1
     cdef int transfer = 0, kind
     cdef bint sse = False
@@ -112,6 +112,7 @@ def response_head(bytes buf, Py_ssize_t start):
         if eol == i:  # the empty line
             end = i
             break
+        count += 1
         c = colon(s, i, eol)
         kind = name_kind(s + i, c - i)
         if kind >= LENGTH:
@@ -133,7 +134,7 @@ def response_head(bytes buf, Py_ssize_t start):
             elif kind == CTYPE:
                 sse = b - a >= 17 and same(s + a, b"text/event-stream", 17)
         i = eol + 2
-    return fields, end, length, transfer, sse
+    return fields, end, count, length, transfer, sse
 
 
 def field_list(bytes buf, Py_ssize_t fields, Py_ssize_t end):
@@ -180,7 +181,10 @@ def forward_fields(bytes buf, Py_ssize_t fields, Py_ssize_t end, bint keep_lengt
                     k += 1
                 b = trim_ows(s, skip_ows(s, a, k), k)
                 a = skip_ows(s, a, k)
-                if b > a:
+                kind = name_kind(s + a, b - a)
+                # a hop-by-hop name is dropped anyway; "close" names no field
+                if b > a and kind != HOP and kind != CONNECTION and kind != TRANSFER and not (
+                        b - a == 5 and same(s + a, b"close", 5)):
                     if named is None:
                         named = set()
                     named.add(PyBytes_FromStringAndSize(<const char *>s + a, b - a).lower())

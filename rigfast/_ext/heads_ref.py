@@ -11,8 +11,8 @@ CRLF, then an empty line; it may be preceded by empty lines (llhttp skips those)
 Interface (the compiled twin must behave identically):
 
 - ``response_head(buf, start)``: the head that starts at ``start`` in ``buf``, as ``(fields,
-  end, content_length, transfer, sse)``: its header lines are ``buf[fields:end]`` (each ending
-  in CRLF; the empty line follows at ``end``), ``content_length`` the value of its
+  end, count, content_length, transfer, sse)``: its header lines are ``buf[fields:end]`` (each
+  ending in CRLF; the empty line follows at ``end``), ``count`` how many there are, ``content_length`` the value of its
   Content-Length (-1: none, or not 1 to 18 digits), ``transfer`` 0 without Transfer-Encoding, 1 when the
   last coding of the last one is ``chunked``, 2 otherwise; ``sse`` whether its Content-Type is
   ``text/event-stream``. None when ``buf`` holds no complete head from ``start``.
@@ -32,7 +32,7 @@ HOP_BY_HOP = frozenset((
 _OWS = b" \t"
 
 
-def response_head(buf: bytes, start: int) -> tuple[int, int, int, int, bool] | None:
+def response_head(buf: bytes, start: int) -> tuple[int, int, int, int, int, bool] | None:
     n = len(buf)
     i = start
     while i < n and buf[i] in b"\r\n":
@@ -49,14 +49,15 @@ def response_head(buf: bytes, start: int) -> tuple[int, int, int, int, bool] | N
             return None
         end = blank + 2
     length, transfer, sse = -1, 0, False
-    for name, value in field_list(buf, fields, end):
+    lines = field_list(buf, fields, end)
+    for name, value in lines:
         if name == b"content-length":
             length = int(value) if value.isdigit() and len(value) <= 18 else -1
         elif name == b"transfer-encoding":
             transfer = 1 if value.rpartition(b",")[2].strip(_OWS).lower() == b"chunked" else 2
         elif name == b"content-type":
             sse = value[:17].lower() == b"text/event-stream"
-    return fields, end, length, transfer, sse
+    return fields, end, len(lines), length, transfer, sse
 
 
 def field_list(buf: bytes, fields: int, end: int) -> list[tuple[bytes, bytes]]:
@@ -73,7 +74,8 @@ def forward_fields(buf: bytes, fields: int, end: int, keep_length: bool) -> byte
     for line in lines:
         name, _, value = line.partition(b":")
         if name.lower() == b"connection":
-            named.update(t.strip(_OWS).lower() for t in value.split(b",") if t.strip(_OWS))
+            named.update(t.strip(_OWS).lower() for t in value.split(b","))
+    named -= HOP_BY_HOP | {b"", b"close"}  # dropped anyway; "close" names no field
     out = []
     for line in lines:
         name = line.partition(b":")[0].lower()

@@ -369,8 +369,8 @@ class UpstreamConn:
         found = response_head(head, self.head_at) if head is not None else None
         if found is None:
             raise ValueError("response head not found in the bytes read")  # llhttp accepted one: cannot happen
-        fields, end, length, transfer, sse = found
-        if head.count(b"\r\n", fields, end) > MAX_HEADERS:
+        fields, end, count, length, transfer, sse = found
+        if count > MAX_HEADERS:
             raise ValueError("too many response header fields")
         if status < 200 and status != 101:  # interim (100 Continue, 103): wait for the final response
             self.head_at = end + 2

@@ -1,6 +1,8 @@
 # C types of rigfast/proxy/gateway.py in its compiled build (rigfast/_ext/inplace.py): the .py is the
 # source of both engines; this file only types its classes' attributes and its internal calls.
 from rigfast.net.httpclient cimport Exchange, HttpClient, Sink
+from rigfast.net.protocol cimport HttpProtocol
+from rigfast.wire.http1 cimport Request
 
 
 cdef class Proxy:
@@ -10,16 +12,18 @@ cdef class Proxy:
     cdef public double kafka_timeout_s, async_timeout_s
     cdef public dict apis, versions, waiting, _tls_of
 
-    cpdef tuple _route(self, req)
-    cpdef handle(self, proto, req)
-    cpdef bytes _encode(self, proto, req, ep, correlation, bytes target, bint upgrade=*, body_length=*)
-    cpdef bytes _scheme_line(self, proto)
+    cpdef tuple _route(self, Request req)
+    cpdef handle(self, HttpProtocol proto, Request req)
+    cpdef bytes _encode(self, HttpProtocol proto, Request req, ep, correlation, bytes target, bint upgrade=*,
+                        body_length=*)
+    cpdef bytes _scheme_line(self, HttpProtocol proto)
     cpdef bint _error(self, proto, req, int status, str message)
 
 
 cdef class _Relay(Sink):
     cdef public Proxy proxy
-    cdef public object proto, req
+    cdef public HttpProtocol proto
+    cdef public Request req
     cdef public Exchange ex
     cdef public list out
     cdef public bint chunked, keep, started, finished, source_paused, uploading
@@ -42,4 +46,5 @@ cdef class _Tunnel(_Relay):
     pass
 
 
-cdef _count(int status, req=*)
+cdef _count(int status, Request req=*)
+cdef _connection_named(list headers)

@@ -68,6 +68,7 @@ _CONN_TOKENS_IGNORED = frozenset((b"close", b"keep-alive", b"upgrade", b""))
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
 _STATUS_STR = {s: str(s) for s in range(100, 600)}
 _NO_BODY_METHODS = frozenset(("GET", "HEAD", "DELETE", "OPTIONS", "TRACE"))
+_METHODS = {m: m.encode() for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE")}
 STREAM_BODY_OVER = 64 << 10  # request bodies larger than this (or chunked) stream to the upstream
 
 
@@ -99,7 +100,12 @@ def _count(status: int, req=None) -> None:
         if labels is None:
             labels = ep.labels[key] = (req.method, ep.regex.pattern, ep.target, ep.response_from or "http",
                                        _rig_status(status, ep), _STATUS_STR.get(status) or str(status))
-    metrics.PROXY_REQUESTS.inc(1, *labels)
+    counter = metrics.PROXY_REQUESTS
+    values = counter.values
+    if labels in values:  # (Counter.inc's first case, without its call)
+        values[labels] += 1
+    else:
+        counter.inc(1, *labels)
 
 
 def _without_connection_named(lines: list[bytes], connection: bytes) -> list[bytes]:
@@ -108,6 +114,17 @@ def _without_connection_named(lines: list[bytes], connection: bytes) -> list[byt
     if not named:
         return lines
     return [line for line in lines if line.split(b":", 1)[0] not in named]
+
+
+def _connection_named(headers: list) -> set | None:
+    """The field names the request's Connection fields list (hop-by-hop for this hop only), or None."""
+    named = None
+    for k, v in headers:
+        if k == b"connection" and v not in _PLAIN_CONNECTION:
+            tokens = {t.strip().lower() for t in v.split(b",")} - _CONN_TOKENS_IGNORED
+            if tokens:
+                named = tokens if named is None else named | tokens
+    return named
 
 class Peers(Protocol):
     """What the proxy calls in the cluster (``rigfast.cluster.node.Cluster``)."""
@@ -265,17 +282,17 @@ class Proxy:
         peer = peer[0].encode() if peer else b"unknown"
         xff = peer
         fwd_proto = fwd_host = True
-        conn_tokens = host = None
-        out = []
+        host = None
+        named = _connection_named(req.headers)
+        # the pieces of the request, joined once at the end
+        out = [_METHODS.get(req.method) or req.method.encode(), b" ", target, b" HTTP/1.1\r\n"]
         app = out.append
         for k, v in req.headers:
             if k in _REQ_SKIP:
                 if k == b"host":
                     host = v
-                elif k == b"connection":
-                    conn_tokens = v
                 continue
-            if k in added:
+            if k in added or (named is not None and k in named):
                 continue
             if k == b"x-forwarded-for":
                 xff = v + b", " + peer
@@ -284,14 +301,16 @@ class Proxy:
                 fwd_proto = False
             elif k == b"x-forwarded-host":
                 fwd_host = False
-            app(b"%s: %s\r\n" % (k, v))
-        if conn_tokens is not None:
-            out = _without_connection_named(out, conn_tokens)
-            app = out.append
+            app(k)
+            app(b": ")
+            app(v)
+            app(b"\r\n")
         if added:
             for k, v in ep.add_headers:
                 app(b"%s: %s\r\n" % (k, v))
-        app(b"x-forwarded-for: %s\r\n" % xff)
+        app(b"x-forwarded-for: ")
+        app(xff)
+        app(b"\r\n")
         if fwd_proto:
             app(self._tls_of.get(id(proto.server)) or self._scheme_line(proto))
         if fwd_host and host is not None:
@@ -308,7 +327,10 @@ class Proxy:
             app(b"content-length: %d\r\n" % len(body))
         if b"host" not in added:
             app(up.host_line)
-        return b"%s %s HTTP/1.1\r\n%s\r\n%s" % (req.method.encode(), target, b"".join(out), body)
+        app(b"\r\n")
+        if body:
+            app(body)
+        return b"".join(out)
 
     def _scheme_line(self, proto: "HttpProtocol") -> bytes:
         """The X-Forwarded-Proto line of the port a request came in on (looked up once per port)."""

@@ -24,9 +24,9 @@ HEAD = (b"HTTP/1.1 200 OK\r\nServer: up\r\nContent-Type: text/event-stream; char
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_the_fields_of_a_head(impl):
-    fields, end, length, transfer, sse = impl.response_head(HEAD, 0)
+    fields, end, count, length, transfer, sse = impl.response_head(HEAD, 0)
     assert HEAD[:fields] == b"HTTP/1.1 200 OK\r\n" and HEAD[end:end + 2] == b"\r\n"
-    assert (length, transfer, sse) == (12, 0, True)
+    assert (count, length, transfer, sse) == (10, 12, 0, True)
     assert impl.field_list(HEAD, fields, end)[:3] == [(b"server", b"up"),
                                                        (b"content-type", b"text/event-stream; charset=utf-8"),
                                                        (b"connection", b"keep-alive, X-Hop")]
@@ -42,26 +42,26 @@ def test_the_fields_of_a_head(impl):
                                             (b"chunked, gzip", 2), (b"xchunked", 2), (b"gzip", 2)])
 def test_the_last_transfer_coding_decides(impl, value, transfer):
     head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + value + b"\r\n\r\n"
-    assert impl.response_head(head, 0)[3] == transfer
+    assert impl.response_head(head, 0)[4] == transfer
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_incomplete_empty_and_interim_heads(impl):
     assert impl.response_head(b"HTTP/1.1 200 OK\r\nServer: x\r\n", 0) is None
     assert impl.response_head(b"HTTP/1.1 200 OK", 0) is None
-    assert impl.response_head(b"HTTP/1.1 204 No Content\r\n\r\n", 0) == (25, 25, -1, 0, False)
+    assert impl.response_head(b"HTTP/1.1 204 No Content\r\n\r\n", 0) == (25, 25, 0, -1, 0, False)
     two = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
     first = impl.response_head(two, 0)
     assert first[:2] == (23, 23)
     second = impl.response_head(two, first[1] + 2)
-    assert two[:second[0]].endswith(b"200 OK\r\n") and second[2] == 0
+    assert two[:second[0]].endswith(b"200 OK\r\n") and second[2] == 1 and second[3] == 0
     assert impl.response_head(b"\r\n\r\nHTTP/1.1 200 OK\r\nA: b\r\n\r\n", 0)[:2] == (21, 27)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("value", [b"", b"-1", b"1x", b"9" * 19, b"+5"])
 def test_a_content_length_that_is_not_a_number_is_none(impl, value):
-    assert impl.response_head(b"HTTP/1.1 200 OK\r\nContent-Length: " + value + b"\r\n\r\n", 0)[2] == -1
+    assert impl.response_head(b"HTTP/1.1 200 OK\r\nContent-Length: " + value + b"\r\n\r\n", 0)[3] == -1
 
 
 def random_head(rnd: random.Random) -> bytes:
