@@ -16,6 +16,7 @@ cdef class ServerState:
 cdef class HttpProtocol:
     cdef public ServerState server
     cdef public object loop, transport, parser, req, busy, stream, error, leftover, flow, body_sink, backlog, failed
+    cdef public object peername
     cdef public list body_parts, url_parts, queue, batch
     cdef public Py_ssize_t body_size, head_size, nheaders, nbytes, batch_bytes
     cdef public bint in_head, closing, reading_paused, eof, write_blocked, reusable, keep
@@ -32,6 +33,8 @@ cdef class HttpProtocol:
     cpdef _body_too_large(self)
     cpdef _finish_request(self)
     cpdef run_queue(self)
+    cpdef park(self)
+    cpdef unpark(self)
     cpdef write(self, data)
     cpdef respond(self, req, int status, body=*, content_type=*, headers=*)
     cpdef respond_error(self, req, int status, str message, headers=*)

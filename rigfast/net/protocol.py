@@ -128,7 +128,7 @@ class HttpProtocol:
         "server", "loop", "transport", "parser", "req", "body_parts", "body_size", "head_size", "nheaders",
         "in_head", "url_parts", "queue", "busy", "stream", "closing", "deadline", "error", "leftover",
         "reading_paused", "nbytes", "eof", "flow", "body_sink", "backlog", "write_blocked", "failed", "counted",
-        "nhost", "expect", "batch", "batch_bytes", "reusable", "keep",
+        "nhost", "expect", "batch", "batch_bytes", "reusable", "keep", "peername",
     )
 
     def __init__(self, server: ServerState):
@@ -140,6 +140,7 @@ class HttpProtocol:
     def _reset(self) -> None:
         """The state of a connection not yet made (all but the server and the parser)."""
         self.transport: asyncio.Transport | None = None
+        self.peername: Any = None  # the client's address once asked for (peer)
         self.req: Request | None = None
         self.body_parts: list[bytes] = []
         self.body_size = 0
@@ -227,8 +228,11 @@ class HttpProtocol:
 
     @property
     def peer(self):
-        """The client's address (looked up when needed: logging, X-Forwarded-For)."""
-        return self.transport.get_extra_info("peername") if self.transport is not None else None
+        """The client's address (looked up once, when needed: logging, X-Forwarded-For of each proxied request)."""
+        peer = self.peername
+        if peer is None and self.transport is not None:
+            peer = self.peername = self.transport.get_extra_info("peername")
+        return peer
 
     def pause_writing(self) -> None:
         if self.flow is not None:
