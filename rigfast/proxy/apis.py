@@ -75,6 +75,7 @@ class Endpoint:
     # (method, status) -> the rig_proxy_requests_total labels of an answer (few: one method and HEAD)
     labels: dict = field(repr=False, compare=False, default_factory=dict)
     added: frozenset = field(init=False, repr=False, compare=False)  # names of add_headers
+    plan: Any = field(init=False, repr=False, compare=False, default=None)  # the proxy's (rigfast.proxy.gateway)
 
     def __post_init__(self) -> None:
         self.added = frozenset(k for k, _ in self.add_headers)

@@ -46,5 +46,16 @@ cdef class _Tunnel(_Relay):
     pass
 
 
+cdef class _Forward:
+    cdef public bint http
+    cdef public object key
+    cdef public str label
+    cdef public bytes host_line
+    cdef public frozenset added
+    cdef public list add_headers
+
+
 cdef _count(int status, Request req=*)
+cdef _Forward _plan(ep)
+cdef bytes _length_line(Py_ssize_t n)
 cdef _connection_named(list headers)

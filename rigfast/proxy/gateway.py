@@ -116,6 +116,42 @@ def _without_connection_named(lines: list[bytes], connection: bytes) -> list[byt
     return [line for line in lines if line.split(b":", 1)[0] not in named]
 
 
+_LENGTH_LINES: dict[int, bytes] = {}
+_LENGTH_LINES_MAX = 4096
+
+
+def _length_line(n: int) -> bytes:
+    """``content-length: n`` with its CRLF: formatted once per length (a bounded cache: bodies repeat sizes)."""
+    line = _LENGTH_LINES.get(n)
+    if line is None:
+        if len(_LENGTH_LINES) >= _LENGTH_LINES_MAX:
+            _LENGTH_LINES.clear()
+        line = _LENGTH_LINES[n] = b"content-length: %d\r\n" % n
+    return line
+
+
+class _Forward:
+    """What forwarding to one HTTP endpoint reads of it, read once (kept on the endpoint, ``Endpoint.plan``)."""
+
+    __slots__ = ("http", "key", "label", "host_line", "added", "add_headers")
+
+    def __init__(self, ep: Endpoint):
+        up = ep.api.upstream
+        self.http = ep.target == "http" and ep.response_from is None  # streamed through a relay
+        self.key = up.key if up is not None else None
+        self.label = up.label if up is not None else ""
+        self.added = ep.added
+        self.add_headers = ep.add_headers
+        self.host_line = up.host_line if up is not None and b"host" not in ep.added else b""
+
+
+def _plan(ep: Endpoint) -> _Forward:
+    plan = ep.plan
+    if plan is None:
+        plan = ep.plan = _Forward(ep)
+    return plan
+
+
 def _connection_named(headers: list) -> set | None:
     """The field names the request's Connection fields list (hop-by-hop for this hop only), or None."""
     named = None
@@ -204,39 +240,39 @@ class Proxy:
         """(endpoint, forwarded target, error status, error message) for a request."""
         url = req.url
         q = url.find(b"?")
-        ep, target, status, message = self.table.resolve(req.method, url if q < 0 else url[:q], req.path)
-        req.route = ep
+        hit = self.table.resolve(req.method, url if q < 0 else url[:q], req.path)  # the table's cached tuple
+        ep = req.route = hit[0]
         if ep is None:
-            return None, b"", status, message
+            return hit
         if ep.secured and ep.api.auth_type == "jwt" and not self._authorized(ep.api, req):
             return None, b"", 401, self._why_unauthorized
         if q >= 0:
-            target += url[q:]
-        return ep, target, 0, ""
+            return ep, hit[1] + url[q:], 0, ""
+        return hit
 
     def handle(self, proto: "HttpProtocol", req: "Request") -> Any:
         ep, target, status, message = self._route(req)
         if ep is None:
             self._error(proto, req, status, message)
             return None
-        if ep.target == "kafka":
-            return self._to_kafka(proto, req, ep)
-        if ep.response_from is not None:
+        plan = _plan(ep)
+        if not plan.http:
+            if ep.target == "kafka":
+                return self._to_kafka(proto, req, ep)
             return self._http_async(proto, req, ep, target)
-        up = ep.api.upstream
-        assert up is not None
+        assert plan.key is not None  # (an http endpoint's API has an upstream)
         if req.upgrade and (req.header(b"upgrade") or b"").lower() == b"websocket":
             relay: _Relay = _Tunnel(self, proto, req)
             proto.park()
             proto.flow = relay
-            relay.ex = self.client.tunnel(up.key, self._encode(proto, req, ep, None, target, upgrade=True), relay,
-                                          up.label)
+            relay.ex = self.client.tunnel(plan.key, self._encode(proto, req, ep, None, target, upgrade=True), relay,
+                                          plan.label)
             return None
         relay = _Relay(self, proto, req)
         proto.park()
         proto.flow = relay
-        relay.ex = self.client.request(up.key, self._encode(proto, req, ep, None, target), req.method, relay, None,
-                                       up.label)
+        relay.ex = self.client.request(plan.key, self._encode(proto, req, ep, None, target), req.method, relay, None,
+                                       plan.label)
         return None
 
     def stream_upload(self, proto: "HttpProtocol", req: "Request") -> Any:
@@ -275,9 +311,8 @@ class Proxy:
         ``body_length``: False, the body is ``req.body``; an int or None (chunked), the head only, for
         a body that streams after it.
         """
-        up = ep.api.upstream
-        assert up is not None
-        added = ep.added
+        plan = _plan(ep)
+        added = plan.added
         peer = proto.peer
         peer = peer[0].encode() if peer else b"unknown"
         xff = peer
@@ -306,7 +341,7 @@ class Proxy:
             app(v)
             app(b"\r\n")
         if added:
-            for k, v in ep.add_headers:
+            for k, v in plan.add_headers:
                 app(b"%s: %s\r\n" % (k, v))
         app(b"x-forwarded-for: ")
         app(xff)
@@ -314,7 +349,9 @@ class Proxy:
         if fwd_proto:
             app(self._tls_of.get(id(proto.server)) or self._scheme_line(proto))
         if fwd_host and host is not None:
-            app(b"x-forwarded-host: %s\r\n" % host)
+            app(b"x-forwarded-host: ")
+            app(host)
+            app(b"\r\n")
         if correlation is not None:
             app(b"rig-correlation: %s\r\n" % correlation)
         if upgrade:
@@ -324,9 +361,8 @@ class Proxy:
             body = b""
             app(b"transfer-encoding: chunked\r\n" if body_length is None else b"content-length: %d\r\n" % body_length)
         elif body or req.method not in _NO_BODY_METHODS:
-            app(b"content-length: %d\r\n" % len(body))
-        if b"host" not in added:
-            app(up.host_line)
+            app(_length_line(len(body)))
+        app(plan.host_line)
         app(b"\r\n")
         if body:
             app(body)
@@ -711,7 +747,7 @@ class _Relay(Sink):
         out.append(STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status)
         out.append(forward_fields(head, fields, end, keep_length))
         if kind == LENGTH:
-            out.append(b"content-length: %d\r\n" % length)
+            out.append(_length_line(length))
         elif kind == CHUNKED or kind == UNTIL_CLOSE:
             if self.keep:
                 self.chunked = True
