@@ -797,6 +797,7 @@ class _Relay(Sink):
             proto.flow = None
         if self.source_paused:
             self.resume_source()
+        self.ex = None  # the exchange (done) refers to this relay: no cycle left for the collector
 
     # -- flow control ---------------------------------------------------------------
     def pause_writing(self) -> None:  # the client's send buffer is full
