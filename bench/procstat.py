@@ -5,10 +5,16 @@ from __future__ import annotations
 import os
 
 
-def proc_cpu_s(pid: int) -> float:
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     with open(f"/proc/{pid}/stat") as fh:
         f = fh.read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(f[11]) / tick, int(f[12]) / tick
+
+
+def proc_cpu_s(pid: int) -> float:
+    return sum(proc_cpu_split(pid))
 
 
 def cpu_of(pids: list[int]) -> dict[int, float]:

@@ -1,10 +1,10 @@
 """T10: reverse-proxy requests/s versus the origin served directly, with wrk, on loopback.
 
-Run: python bench/proxy_bench.py [--duration 5] [--connections 32] [--reps 3] [--workers 1]
+Run: python bench/proxy_bench.py [--duration 5] [--connections 32] [--reps 3] [--workers 1] [--old REV]
 
 T10: rigfast's requests/s >= 0.8x nginx's as the proxy. Besides the rates it
-prints each proxy's own CPU time per request (process tree, from /proc),
-which a loaded machine disturbs less than the rates.
+prints each proxy's own CPU time per request (process tree, from /proc; user +
+system), which a loaded machine disturbs less than the rates.
 
 What it does: starts nginx (one worker process, access log off) serving a
 small static file on a free loopback port, and a rigfast gateway whose
@@ -16,7 +16,9 @@ proxied run pays for the origin's work and the gateway's on the same core.
 ``--spread`` leaves nginx unpinned instead (it then competes with wrk).
 For calibration it also measures nginx itself as the reverse proxy (a second
 nginx, ``proxy_pass`` with a keep-alive upstream pool, on core 1 too): the
-same layout's ceiling for a proxy written in C.
+same layout's ceiling for a proxy written in C. ``--old REV`` adds a gateway
+run from another revision of this repository (bench/revtree.py: its own tree,
+built in place, this venv) to every repetition: before/after in one run.
 Everything it starts is stopped by PID.
 """
 
@@ -38,13 +40,14 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BODY = b"x" * 64 + b"\n"
 sys.path.insert(0, REPO)
-from bench.procstat import proc_cpu_s  # noqa: E402
+from bench import revtree  # noqa: E402
+from bench.procstat import proc_cpu_split  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds of a process and its children (the gateway's worker, nginx's worker)."""
-    total = proc_cpu_s(pid)
+def tree_cpu_s(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process and its children (the gateway's worker, nginx's worker)."""
+    user, system = proc_cpu_split(pid)
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as fh:
             kids = [int(k) for k in fh.read().split()]
@@ -52,10 +55,12 @@ def tree_cpu_s(pid: int) -> float:
         kids = []
     for kid in kids:
         try:
-            total += tree_cpu_s(kid)
+            u, s = tree_cpu_s(kid)
         except OSError:
-            pass
-    return total
+            continue
+        user += u
+        system += s
+    return user, system
 
 
 def wait_http(url: str, timeout: float = 15.0) -> None:
@@ -120,33 +125,37 @@ def start_nginx_proxy(tmp: str, port: int, origin_port: int) -> subprocess.Popen
     }}""")
 
 
-def start_gateway(tmp: str, origin_port: int, workers: int, pin: str) -> tuple[subprocess.Popen, int]:
+def start_gateway(tmp: str, origin_port: int, workers: int, pin: str, tree: str = REPO) -> tuple[subprocess.Popen, int]:
+    """A gateway run from ``tree`` (this checkout, or a revision's tree: bench/revtree.py)."""
     port, api_port = free_port(), free_port()
     apis = [{"id": "bench", "proxy": {"target_url": "127.0.0.1", "port": origin_port},
              "version_data": {"default": {"endpoints": [{"id": "file", "method": "GET", "path_regex": "/file\\.txt"}]}}}]
     env = dict(os.environ, INBOUND_PORT=str(port), API_HTTP_PORT=str(api_port), RIGFAST_HOST="127.0.0.1",
                RIGFAST_API_HOST="127.0.0.1", RIGFAST_WORKERS=str(workers), PROXY_CONFIG_FILE=json.dumps(apis),
                LOG_LEVEL="warning", MAX_CONNECTIONS_PER_MINUTE="0", RIGFAST_NODE_ID="bench",
-               RIGFAST_CLUSTER_DIR=os.path.join(tmp, "cluster"))
-    log = open(os.path.join(tmp, "gateway.log"), "wb")
-    proc = subprocess.Popen(["taskset", "-c", pin, sys.executable, "-m", "rigfast"], cwd=REPO, env=env,
+               RIGFAST_CLUSTER_DIR=os.path.join(tmp, f"cluster-{port}"))
+    if tree != REPO:
+        env = revtree.env(tree, env)
+    log = open(os.path.join(tmp, f"gateway-{port}.log"), "wb")
+    proc = subprocess.Popen(["taskset", "-c", pin, sys.executable, "-m", "rigfast"], cwd=tree, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, port
 
 
-def wrk(url: str, duration: int, connections: int, pid: int | None = None) -> tuple[float, float]:
-    """(requests/s, CPU microseconds per request of the process tree ``pid``, 0 when none)."""
-    cpu0 = tree_cpu_s(pid) if pid else 0.0
+def wrk(url: str, duration: int, connections: int, pid: int | None = None) -> tuple[float, float, float]:
+    """(requests/s, user and system CPU microseconds per request of the process tree ``pid``, 0 when none)."""
+    u0, s0 = tree_cpu_s(pid) if pid else (0.0, 0.0)
     out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", url],
                          capture_output=True, text=True, timeout=duration + 30).stdout
-    cpu = tree_cpu_s(pid) - cpu0 if pid else 0.0
+    u1, s1 = tree_cpu_s(pid) if pid else (0.0, 0.0)
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     n = re.search(r"(\d+) requests in", out)
     if not m or "Non-2xx" in out or "Socket errors" in out and "timeout 0" not in out:
         print(out, file=sys.stderr)
     if not m or not n:
         raise RuntimeError("wrk printed no Requests/sec")
-    return float(m.group(1)), cpu * 1e6 / max(int(n.group(1)), 1)
+    count = max(int(n.group(1)), 1)
+    return float(m.group(1)), (u1 - u0) * 1e6 / count, (s1 - s0) * 1e6 / count
 
 
 def stop(proc: subprocess.Popen | None, group: bool = False) -> None:
@@ -170,49 +179,59 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1, help="gateway worker processes")
     ap.add_argument("--spread", action="store_true", help="do not pin nginx (by default it shares core 1 with the gateway)")
+    ap.add_argument("--old", metavar="REV", help="also measure a gateway run from this revision (bench/revtree.py)")
     args = ap.parse_args()
     for tool in ("wrk", "nginx", "taskset"):
         if shutil.which(tool) is None:
             print(f"{tool} is not installed (apt-get install wrk nginx util-linux)", file=sys.stderr)
             return 2
+    old_tree = revtree.tree(args.old) if args.old else None
     tmp = tempfile.mkdtemp(prefix="rigfast-proxybench-")
     os.chmod(tmp, 0o755)  # nginx started as root serves files as an unprivileged user
-    nginx = gw = nproxy = None
+    nginx = nproxy = None
+    gateways: list[subprocess.Popen] = []
     try:
         origin_port = free_port()
         nginx = start_nginx(tmp, origin_port, None if args.spread else "1")
         direct = f"http://127.0.0.1:{origin_port}/file.txt"
         wait_http(direct)
-        gw, port = start_gateway(tmp, origin_port, args.workers, "1")
-        proxied = f"http://127.0.0.1:{port}/file.txt"
-        wait_http(proxied)
+        # (name, url, pid of the process tree whose CPU is counted)
+        proxies: list[tuple[str, str, int]] = []
+        for name, tree in [("rigfast", REPO)] + ([(f"rigfast@{args.old}", old_tree)] if old_tree else []):
+            gw, port = start_gateway(tmp, origin_port, args.workers, "1", tree)
+            gateways.append(gw)
+            proxies.append((name, f"http://127.0.0.1:{port}/file.txt", gw.pid))
+            wait_http(proxies[-1][1])
         nproxy_port = free_port()
         nproxy = start_nginx_proxy(tmp, nproxy_port, origin_port)
-        via_nginx = f"http://127.0.0.1:{nproxy_port}/file.txt"
-        wait_http(via_nginx)
-        for url in (direct, proxied, via_nginx):
+        proxies.append(("nginx", f"http://127.0.0.1:{nproxy_port}/file.txt", nproxy.pid))
+        wait_http(proxies[-1][1])
+        for url in [direct] + [url for _, url, _ in proxies]:
             wrk(url, 1, args.connections)  # warm-up
-        d, p, n, pc, nc = [], [], [], [], []
+        d: list[float] = []
+        got: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in proxies}
         for i in range(args.reps):
             d.append(wrk(direct, args.duration, args.connections)[0])
-            rate, cpu = wrk(proxied, args.duration, args.connections, gw.pid)
-            p.append(rate)
-            pc.append(cpu)
-            rate, cpu = wrk(via_nginx, args.duration, args.connections, nproxy.pid)
-            n.append(rate)
-            nc.append(cpu)
-            print(f"rep {i + 1}: direct {d[-1]:,.0f} req/s, rigfast proxy {p[-1]:,.0f} ({p[-1] / d[-1]:.2f}x, "
-                  f"{pc[-1]:.1f} us CPU/request), nginx proxy {n[-1]:,.0f} ({n[-1] / d[-1]:.2f}x, {nc[-1]:.1f} us CPU/request)")
-        md, mp, mn = statistics.median(d), statistics.median(p), statistics.median(n)
-        mpc, mnc = statistics.median(pc), statistics.median(nc)
+            for name, url, pid in proxies:
+                got[name].append(wrk(url, args.duration, args.connections, pid))
+            print(f"rep {i + 1}: direct {d[-1]:,.0f} req/s; " + "; ".join(
+                f"{name} proxy {r[-1][0]:,.0f} ({r[-1][0] / d[-1]:.2f}x, {r[-1][1] + r[-1][2]:.1f} us CPU/request: "
+                f"{r[-1][1]:.1f} user + {r[-1][2]:.1f} system)" for name, r in got.items()))
+        md = statistics.median(d)
+        med = {name: tuple(statistics.median(x[k] for x in r) for k in range(3)) for name, r in got.items()}
+        mn, mnc = med["nginx"][0], med["nginx"][1] + med["nginx"][2]
         print(f"median over {args.reps} x {args.duration}s, {args.connections} connections, {args.workers} gateway worker(s), "
-              f"origin {'unpinned' if args.spread else 'on core 1'}: direct {md:,.0f} req/s, rigfast proxy {mp:,.0f} req/s "
-              f"= {mp / md:.2f}x, nginx proxy {mn:,.0f} req/s = {mn / md:.2f}x; rigfast / nginx proxy = {mp / mn:.2f} "
-              f"(T10 target >= 0.80); proxy CPU per request: rigfast {mpc:.1f} us, nginx {mnc:.1f} us "
-              f"= {mpc / mnc:.1f}x")
+              f"origin {'unpinned' if args.spread else 'on core 1'}: direct {md:,.0f} req/s; " + "; ".join(
+                  f"{name} proxy {m[0]:,.0f} req/s = {m[0] / md:.2f}x, {m[1] + m[2]:.1f} us CPU/request "
+                  f"({m[1]:.1f} user + {m[2]:.1f} system)" for name, m in med.items()))
+        for name, m in med.items():
+            if name != "nginx":
+                print(f"{name} / nginx proxy: requests/s {m[0] / mn:.2f} (T10 target >= 0.80), "
+                      f"CPU per request {(m[1] + m[2]) / mnc:.1f}x")
     finally:
         stop(nproxy)
-        stop(gw, group=True)
+        for gw in gateways:
+            stop(gw, group=True)
         stop(nginx)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
