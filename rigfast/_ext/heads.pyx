@@ -11,14 +11,35 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
-# what name_kind says of a field name
+cdef extern from *:
+    """
+    /* what name_kind says of a field name */
+    enum { RF_OTHER, RF_HOP, RF_LENGTH, RF_CONNECTION, RF_TRANSFER, RF_CTYPE };
+    typedef struct { const char *name; Py_ssize_t size; int kind; } rf_field;
+    /* the names a proxy looks for (lowercase): hop-by-hop (RFC 9110 7.6.1) and framing */
+    static const rf_field rf_fields[] = {
+        {"te", 2, RF_HOP}, {"trailer", 7, RF_HOP}, {"upgrade", 7, RF_HOP}, {"connection", 10, RF_CONNECTION},
+        {"keep-alive", 10, RF_HOP}, {"content-type", 12, RF_CTYPE}, {"content-length", 14, RF_LENGTH},
+        {"proxy-connection", 16, RF_HOP}, {"transfer-encoding", 17, RF_TRANSFER},
+        {"proxy-authenticate", 18, RF_HOP}, {"proxy-authorization", 19, RF_HOP},
+    };
+    #define RF_NFIELDS ((Py_ssize_t)(sizeof(rf_fields) / sizeof(rf_fields[0])))
+    """
+    enum:
+        OTHER "RF_OTHER"
+        HOP "RF_HOP"
+        LENGTH "RF_LENGTH"
+        CONNECTION "RF_CONNECTION"
+        TRANSFER "RF_TRANSFER"
+        CTYPE "RF_CTYPE"
+    ctypedef struct rf_field:
+        const char *name
+        Py_ssize_t size
+        int kind
+    const rf_field rf_fields[]
+    Py_ssize_t RF_NFIELDS
+
 cdef enum:
-    OTHER = 0
-    HOP = 1
-    LENGTH = 2
-    CONNECTION = 3
-    TRANSFER = 4
-    CTYPE = 5
     STACK_BYTES = 4096
 
 
@@ -36,26 +57,10 @@ cdef inline bint same(const unsigned char *s, const char *lit, Py_ssize_t n) noe
 
 
 cdef int name_kind(const unsigned char *s, Py_ssize_t n) noexcept nogil:
-    if n == 2:
-        return HOP if same(s, b"te", 2) else OTHER
-    if n == 7:
-        return HOP if same(s, b"trailer", 7) or same(s, b"upgrade", 7) else OTHER
-    if n == 10:
-        if same(s, b"connection", 10):
-            return CONNECTION
-        return HOP if same(s, b"keep-alive", 10) else OTHER
-    if n == 12:
-        return CTYPE if same(s, b"content-type", 12) else OTHER
-    if n == 14:
-        return LENGTH if same(s, b"content-length", 14) else OTHER
-    if n == 16:
-        return HOP if same(s, b"proxy-connection", 16) else OTHER
-    if n == 17:
-        return TRANSFER if same(s, b"transfer-encoding", 17) else OTHER
-    if n == 18:
-        return HOP if same(s, b"proxy-authenticate", 18) else OTHER
-    if n == 19:
-        return HOP if same(s, b"proxy-authorization", 19) else OTHER
+    cdef Py_ssize_t k
+    for k in range(RF_NFIELDS):
+        if rf_fields[k].size == n and same(s, rf_fields[k].name, n):
+            return rf_fields[k].kind
     return OTHER
 
 
@@ -76,6 +81,14 @@ cdef inline Py_ssize_t crlf(const unsigned char *s, Py_ssize_t i, Py_ssize_t n) 
 cdef inline Py_ssize_t colon(const unsigned char *s, Py_ssize_t i, Py_ssize_t eol) noexcept nogil:
     cdef const unsigned char *p = <const unsigned char *>memchr(s + i, 58, eol - i)
     return eol if p == NULL else p - s
+
+
+cdef inline Py_ssize_t field_line(const unsigned char *s, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *at) noexcept nogil:
+    """The end (its CR) of the field line at ``i``, ``at`` set to its colon (or its end: none); -1: no whole line."""
+    cdef Py_ssize_t eol = crlf(s, i, n)
+    if eol >= 0:
+        at[0] = colon(s, i, eol)
+    return eol
 
 
 cdef inline Py_ssize_t skip_ows(const unsigned char *s, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
@@ -106,14 +119,13 @@ def response_head(bytes buf, Py_ssize_t start):
         return None
     fields = i = eol + 2
     while True:
-        eol = crlf(s, i, n)
+        eol = field_line(s, i, n, &c)
         if eol < 0:
             return None
         if eol == i:  # the empty line
             end = i
             break
         count += 1
-        c = colon(s, i, eol)
         kind = name_kind(s + i, c - i)
         if kind >= LENGTH:
             a = skip_ows(s, c + 1 if c < eol else eol, eol)
@@ -143,10 +155,9 @@ def field_list(bytes buf, Py_ssize_t fields, Py_ssize_t end):
     cdef Py_ssize_t i = max(fields, 0), eol, c, a, b
     out = []
     while i < n:
-        eol = crlf(s, i, n)
+        eol = field_line(s, i, n, &c)
         if eol < 0:
             break
-        c = colon(s, i, eol)
         a = skip_ows(s, c + 1 if c < eol else eol, eol)
         b = trim_ows(s, a, eol)
         out.append((PyBytes_FromStringAndSize(<const char *>s + i, c - i).lower(),
@@ -169,10 +180,9 @@ def forward_fields(bytes buf, Py_ssize_t fields, Py_ssize_t end, bint keep_lengt
     # the names a Connection field lists (besides the hop-by-hop fields, dropped anyway)
     i = fields
     while i < n:
-        eol = crlf(s, i, n)
+        eol = field_line(s, i, n, &c)
         if eol < 0:
             break
-        c = colon(s, i, eol)
         if name_kind(s + i, c - i) == CONNECTION:
             a = c + 1 if c < eol else eol
             while a < eol:
@@ -199,10 +209,9 @@ def forward_fields(bytes buf, Py_ssize_t fields, Py_ssize_t end, bint keep_lengt
     try:
         i = fields
         while i < n:
-            eol = crlf(s, i, n)
+            eol = field_line(s, i, n, &c)
             if eol < 0:
                 break
-            c = colon(s, i, eol)
             kind = name_kind(s + i, c - i)
             if not (kind == HOP or kind == CONNECTION or kind == TRANSFER or (kind == LENGTH and not keep_length)):
                 if named is None or PyBytes_FromStringAndSize(<const char *>s + i, c - i).lower() not in named:

@@ -258,6 +258,16 @@ def engine_unavailable(engine: str) -> str:
     return ""
 
 
+def on_both_engines(run: Callable[[str], Any]) -> dict[str, Any]:
+    """``run(engine)`` for each of ``ENGINES`` (skips the test, with the reason, when one cannot run here)."""
+    import pytest
+
+    missing = [why for why in map(engine_unavailable, ENGINES) if why]
+    if missing:
+        pytest.skip(missing[0])
+    return {engine: run(engine) for engine in ENGINES}
+
+
 def _modules(engine: str) -> dict[str, types.ModuleType]:
     """Every rigfast module of ``engine``, imported once per session."""
     if engine in _loaded:

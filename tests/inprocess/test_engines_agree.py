@@ -14,7 +14,7 @@ import json
 import pytest
 
 from tests.inprocess.conftest import InProcessGateway
-from tests.inprocess.harness import ENGINES, FakeLoop, engine_modules, engine_unavailable, http_request
+from tests.inprocess.harness import FakeLoop, engine_modules, http_request, on_both_engines
 
 EVENT = {"specversion": "1.0", "type": "greeting", "source": "t", "id": "e1", "time": "2026-12-02T07:00:00Z",
          "data": {"name": "ann"}}
@@ -86,10 +86,7 @@ def answers(engine: str, stream: bytes, step: int) -> tuple[bytes, bool]:
 @pytest.mark.parametrize("step", [0, 1, 7], ids=["whole", "byte by byte", "7 bytes"])
 @pytest.mark.parametrize("name", sorted(STREAMS))
 def test_both_engines_write_the_same_bytes(name, step):
-    missing = [why for why in map(engine_unavailable, ENGINES) if why]
-    if missing:
-        pytest.skip(missing[0])
     stream = STREAMS[name]
-    got = {engine: answers(engine, stream, step or len(stream)) for engine in ENGINES}
+    got = on_both_engines(lambda engine: answers(engine, stream, step or len(stream)))
     assert got["cython"] == got["python"]
     assert got["python"][0]  # every stream is answered
