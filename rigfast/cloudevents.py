@@ -77,7 +77,8 @@ def validate(obj: Any, raw: bytes | None = None) -> Event:
     ``raw``: the JSON text ``obj`` was decoded from; forwarded as it is when it
     holds no line break (an SSE ``data:`` line must be one line).
     """
-    if raw is not None and (b"\n" in raw or b"\r" in raw):
+    # find, not ``in``: ``bytes in bytes`` first tries the needle as an int and raises (and clears) a TypeError
+    if raw is not None and (raw.find(b"\n") >= 0 or raw.find(b"\r") >= 0):
         raw = None
     if not isinstance(obj, dict):
         raise CloudEventError("a CloudEvent must be a JSON object")
