@@ -34,6 +34,9 @@ OTHER = "other"  # label value once a bounded counter holds max_labels distinct 
 
 
 class Counter:
+    """``values``: label tuple -> count. A hot path may add to the count of labels already in ``values``
+    in place; a new label goes through ``inc`` (which keeps ``max_labels``)."""
+
     __slots__ = ("name", "help", "label_names", "values", "max_labels")
 
     def __init__(self, name: str, help: str, label_names: tuple[str, ...] = (), max_labels: int = 0):

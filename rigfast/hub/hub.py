@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_left
 from collections import deque
 from itertools import repeat
 from random import getrandbits
@@ -49,6 +50,15 @@ def _nothing(event: Event) -> bool:
 
 
 _NO_FIELDS: dict = {}  # match() arguments for types without constrained subscriptions (never mutated)
+
+
+def count(counter: metrics.Counter, n: int, labels: tuple[str, ...]) -> None:
+    """``counter.inc(n, *labels)``, added in place when the counter already has these labels (the
+    usual case: no call into the metrics module, which is not compiled)."""
+    try:
+        counter.values[labels] += n
+    except KeyError:
+        counter.inc(n, *labels)
 
 
 def event_keys(extractors: Extractors, event: Event) -> dict:
@@ -95,6 +105,7 @@ class Hub:
         self._since = 0.0
         self._unwritten: list[tuple[float, dict]] = []
         self._touched: deque[Any] = deque()
+        self._latency: dict[str, metrics.Series] = {}  # source -> its series of DELIVERY_LATENCY
         # Resume ids (the SSE id:). An event submitted over HTTP gets "<boot>-<n>" where
         # it enters and keeps it when relayed; one read from Kafka is "k:<topic>:<partition>:
         # <offset>". So every worker and node knows an event by the same id and a client
@@ -258,9 +269,9 @@ class Hub:
     def _flush(self) -> None:
         self._scheduled = False
         pending, self._pending = self._pending, []
-        now = time.monotonic()
-        keep = self.keep_history and self.history.enabled
-        history_append = self.history.append
+        if pending and self.keep_history and self.history.enabled:
+            # every event, matched or not: a client resuming later may want it
+            self.history.extend([event for event, _ in pending], time.monotonic())
         index, extractors = self.index, self.extractors
         dropped: dict[str, int] = {}
         matched: dict[str, int] = {}
@@ -269,8 +280,6 @@ class Hub:
             for event, source in pending:
                 seq += 1
                 event.seq = seq
-                if keep:  # every event, matched or not: a client resuming later may want it
-                    history_append(event, now)
                 try:
                     slots = recipients(index, extractors, event)
                     if not slots:  # nobody wants it: counted, nothing encoded
@@ -283,7 +292,7 @@ class Hub:
         finally:
             self._seq = seq
             for source, n in dropped.items():
-                metrics.EVENTS_DROPPED.inc(n, source)
+                count(metrics.EVENTS_DROPPED, n, (source,))
         if matched:
             self._unwritten.append((self._since, matched))
         touched = self._touched
@@ -294,10 +303,14 @@ class Hub:
         # that never empties the touched list, observe at the 64th batch)
         if self._unwritten and (not touched or len(self._unwritten) >= 64):
             done = monotonic()
-            observe = metrics.DELIVERY_LATENCY.observe
             for since, by_source in self._unwritten:
-                for source, n in by_source.items():
-                    observe(done - since, n, source)
+                took = done - since
+                for source, n in by_source.items():  # DELIVERY_LATENCY.observe, inline on the source's series
+                    series = self._latency.get(source)
+                    if series is None:
+                        series = self._latency[source] = metrics.DELIVERY_LATENCY.child(source)
+                    series.counts[bisect_left(series.bounds, took)] += n
+                    series.total += took * n
             self._unwritten.clear()
 
     def _fan_out(self, event: Event, source: str, slots: list[int]) -> None:
@@ -305,11 +318,12 @@ class Hub:
         delivered = deliver(slots, self.sessions, lambda kind, s: s.push_frame(event) if kind == PHOENIX else self.encode(kind, event), self._touched)
         total = 0
         for kind in (SSE, WS, LONGPOLL, PHOENIX):
-            if delivered[kind]:
-                metrics.EVENTS_DELIVERED.inc(delivered[kind], source, KIND_NAMES[kind])
-                total += delivered[kind]
+            n = delivered[kind]
+            if n:
+                count(metrics.EVENTS_DELIVERED, n, (source, KIND_NAMES[kind]))
+                total += n
         if total:
-            metrics.DELIVERED_BY_TYPE.inc(total, event.type)
+            count(metrics.DELIVERED_BY_TYPE, total, (event.type,))
 
     # -- resumption -------------------------------------------------------
     def replay_since(self, last_event_id: str, subs: list[Subscription]) -> tuple[bool, list[Event]]:

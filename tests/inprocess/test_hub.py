@@ -173,3 +173,29 @@ def test_long_polling_buffers_between_polls(make_gateway, loop):
     publish(g, ev("greeting", "7"))
     answer = json.loads(parse_responses(c.read())[0][2])
     assert [e["id"] for e in answer["events"]] == ["7"] and answer["last_event_id"]
+
+
+def test_deliveries_and_drops_are_counted(make_gateway):
+    """A flush's deliveries (per source and transport, per type), the events nobody wanted and the delivery
+    latency observations, as /metrics reports them."""
+    g = make_gateway()
+    m = g.rf.hub.metrics
+
+    def snapshot() -> list:
+        lat = m.DELIVERY_LATENCY.series.get(("http",))
+        return [m.EVENTS_DELIVERED.get("http", "sse"), m.DELIVERED_BY_TYPE.get("greeting"),
+                m.EVENTS_DROPPED.get("http"), sum(lat.counts) if lat else 0]
+
+    sse(g, [{"eventType": "greeting"}])
+    sse(g, [{"eventType": "greeting"}])
+    before = snapshot()
+    publish(g, ev("greeting", "1", name="x"))
+    publish(g, ev("nobody.listens", "2"))
+    assert [x - y for x, y in zip(snapshot(), before)] == [2, 2, 1, 1]
+
+
+def test_count_adds_in_place_and_keeps_the_label_bound(rf):
+    c = rf.hub.metrics.Counter("t_total", "t", ("type",), max_labels=2)
+    for label, n in (("a", 2), ("a", 3), ("b", 1), ("c", 4), ("d", 1), ("b", 1)):
+        rf.hub.count(c, n, (label,))
+    assert c.values == {("a",): 5, ("b",): 2, ("other",): 5}
