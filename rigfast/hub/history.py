@@ -53,7 +53,9 @@ class History:
         items = self._items
         items.append((now, event, size))
         self.bytes += size
-        if len(items) > self.max_events or (max_bytes and self.bytes > max_bytes):
+        if len(items) > self.max_events:  # full (the usual state once running): the oldest goes, no _trim call
+            self.bytes -= items.popleft()[2]
+        if max_bytes and self.bytes > max_bytes:
             self._trim()
 
     def extend(self, events: list[Event], now: float) -> None:
