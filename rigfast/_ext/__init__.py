@@ -53,6 +53,8 @@ scan_records = _scan.scan_records
 response_head = _heads.response_head
 field_list = _heads.field_list
 forward_fields = _heads.forward_fields
+json_ends = _scan.json_ends
+event_types = _scan.event_types
 
 INPLACE_BUILDS = {name: inplace.build(name) for name in inplace.MODULES}
 
@@ -62,6 +64,7 @@ del _builds
 
 __all__ = [
     "BUILD", "FANOUT_BUILD", "FRAMES_BUILD", "HEADS_BUILD", "INPLACE_BUILDS", "MATCH_BUILD", "SCAN_BUILD",
-    "Recipient", "RecordEvent", "SubscriptionIndex", "deliver", "encode_sse", "encode_ws_text", "field_list",
-    "flush_slice", "forward_fields", "response_head", "scan_extract", "scan_record", "scan_records", "unquote",
+    "Recipient", "RecordEvent", "SubscriptionIndex", "deliver", "encode_sse", "encode_ws_text", "event_types",
+    "field_list", "flush_slice", "forward_fields", "json_ends", "response_head", "scan_extract", "scan_record",
+    "scan_records", "unquote",
 ]

@@ -16,6 +16,13 @@ Contract (shared with ``scan_ref.py``, checked against
   and surrogate pairs, number grammar, nesting up to 1024, nothing after
   the value), and remembers where the top-level attributes are. Duplicate
   keys: the last one wins, as in orjson (and only the last one is checked).
+  Line breaks need no pass of their own: the scanner's whitespace is space
+  and tab only, so a line break between tokens breaks its grammar, and one
+  in a string is a control character, invalid JSON anyway.
+- Per record it makes the event and its ``type``: the type's text is kept
+  for the next records (a few recent types; a topic carries few), so a
+  batch of one type shares one ``str``. The ``id`` is decoded from the
+  bytes the first time someone reads it: for the records nobody wants, never.
 - It is unsure of (returns None): a line break anywhere (the full path
   re-serializes the event on one line), an escaped top-level key, a
   top-level value that is not an object, CloudEvents 0.1 (no
@@ -28,15 +35,28 @@ Contract (shared with ``scan_ref.py``, checked against
 """
 
 cimport cython
+from cpython cimport array
+from cpython.object cimport PyObject
 from libc.string cimport memchr, memcmp
 from rigfast._ext.hexdigit cimport hexval
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
+
+import array
 
 import orjson
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
+    ctypedef struct PyMethodDef:
+        void* ml_meth
+        int ml_flags
+    ctypedef struct PyMethodDescrObject:
+        PyMethodDef* d_method
+    int METH_NOARGS
+    int METH_COEXIST
+
+_MethodDescriptorType = type(str.upper)
 
 cdef object _loads = orjson.loads
 
@@ -88,6 +108,7 @@ cdef enum:
     N_ATTRS = 11
     MAX_DEPTH = 1024
     MAX_EXP = 300
+    N_TYPES = 8  # recent event types whose text is kept for the next records
 
 
 # per byte inside a JSON string: 1 = ordinary ASCII, 0 = needs a look (quote, backslash, control, non-ASCII)
@@ -99,16 +120,17 @@ for _b in range(256):
 
 @cython.no_gc
 @cython.final
+@cython.freelist(4096)  # freed events kept for reuse: the history frees about as many as a batch makes
 cdef class RecordEvent:
     """A Kafka record's event as the scanner found it: what the hub needs, the value kept as the event JSON.
 
     Duck-typed like ``cloudevents.Event`` (type, id, json, seq, rid, obj, keys). ``obj`` is decoded
-    from ``json`` on first use; ``rid`` (``k:<topic>:<partition>:<offset>``) is made on first use;
+    from ``json`` on first use; ``rid`` (``k:<topic>:<partition>:<offset>``) is made on first use, and
+    so is ``id`` of a scanned record (from the bytes scanned, kept with it whatever happens to ``json``);
     ``keys`` are the extractor field values (value keys) once someone matched the event on fields.
     Not GC-tracked: it holds strings, bytes, ints and JSON-decoded objects, never a cycle."""
 
     cdef public object type
-    cdef public object id
     cdef public object json
     cdef public object keys
     cdef public long long seq
@@ -117,13 +139,31 @@ cdef class RecordEvent:
     cdef object _topic
     cdef long long _part
     cdef long long _off
+    cdef object _id
+    cdef object _id_src  # the scanned bytes the id is in, while it is not decoded
+    cdef Py_ssize_t _id_start
+    cdef Py_ssize_t _id_end
+    cdef bint _id_esc
 
     def __init__(self, type, id, json, rid="", keys=None):
         self.type = type
-        self.id = id
+        self._id = id
         self.json = json
         self._rid = rid
         self.keys = keys
+
+    @property
+    def id(self):
+        if self._id is None and self._id_src is not None:
+            self._id = _text(<const unsigned char*>PyBytes_AS_STRING(self._id_src), self._id_start, self._id_end,
+                             self._id_esc)
+            self._id_src = None
+        return self._id
+
+    @id.setter
+    def id(self, value):
+        self._id = value
+        self._id_src = None
 
     @property
     def rid(self):
@@ -150,7 +190,7 @@ cdef class RecordEvent:
 
 
 cdef inline bint _ws(unsigned char c) noexcept nogil:
-    return c == 32 or c == 9 or c == 10 or c == 13
+    return c == 32 or c == 9  # JSON's line feed and carriage return are not taken: see the module's docstring
 
 
 cdef inline Py_ssize_t _skip_ws(const unsigned char* s, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
@@ -355,6 +395,32 @@ cdef object _text(const unsigned char* s, Py_ssize_t start, Py_ssize_t end, bint
     return PyUnicode_DecodeUTF8(<const char*>s + start + 1, end - start - 2, NULL)
 
 
+# the last N_TYPES event types met, as their bytes between the quotes and their text (round-robin)
+cdef list _type_bytes = [b""] * N_TYPES
+cdef list _type_text = [None] * N_TYPES
+cdef Py_ssize_t _type_next = 0
+
+
+cdef object _type_of(const unsigned char* s, Py_ssize_t start, Py_ssize_t end, bint escaped):
+    """The decoded JSON string s[start:end] (a type: never empty), the same ``str`` as for a recent record
+    with the same bytes."""
+    global _type_next
+    cdef Py_ssize_t n = end - start - 2, k
+    cdef object raw, text
+    if escaped:
+        return _text(s, start, end, True)
+    for k in range(N_TYPES):
+        raw = _type_bytes[k]
+        if PyBytes_GET_SIZE(raw) == n and memcmp(PyBytes_AS_STRING(raw), s + start + 1, <size_t>n) == 0:
+            return _type_text[k]
+    text = _text(s, start, end, False)
+    k = _type_next
+    _type_next = (k + 1) % N_TYPES
+    _type_bytes[k] = PyBytes_FromStringAndSize(<const char*>s + start + 1, n)
+    _type_text[k] = text
+    return text
+
+
 def scan(bytes value):
     """A :class:`RecordEvent` for a structured-mode value the full parser accepts as it is; None when unsure."""
     cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(value)
@@ -366,8 +432,6 @@ def scan(bytes value):
     cdef bint esc
     cdef int a
     cdef RecordEvent ev
-    if memchr(s, 10, <size_t>n) != NULL or memchr(s, 13, <size_t>n) != NULL:
-        return None
     for a in range(N_ATTRS):
         starts[a] = -1
     i = _skip_ws(s, 0, n)
@@ -429,8 +493,11 @@ def scan(bytes value):
             or memcmp(s + vstart, b'"0.2"', 5) == 0):
         return None
     ev = RecordEvent.__new__(RecordEvent)
-    ev.type = _text(s, starts[A_TYPE], ends[A_TYPE], escs[A_TYPE])
-    ev.id = _text(s, starts[A_ID], ends[A_ID], escs[A_ID])
+    ev.type = _type_of(s, starts[A_TYPE], ends[A_TYPE], escs[A_TYPE])
+    ev._id_src = value
+    ev._id_start = starts[A_ID]
+    ev._id_end = ends[A_ID]
+    ev._id_esc = escs[A_ID]
     ev.json = value
     ev._rid = ""
     return ev
@@ -516,24 +583,106 @@ def extract(bytes value, paths, canon):
     return out
 
 
+# A message type whose record methods (RECORD_METHODS) are all C functions without arguments (confluent-kafka's
+# Message) has them called here directly: the C function a method call would reach, without looking the method
+# up on every record. Any other type (a subclass, a Python class) gets ordinary method calls.
+ctypedef object (*_NoArgs)(object, PyObject*)
+RECORD_METHODS = ("error", "headers", "value", "topic", "partition", "offset")
+cdef enum:
+    M_ERROR = 0
+    M_HEADERS = 1
+    M_VALUE = 2
+    M_TOPIC = 3
+    M_PARTITION = 4
+    M_OFFSET = 5
+    N_METHODS = 6
+cdef object _direct_type = None
+cdef _NoArgs _direct[N_METHODS]
+
+
+cdef bint _learn(type t) except -1:
+    """Whether messages of exactly type ``t`` get their record methods called directly (learnt once per type)."""
+    global _direct_type
+    cdef _NoArgs found[N_METHODS]
+    cdef PyMethodDef* d
+    cdef int k
+    if t is _direct_type:
+        return True
+    for k in range(N_METHODS):
+        descr = getattr(t, RECORD_METHODS[k], None)
+        if type(descr) is not _MethodDescriptorType:
+            return False
+        d = (<PyMethodDescrObject*>descr).d_method
+        if (d.ml_flags & ~METH_COEXIST) != METH_NOARGS:
+            return False
+        found[k] = <_NoArgs>d.ml_meth
+    for k in range(N_METHODS):  # no Python call from here on: another thread never sees half of it
+        _direct[k] = found[k]
+    _direct_type = t
+    return True
+
+
 def scan_records(list msgs, fallback):
     """The events of a consumed batch, in order: scanned where :func:`scan` takes the record (no error,
     no headers), else ``fallback(message)`` (an event, or None for a record that is skipped)."""
     cdef list out = []
-    cdef object ev
+    cdef object ev, value
+    cdef type seen = None
+    cdef bint direct = False
+    cdef RecordEvent rec
     for m in msgs:
-        if m.error() is None and m.headers() is None:
-            value = m.value()
-            if type(value) is bytes:
-                ev = scan(value)
-                if ev is not None:
-                    (<RecordEvent>ev)._topic = m.topic()
-                    (<RecordEvent>ev)._part = m.partition()
-                    (<RecordEvent>ev)._off = m.offset()
-                    (<RecordEvent>ev)._rid = None
-                    out.append(ev)
-                    continue
+        if type(m) is not seen:
+            seen = type(m)
+            direct = _learn(seen)
+        if direct:
+            value = _direct[M_VALUE](m, NULL) if _direct[M_ERROR](m, NULL) is None \
+                and _direct[M_HEADERS](m, NULL) is None else None
+        else:
+            value = m.value() if m.error() is None and m.headers() is None else None
+        if type(value) is bytes:
+            ev = scan(value)
+            if ev is not None:
+                rec = <RecordEvent>ev
+                if direct:
+                    rec._topic = _direct[M_TOPIC](m, NULL)
+                    rec._part = _direct[M_PARTITION](m, NULL)
+                    rec._off = _direct[M_OFFSET](m, NULL)
+                else:
+                    rec._topic = m.topic()
+                    rec._part = m.partition()
+                    rec._off = m.offset()
+                rec._rid = None
+                out.append(ev)
+                continue
         ev = fallback(m)
         if ev is not None:
             out.append(ev)
+    return out
+
+
+cdef array.array _ENDS = array.array("q")
+
+
+def json_ends(list events):
+    """``array('q')`` of the running total of the events' JSON sizes: ``ends[i]`` bytes in ``events[:i]``
+    (``ends[0] == 0``, ``ends[-1]`` all of them). The history's byte bounds, one pass in C."""
+    cdef Py_ssize_t n = len(events), k
+    cdef array.array ends = array.clone(_ENDS, n + 1, False)
+    cdef long long* out = ends.data.as_longlongs
+    cdef long long total = 0
+    cdef object json
+    out[0] = 0
+    for k in range(n):
+        ev = events[k]
+        json = (<RecordEvent>ev).json if type(ev) is RecordEvent else ev.json
+        total += PyBytes_GET_SIZE(json) if type(json) is bytes else len(json)
+        out[k + 1] = total
+    return ends
+
+
+def event_types(list events):
+    """The set of the events' types."""
+    cdef set out = set()
+    for ev in events:
+        out.add((<RecordEvent>ev).type if type(ev) is RecordEvent else ev.type)
     return out

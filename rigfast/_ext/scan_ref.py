@@ -12,6 +12,9 @@ the full parser).
 
 from __future__ import annotations
 
+from array import array
+from itertools import accumulate
+from operator import attrgetter
 from typing import Any, Callable, Iterable
 
 import orjson
@@ -97,3 +100,15 @@ def _scanned(m: Any) -> RecordEvent | None:
 
 def scan_records(msgs: list, fallback: Callable[[Any], Any]) -> list:
     return [ev for m in msgs if (ev := _scanned(m) or fallback(m)) is not None]
+
+
+_json = attrgetter("json")
+_type = attrgetter("type")
+
+
+def json_ends(events: list) -> array:
+    return array("q", accumulate(map(len, map(_json, events)), initial=0))
+
+
+def event_types(events: list) -> set:
+    return set(map(_type, events))

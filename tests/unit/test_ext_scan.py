@@ -346,3 +346,31 @@ def test_record_event_position_makes_the_resume_id(impl):
     assert rids == ["k:tp:3:7", ("fallback", 8), ("fallback", 9), "k:tp:3:10"]
     assert left == [8, 9]
     assert out[3].id == "z" and out[3].keys is None and out[3].seq == 0
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_scan_records_of_confluent_kafka_messages(impl):
+    """confluent-kafka's own Message (whose methods the compiled scanner calls directly): positions, ids and
+    types as the records say; an error, headers or an invalid value go to the fallback."""
+    from confluent_kafka import KafkaError, Message
+
+    msgs = [Message(topic="tp", partition=1, offset=5, value=ev_bytes(id="a", type="t1")),
+            Message(topic="tp", partition=1, offset=6, value=b"junk"),
+            Message(topic="tp", partition=0, offset=7, value=ev_bytes(id="b"), headers=[("ce_id", b"x")]),
+            Message(topic="tp", partition=0, offset=8, error=KafkaError(KafkaError._PARTITION_EOF)),
+            Message(topic="tq", partition=2, offset=9, value=ev_bytes(id="cé", type="t1"))]  # the id escaped (\\u00e9)
+    left = []
+    out = impl.scan_records(msgs, lambda m: left.append(m.offset()))
+    assert left == [6, 7, 8]
+    assert [(e.rid, e.type, e.id) for e in out] == [("k:tp:1:5", "t1", "a"), ("k:tq:2:9", "t1", "cé")]
+    if impl is not scan_ref:  # the compiled scanner keeps one str for a type met again
+        assert out[0].type is out[1].type
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_json_ends_and_event_types(impl):
+    evs = [impl.scan(ev_bytes(id=str(k), type=f"t{k % 2}")) for k in range(5)]
+    evs.append(cloudevents.parse_structured(ev_bytes(type="other")))
+    assert list(impl.json_ends(evs)) == [sum(len(e.json) for e in evs[:k]) for k in range(len(evs) + 1)]
+    assert impl.event_types(evs) == {"t0", "t1", "other"}
+    assert list(impl.json_ends([])) == [0] and impl.event_types([]) == set()
