@@ -51,7 +51,7 @@ from typing import Any, Callable
 import orjson
 
 from rigfast import metrics
-from rigfast._ext import SubscriptionIndex
+from rigfast._ext import SubscriptionIndex, event_types
 from rigfast.cluster import wire
 from rigfast.cluster.bus import FramedConnection, KeepsConnected
 from rigfast.cluster.kafka_link import CONTROL_KINDS, KafkaLink
@@ -105,8 +105,6 @@ def reader_series(text: str) -> str:
             out.append(line)
     return "\n".join(out) + "\n"
 
-
-_UNSEEN = object()
 
 
 def socket_path(directory: str) -> str:
@@ -495,12 +493,14 @@ class Reader:
         dropped = 0
         # the slots of a type no subscription constrains by a field are the same for all its events: matched
         # once per batch (None: a type matched per event, on its field values)
-        by_type: dict[str, list[int] | None] = {}
+        by_type = {t: None if index.wanted(t) else index.match(t, _NO_FIELDS) for t in event_types(events)}
+        if not any(slots is None or slots for slots in by_type.values()):  # no worker wants any of them
+            if events:
+                metrics.EVENTS_DROPPED.inc(len(events), source)
+            return touched
         for ev in events:
             try:
-                slots = by_type.get(ev.type, _UNSEEN)
-                if slots is _UNSEEN:
-                    slots = by_type[ev.type] = None if index.wanted(ev.type) else index.match(ev.type, _NO_FIELDS)
+                slots = by_type[ev.type]
                 if slots is None:
                     slots = recipients(index, extractors, ev)
             except Exception:  # noqa: BLE001 - one bad event never stops the batch
