@@ -113,7 +113,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RIGFAST_SEND_BUFFER_BYTES", 1 << 20, _int, "per-connection send buffer; a client that falls further behind is disconnected"),
     Setting("RIGFAST_HISTORY_SIZE", 10000, _int, "events kept for Last-Event-ID resumption"),
     Setting("RIGFAST_HISTORY_AGE_S", 300.0, _float, "maximum age of events kept for resumption, seconds"),
-    Setting("RIGFAST_HISTORY_BYTES", 64 << 20, _int, "maximum total JSON size of the events kept for resumption, per worker (oldest dropped first)"),
+    Setting("RIGFAST_HISTORY_BYTES", 64 << 20, _int, "maximum total JSON size of the events kept for resumption (oldest dropped first), once per node: in the node's reader, or with one worker in the worker; a worker of several keeps its own, within the same bound, only while its link to the reader is down"),
     Setting("RIGFAST_REPLAY_MAX_BYTES", 512 << 10, _int, "most event bytes one resuming connect replays (older missed events: rig.history_gap)"),
     Setting("RIGFAST_LONGPOLL_MAX_SESSIONS", 20000, _int, "live long-polling sessions per worker; more new sessions get 503"),
     Setting("RIGFAST_LONGPOLL_FIRST_POLL_TTL_S", 60.0, _float, "expiry of a long-polling session that never polled after it was created, seconds"),
