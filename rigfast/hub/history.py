@@ -64,9 +64,17 @@ class History:
         max_bytes = self.max_bytes
         if max_bytes and size > max_bytes:
             return  # larger than the whole history: never kept
-        self._batches.append((now, [event], (0, size)))
+        batches = self._batches
+        batches.append((now, [event], (0, size)))
         self._count += 1
         self.bytes += size
+        if self._count > self.max_events:  # full (the usual state once running)
+            _, oldest, ends = batches[0]
+            if self._head == len(oldest) - 1:  # the oldest batch's last event goes: inline, no _trim call
+                batches.popleft()
+                self.bytes -= ends[-1] - ends[self._head]
+                self._count -= 1
+                self._head = 0
         if self._count > self.max_events or (max_bytes and self.bytes > max_bytes):
             self._trim()
 
