@@ -68,18 +68,16 @@ class History:
         batches.append((now, [event], (0, size)))
         self._count += 1
         self.bytes += size
-        if self._count > self.max_events:  # full (the usual state once running)
-            _, oldest, ends = batches[0]
-            if self._head == len(oldest) - 1:  # the oldest batch's last event goes: inline, no _trim call
-                batches.popleft()
-                self.bytes -= ends[-1] - ends[self._head]
-                self._count -= 1
-                self._head = 0
+        if self._count > self.max_events and self._head == len(batches[0][1]) - 1:
+            self._drop_oldest()  # full (the usual state once running): the oldest batch's last event goes
         if self._count > self.max_events or (max_bytes and self.bytes > max_bytes):
             self._trim()
 
     def extend(self, events: list[Event], now: float) -> None:
         """Keep ``events`` (in order, all kept at ``now``), then drop the oldest beyond the bounds."""
+        if len(events) == 1:  # a flush of one (the usual addressed event): without the batch set-up
+            self.append(events[0], now)
+            return
         if not events or not self.max_events:
             return
         events = list(events)  # ours: dropped events are released in it

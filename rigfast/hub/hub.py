@@ -270,12 +270,8 @@ class Hub:
         self._scheduled = False
         pending, self._pending = self._pending, []
         if pending and self.keep_history and self.history.enabled:
-            # every event, matched or not: a client resuming later may want it; a batch in one call,
-            # one event with append (extend's set-up costs more than it saves on one: ~10k instructions)
-            if len(pending) == 1:
-                self.history.append(pending[0][0], time.monotonic())
-            else:
-                self.history.extend([event for event, _ in pending], time.monotonic())
+            # every event, matched or not: a client resuming later may want it; a flush in one call
+            self.history.extend([event for event, _ in pending], time.monotonic())
         index, extractors = self.index, self.extractors
         dropped: dict[str, int] = {}
         matched: dict[str, int] = {}

@@ -262,10 +262,7 @@ class KafkaSource:
         self._state = "down" if self._ever_connected else "connecting"
 
     def _consume_loop(self, c: Any, stopping: threading.Event) -> None:
-        from confluent_kafka import TopicPartition
-
         assigned: set[tuple[str, int]] = set()
-        tps: list = []  # TopicPartitions of ``assigned``, for position()
         if self._offsets:  # re-created consumer: resume where the previous one was
             self._assign(c, assigned, dict(self._offsets))
         last_meta = -1e9
@@ -291,15 +288,10 @@ class KafkaSource:
             msgs.insert(0, first)
             events, errors = self._decode_batch(msgs)
             if self.on_positions is not None:
-                pos = self._handed_positions = self._handed_positions or {}
-                if len(tps) != len(assigned):
-                    tps = [TopicPartition(t, p) for t, p in assigned]
-                # librdkafka's position of each partition (after the last record it returned): one call per
-                # batch, not a look at its records (a batch from one partition would be walked to its start)
-                for tp in c.position(tps):
-                    if tp.offset >= 0:
-                        pos[(tp.topic, tp.partition)] = tp.offset
-                self._offsets.update(pos)  # a recreated consumer resumes after what was handed off
+                # one position() call per batch, not a look at its records (a batch from one partition would be
+                # walked to its start); a recreated consumer resumes after what was handed off
+                self._handed_positions = self._handed_positions or {}
+                self._positions(c, assigned, self._handed_positions)
             if events:
                 if self._state != "connected":
                     self._set_connected()
@@ -422,14 +414,19 @@ class KafkaSource:
                 self._offsets.setdefault(key, 0)
         log.info("Kafka: reading %s", ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(offsets.items())))
 
-    def _positions(self, c: Any, assigned: set[tuple[str, int]]) -> None:
+    def _positions(self, c: Any, assigned: set[tuple[str, int]], also: dict | None = None) -> None:
+        """librdkafka's position of each assigned partition (after the last record it returned) into
+        ``_offsets``, and into ``also`` when given."""
         from confluent_kafka import TopicPartition
 
         if not assigned:
             return
+        offsets = self._offsets
         for tp in c.position([TopicPartition(t, p) for t, p in assigned]):
             if tp.offset >= 0:
-                self._offsets[(tp.topic, tp.partition)] = tp.offset
+                offsets[tp.topic, tp.partition] = tp.offset
+                if also is not None:
+                    also[tp.topic, tp.partition] = tp.offset
 
     def _check_truncation(self, c: Any, assigned: set[tuple[str, int]]) -> bool:
         """After a connection loss: a log that ends before our position was lost or recreated."""
