@@ -16,12 +16,12 @@ cdef class ServerState:
 cdef class HttpProtocol:
     cdef public ServerState server
     cdef public object loop, transport, parser, req, busy, stream, error, leftover, flow, body_sink, backlog, failed
-    cdef public object peername
-    cdef public list body_parts, url_parts, queue, batch
-    cdef public Py_ssize_t body_size, head_size, nheaders, nbytes, batch_bytes
+    cdef public object peername, hbuf
+    cdef public list body_parts, queue, batch, cstate
+    cdef public Py_ssize_t body_size, head_size, batch_bytes, hpos, cpos
     cdef public bint in_head, closing, reading_paused, eof, write_blocked, reusable, keep
     cdef public double deadline
-    cdef public int counted, nhost, expect
+    cdef public int counted, expect
 
     cpdef _reset(self)
     cpdef _pause_reading(self)

@@ -30,9 +30,10 @@ from typing import Any, Callable
 import httptools
 
 from rigfast import metrics
+from rigfast._ext import field_list, response_head
 from rigfast.errors import RigError
 from rigfast.logs import RateLimitedLogger
-from rigfast.wire.http1 import Request, encode_response
+from rigfast.wire.http1 import Request, chunked_end, encode_response
 
 _access = logging.getLogger("rigfast.access")
 log = logging.getLogger("rigfast.net")
@@ -125,10 +126,10 @@ class HttpProtocol:
     """An asyncio protocol (not derived from ``asyncio.Protocol``, so that the compiled build is a C type)."""
 
     __slots__ = (
-        "server", "loop", "transport", "parser", "req", "body_parts", "body_size", "head_size", "nheaders",
-        "in_head", "url_parts", "queue", "busy", "stream", "closing", "deadline", "error", "leftover",
+        "server", "loop", "transport", "parser", "req", "body_parts", "body_size", "head_size",
+        "in_head", "hbuf", "hpos", "cpos", "cstate", "queue", "busy", "stream", "closing", "deadline", "error", "leftover",
         "reading_paused", "nbytes", "eof", "flow", "body_sink", "backlog", "write_blocked", "failed", "counted",
-        "nhost", "expect", "batch", "batch_bytes", "reusable", "keep", "peername",
+        "expect", "batch", "batch_bytes", "reusable", "keep", "peername",
     )
 
     def __init__(self, server: ServerState):
@@ -145,10 +146,16 @@ class HttpProtocol:
         self.body_parts: list[bytes] = []
         self.body_size = 0
         self.head_size = 0
-        self.nheaders = 0
-        self.nbytes = 0
         self.in_head = False
-        self.url_parts: list[bytes] = []
+        # The parser (llhttp) checks and frames requests; a head's request line and fields are read
+        # from its bytes once the parser accepted it (no Python call per field). ``hbuf`` holds the
+        # bytes being parsed (behind a head begun in the read before, if one was), ``hpos`` where in
+        # them the current or next request starts (-1: inside a chunked body, whose framing is
+        # followed from ``cpos`` with ``cstate``: see rigfast.wire.http1.chunked_end).
+        self.hbuf: Any = b""
+        self.hpos = 0
+        self.cpos = 0
+        self.cstate: list | None = None
         self.queue: list[Request] = []  # pipelined requests: usually 0 or 1, a list is smaller than a deque
         self.busy: asyncio.Task | None = None
         self.stream: Any = None  # SseSession / WsSession once the connection streams
@@ -166,7 +173,6 @@ class HttpProtocol:
         self.write_blocked = False  # the send buffer is over its limit: no more answers until it drains
         self.failed: tuple[int, str] | None = None  # a protocol error, answered after the requests before it
         self.counted = 0  # 1: counted in the public connection limit; 2: refused, lingering
-        self.nhost = 0
         self.expect = 0  # 1: the current request waits for "100 Continue"
         self.batch: list[bytes] | None = None  # while one read's requests are answered: the answers (see _send)
         self.batch_bytes = 0
@@ -333,6 +339,11 @@ class HttpProtocol:
         """Feed one slice to the parser. False: stop feeding (error, upgrade)."""
         if self.in_head or self.req is None:
             self.head_size += len(chunk)
+        if self.in_head:  # a head begun in the bytes before goes on here: read whole from one buffer
+            self.hbuf = bytes(self.hbuf[self.hpos:]) + bytes(chunk)
+            self.hpos = 0
+        else:
+            self.hbuf = chunk
         try:
             self.parser.feed_data(chunk)
         except httptools.HttpParserUpgrade as exc:
@@ -346,9 +357,22 @@ class HttpProtocol:
             self.error = None
             self._protocol_error(status, message)
             return False
-        if self.in_head and self.head_size > self.server.max_head:
-            self._protocol_error(431, "request header fields too large")
-            return False
+        if self.in_head:
+            if self.head_size > self.server.max_head:
+                self._protocol_error(431, "request header fields too large")
+                return False
+            return True  # the head's start is kept for the next bytes
+        # the next request starts where the last one's body ends: past these bytes now
+        buf = self.hbuf
+        self.hbuf = b""
+        if self.hpos < 0:  # inside a chunked body
+            end = chunked_end(buf if type(buf) is bytes else bytes(buf), self.cpos, self.cstate)
+            if end < 0:
+                self.cpos = 0
+                return True
+            self.hpos = end
+            self.cstate = None
+        self.hpos = max(self.hpos - len(buf), 0)
         return True
 
     def _protocol_error(self, status: int, message: str) -> None:
@@ -369,49 +393,61 @@ class HttpProtocol:
 
     # -- httptools callbacks --------------------------------------------------
     def on_message_begin(self) -> None:
+        if self.hpos < 0:  # after a chunked body: the request starts where that body ended
+            buf = self.hbuf
+            if type(buf) is not bytes:
+                buf = self.hbuf = bytes(buf)
+            self.hpos = chunked_end(buf, self.cpos, self.cstate)
+            self.cstate = None
         self.req = Request()
         self.in_head = True
-        self.url_parts = []
         self.body_parts = []
         self.body_size = 0
-        self.nheaders = 0
-        self.nbytes = 0
-        self.nhost = 0
         self.expect = 0
         self.deadline = self.loop.time() + self.server.request_timeout
-
-    def on_url(self, url: bytes) -> None:
-        self.url_parts.append(url)
-        self.nbytes += len(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.nheaders += 1
-        self.nbytes += len(name) + len(value) + 4
-        if self.nheaders > self.server.max_headers:
-            self.error = (431, f"too many header fields (limit {self.server.max_headers})")
-            raise _Stop
-        if self.nbytes > self.server.max_head:
-            self.error = (431, f"request header fields too large (limit {self.server.max_head} bytes)")
-            raise _Stop
-        name = name.lower()
-        if name == b"host":
-            self.nhost += 1
-        elif name == b"expect":
-            self.expect = 1 if value.strip().lower() == b"100-continue" else 2
-        self.req.headers.append((name, value))  # type: ignore[union-attr]
 
     def on_headers_complete(self) -> None:
         req = self.req
         assert req is not None
         self.in_head = False
-        req.set_url(b"".join(self.url_parts))
+        buf = self.hbuf
+        if type(buf) is not bytes:
+            buf = self.hbuf = bytes(buf)
+        start = self.hpos
+        found = response_head(buf, start) if start >= 0 else None
+        if found is None:  # the parser accepted a head that is not in the bytes: cannot happen
+            self.error = (500, "internal error: request head not found")
+            raise _Stop
+        fields, end, count, length, transfer, _ = found
+        if count > self.server.max_headers:
+            self.error = (431, f"too many header fields (limit {self.server.max_headers})")
+            raise _Stop
+        if end + 2 - start > self.server.max_head:
+            self.error = (431, f"request header fields too large (limit {self.server.max_head} bytes)")
+            raise _Stop
+        # where the next request starts: after this one's body (a request has one only with a length or chunked)
+        if transfer:
+            self.hpos = -1
+            self.cpos = end + 2
+            self.cstate = [0, 0]
+        else:
+            self.hpos = end + 2 + (length if length > 0 else 0)
+        line = buf[start:fields - 2]  # the request line: method, target, version, one space apart
+        req.set_url(line[line.find(b" ") + 1:line.rfind(b" ")])
+        headers = req.headers = field_list(buf, fields, end)
+        nhost = 0
+        for name, value in headers:
+            if name == b"host":
+                nhost += 1
+            elif name == b"expect":
+                self.expect = 1 if value.lower() == b"100-continue" else 2
         req.method = self.parser.get_method().decode("ascii", "replace")
         req.keep_alive = self.parser.should_keep_alive()
         req.upgrade = self.parser.should_upgrade()
         self.keep = req.keep_alive and not req.upgrade  # the parser takes another request after this one
-        if self.nhost != 1:
+        if nhost != 1:
             # RFC 9112 3.2: an HTTP/1.1 request without Host, or any with several, is 400
-            if self.nhost > 1:
+            if nhost > 1:
                 self.error = (400, "more than one Host header field")
                 raise _Stop
             if self.parser.get_http_version() == "1.1":
@@ -424,23 +460,17 @@ class HttpProtocol:
                 raise _Stop
             if self.parser.get_http_version() == "1.0":
                 expect = self.expect = 0  # RFC 9110 10.1.1: ignored in HTTP/1.0
-        cl = req.header(b"content-length")
         early = self.server.early_body
         if (early is not None and self.busy is None and not self.queue and self.stream is None
-                and (cl is not None or req.header(b"transfer-encoding") is not None)):
+                and (length >= 0 or transfer)):
             self.body_sink = early(self, req)
             if self.body_sink is not None:
                 if expect:
                     self.expect = 0
                     self._send(CONTINUE)
                 return
-        if cl is not None:
-            try:
-                n = int(cl)
-            except ValueError:
-                n = -1
-            if n > self.server.max_body:
-                self._body_too_large()  # refused before the body: no 100 Continue
+        if length > self.server.max_body:
+            self._body_too_large()  # refused before the body: no 100 Continue
         if expect and not self.queue and self.busy is None:
             self.expect = 0
             self._send(CONTINUE)
@@ -611,7 +641,8 @@ class HttpProtocol:
         self.queue = _EMPTY
         self.parser = None
         self.req = None
-        self.url_parts = self.body_parts = _EMPTY
+        self.body_parts = _EMPTY
+        self.hbuf = b""
 
     def hand_over(self, stream: Any, reads: bool = True) -> "StreamConn":
         """Like :meth:`become_stream`, then the transport's protocol becomes a small

@@ -21,5 +21,6 @@ cdef class Request:
 
 
 cpdef dict parse_query(str qs)
+cpdef Py_ssize_t chunked_end(bytes buf, Py_ssize_t i, list state) except -2
 cpdef bytes encode_response(int status, body=*, content_type=*, headers=*, bint keep_alive=*)
 cpdef bytes encode_stream_head(int status, headers)

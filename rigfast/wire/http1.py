@@ -106,6 +106,54 @@ def parse_query(qs: str) -> dict[str, list[str]]:
     return out
 
 
+def chunked_end(buf: bytes, i: int, state: list) -> int:
+    """Where a chunked body (RFC 9112 7.1) that the parser accepted ends: the index in ``buf`` just
+    after its last line, scanning from ``i``; -1 when ``buf`` ends first (the next bytes are then
+    scanned from 0 with the same ``state``). ``state`` is ``[phase, count]``, ``[0, 0]`` at the body's
+    start, updated in place. The parser checked the framing, so this only follows it: chunk sizes
+    and data lengths are read, extensions and trailer fields skipped to their line's end."""
+    phase, count = state[0], state[1]
+    n = len(buf)
+    while i < n:
+        if phase == _CHUNK_DATA:
+            k = min(count, n - i)
+            i += k
+            count -= k
+            if count == 0:
+                phase = _CHUNK_DATA_END
+            continue
+        c = buf[i]
+        i += 1
+        if phase == _CHUNK_SIZE:
+            if 48 <= c <= 57:
+                count = count * 16 + c - 48
+                continue
+            if 97 <= c <= 102 or 65 <= c <= 70:
+                count = count * 16 + (c | 32) - 87
+                continue
+            phase = _CHUNK_SIZE_REST
+        if phase == _CHUNK_SIZE_REST:  # extensions, then the line's end
+            if c == 10:
+                phase = _CHUNK_DATA if count else _CHUNK_LINE
+        elif phase == _CHUNK_DATA_END:  # the CRLF after a chunk's data
+            if c == 10:
+                phase = _CHUNK_SIZE
+        elif phase == _CHUNK_LINE:  # a trailer field line, or the empty line that ends the body
+            if c == 10:
+                state[0] = state[1] = 0
+                return i
+            if c != 13:
+                phase = _CHUNK_TRAILER
+        elif c == 10:  # the end of a trailer field line
+            phase = _CHUNK_LINE
+    state[0] = phase
+    state[1] = count
+    return -1
+
+
+_CHUNK_SIZE, _CHUNK_SIZE_REST, _CHUNK_DATA, _CHUNK_DATA_END, _CHUNK_LINE, _CHUNK_TRAILER = range(6)
+
+
 def encode_response(
     status: int,
     body: bytes = b"",

@@ -100,6 +100,75 @@ def test_chunked_body(make_gateway):
     assert status == 202 and json.loads(out) == EVENT
 
 
+def mixed_stream() -> tuple[bytes, list[str]]:
+    """Pipelined requests of every framing (no body, Content-Length, chunked with extensions and
+    trailer fields, leading empty lines), and the event ids their 202 answers carry (None: a GET)."""
+    body = json.dumps(dict(EVENT, id="c1")).encode()
+    chunked = (b"POST /_rig/v1/events?x=%%3F HTTP/1.1\r\nhost: t\r\ncontent-type: application/cloudevents+json\r\n"
+               b"transfer-encoding: chunked\r\n\r\n"
+               b"%x;name=val\r\n%s\r\n00%X\r\n%s\r\n0\r\nx-trailer: 0\r\n\r\n"
+               % (7, body[:7], len(body) - 7, body[7:]))
+    bare = (b"POST /_rig/v1/events HTTP/1.1\r\nhost: t\r\ncontent-type: application/cloudevents+json\r\n"
+            b"transfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body.replace(b"c1", b"c2")))
+    stream = (http_request("GET", "/_rig/health") + post_event(dict(EVENT, id="l1")) + chunked
+              + b"\r\n" + http_request("GET", "/_rig/health?a=b%20c") + bare + post_event(dict(EVENT, id="l2")))
+    return stream, [None, "l1", "c1", None, "c2", "l2"]
+
+
+def check_mixed(answers, ids) -> None:
+    assert [a[0] for a in answers] == [200 if i is None else 202 for i in ids]
+    assert [json.loads(a[2])["id"] for a in answers if a[0] == 202] == [i for i in ids if i is not None]
+
+
+@pytest.mark.parametrize("step", [None, 1, 7, 64])
+def test_pipelined_requests_of_every_framing(make_gateway, step):
+    """The heads are read from the bytes: each request's head is found after the one before's body
+    (none, Content-Length, chunked with extensions and trailers), in one read or split anywhere."""
+    g = make_gateway()
+    c = g.client()
+    stream, ids = mixed_stream()
+    if step is None:
+        c.send(stream)
+    else:
+        for i in range(0, len(stream), step):
+            c.send(stream[i:i + step])
+    check_mixed(parse_responses(c.read()), ids)
+    assert not c.closed
+
+
+def test_pipelined_requests_split_in_two_anywhere(make_gateway):
+    g = make_gateway()
+    stream, ids = mixed_stream()
+    for cut in range(1, len(stream)):
+        c = g.client()
+        c.send(stream[:cut]).send(stream[cut:])
+        check_mixed(parse_responses(c.read()), ids)
+
+
+def test_chunked_end_finds_the_body_end_across_any_split(rf):
+    """chunked_end follows a chunked body's framing (sizes in either case, extensions, trailer
+    fields) to the byte after it, whether the body comes in one buffer or split anywhere."""
+    import random
+
+    rnd = random.Random(7)
+    for _ in range(200):
+        body = b""
+        for _ in range(rnd.randrange(4)):
+            data = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 40)))
+            size = (b"%x" if rnd.random() < 0.5 else b"%X") % len(data)
+            body += b"0" * rnd.randrange(2) + size + (b";e=\"a\"" if rnd.random() < 0.3 else b"") + b"\r\n" + data + b"\r\n"
+        body += b"0\r\n" + b"".join(b"t%d: \r\n" % i for i in range(rnd.randrange(3))) + b"\r\n"
+        after = b"GET / HTTP/1.1\r\n"
+        stream = body + after
+        assert rf.http1.chunked_end(stream, 0, [0, 0]) == len(body)
+        cut = rnd.randrange(1, len(body) + 1)
+        state = [0, 0]
+        end = rf.http1.chunked_end(stream[:cut], 0, state)
+        if end < 0:
+            end = cut + rf.http1.chunked_end(stream[cut:], 0, state)
+        assert end == len(body), (stream, cut)
+
+
 def test_chunked_body_over_the_limit(make_gateway):
     g = make_gateway(RIGFAST_MAX_BODY_BYTES=64)
     c = g.client()
