@@ -132,6 +132,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RIGFAST_MAX_HEADERS", 100, _int, "more header fields than this get 431"),
     Setting("RIGFAST_MAX_BODY_BYTES", 1 << 20, _int, "request bodies larger than this get 413"),
     Setting("RIGFAST_MAX_PIPELINED", 64, _int, "pipelined requests parsed ahead of the one being answered, per connection (more wait unread)"),
+    Setting("RIGFAST_SPARE_PROTOCOLS", 64, _int, "connection objects (with their HTTP parser, ~1.2 KiB each) kept per port for new connections, taken from connections that became SSE streams; 0: none kept"),
+    Setting("RIGFAST_PROXY_LENGTH_LINES", 4096, _int, "formatted Content-Length lines the reverse proxy keeps for reuse (~60 bytes each; emptied when full); 0: none kept"),
     Setting("RIGFAST_MAX_CONNECTIONS", 0, _int, "open public connections per worker before new ones get 503; 0: the open-file limit minus a reserve for the internal API"),
     Setting("RIGFAST_REQUEST_TIMEOUT_S", 30.0, _float, "a request not complete within this gets 408"),
     Setting("RIGFAST_KEEPALIVE_TIMEOUT_S", 75.0, _float, "idle keep-alive connections are closed after this"),
@@ -205,6 +207,9 @@ class Config:
                      "max_oneof", "max_subscription_value_bytes", "max_subscriptions_bytes", "ws_max_message_bytes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"RIGFAST_{name.upper()} must be >= 0 (0: no limit)")
+        for name in ("spare_protocols", "proxy_length_lines"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"RIGFAST_{name.upper()} must be >= 0 (0: none kept)")
         if self.reader_link_bytes < 4096:
             raise ConfigError(f"RIGFAST_READER_LINK_BYTES must be >= 4096, got {self.reader_link_bytes}")
         if self.reader_stall_s <= 0:

@@ -8,7 +8,7 @@ cdef class ServerState:
     cdef public bint access_log, debug, draining
     cdef public set http_conns, all_conns
     cdef public list spare
-    cdef public Py_ssize_t max_head, max_headers, max_body, send_buffer, max_pipelined
+    cdef public Py_ssize_t max_head, max_headers, max_body, send_buffer, max_pipelined, spare_max
     cdef public double request_timeout, keepalive_timeout
 
 

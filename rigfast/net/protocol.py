@@ -44,9 +44,6 @@ _INF = float("inf")
 # requests queues at most RIGFAST_MAX_PIPELINED (plus one slice's worth) of them.
 FEED_SLICE = 8192
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# Protocol objects (with their parser) kept per port for new connections, taken from connections
-# that became SSE streams after one complete keep-alive request: a connect skips making both.
-SPARE_PROTOCOLS = 64
 
 
 class ConnectionLimit:
@@ -104,7 +101,10 @@ class ServerState:
         self.early_body: Callable[["HttpProtocol", Request], Any] | None = None
         self.max_pipelined = max(cfg.max_pipelined, 1)
         self.draining = False  # set by the gateway's drain: answers close their connection
-        self.spare: list[HttpProtocol] = []  # at most SPARE_PROTOCOLS (see HttpProtocol.hand_over)
+        # Protocol objects (with their parser) for new connections, taken from connections that became
+        # SSE streams after one complete keep-alive request: a connect skips making both (see hand_over)
+        self.spare: list[HttpProtocol] = []
+        self.spare_max = cfg.spare_protocols  # RIGFAST_SPARE_PROTOCOLS
 
     def new_protocol(self) -> "HttpProtocol":
         """The protocol of a new connection (the listening server's factory): a spare one if there is one."""
@@ -286,7 +286,7 @@ class HttpProtocol:
         if self.reusable:  # this object no longer serves its connection: it may serve a new one
             self.reusable = False
             spare = self.server.spare
-            if len(spare) < SPARE_PROTOCOLS:
+            if len(spare) < self.server.spare_max:
                 self._reset()
                 spare.append(self)
 

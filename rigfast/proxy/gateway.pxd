@@ -10,13 +10,15 @@ cdef class Proxy:
     cdef public int pid
     cdef public HttpClient client
     cdef public double kafka_timeout_s, async_timeout_s
-    cdef public dict apis, versions, waiting, _tls_of
+    cdef public dict apis, versions, waiting, _tls_of, length_lines
+    cdef public Py_ssize_t length_lines_max
 
     cpdef tuple _route(self, Request req)
     cpdef handle(self, HttpProtocol proto, Request req)
     cpdef bytes _encode(self, HttpProtocol proto, Request req, ep, correlation, bytes target, bint upgrade=*,
                         body_length=*)
     cpdef bytes _scheme_line(self, HttpProtocol proto)
+    cpdef bytes length_line(self, Py_ssize_t n)
     cpdef bint _error(self, proto, req, int status, str message)
 
 
@@ -57,5 +59,4 @@ cdef class _Forward:
 
 cdef _count(int status, Request req=*)
 cdef _Forward _plan(ep)
-cdef bytes _length_line(Py_ssize_t n)
 cdef _connection_named(list headers)

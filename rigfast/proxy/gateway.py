@@ -116,20 +116,6 @@ def _without_connection_named(lines: list[bytes], connection: bytes) -> list[byt
     return [line for line in lines if line.split(b":", 1)[0] not in named]
 
 
-_LENGTH_LINES: dict[int, bytes] = {}
-_LENGTH_LINES_MAX = 4096
-
-
-def _length_line(n: int) -> bytes:
-    """``content-length: n`` with its CRLF: formatted once per length (a bounded cache: bodies repeat sizes)."""
-    line = _LENGTH_LINES.get(n)
-    if line is None:
-        if len(_LENGTH_LINES) >= _LENGTH_LINES_MAX:
-            _LENGTH_LINES.clear()
-        line = _LENGTH_LINES[n] = b"content-length: %d\r\n" % n
-    return line
-
-
 class _Forward:
     """What forwarding to one HTTP endpoint reads of it, read once (kept on the endpoint, ``Endpoint.plan``)."""
 
@@ -195,6 +181,21 @@ class Proxy:
         self.waiting: dict[str, asyncio.Future] = {}
         self.kafka: Any = None
         self._tls_of: dict[int, bytes] = {}  # id(port's ServerState) -> its X-Forwarded-Proto line
+        self.length_lines: dict[int, bytes] = {}  # see length_line
+        self.length_lines_max = cfg.proxy_length_lines  # RIGFAST_PROXY_LENGTH_LINES
+
+    def length_line(self, n: int) -> bytes:
+        """``content-length: n`` with its CRLF: formatted once per length (bodies repeat sizes), at most
+        RIGFAST_PROXY_LENGTH_LINES of them kept (emptied when full)."""
+        lines = self.length_lines
+        line = lines.get(n)
+        if line is None:
+            line = b"content-length: %d\r\n" % n
+            if self.length_lines_max:
+                if len(lines) >= self.length_lines_max:
+                    lines.clear()
+                lines[n] = line
+        return line
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -361,7 +362,7 @@ class Proxy:
             body = b""
             app(b"transfer-encoding: chunked\r\n" if body_length is None else b"content-length: %d\r\n" % body_length)
         elif body or req.method not in _NO_BODY_METHODS:
-            app(_length_line(len(body)))
+            app(self.length_line(len(body)))
         app(plan.host_line)
         app(b"\r\n")
         if body:
@@ -747,7 +748,7 @@ class _Relay(Sink):
         out.append(STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status)
         out.append(forward_fields(head, fields, end, keep_length))
         if kind == LENGTH:
-            out.append(_length_line(length))
+            out.append(self.proxy.length_line(length))
         elif kind == CHUNKED or kind == UNTIL_CLOSE:
             if self.keep:
                 self.chunked = True

@@ -413,3 +413,24 @@ def test_a_connect_that_closes_after_it_is_not_kept(make_gateway, rf):
     c.send(http_request("GET", "/_rig/v1/connection/sse", keep_alive=False))
     g.settle()
     assert c.transport.take().startswith(b"HTTP/1.1 200") and state.spare == []
+
+
+@pytest.mark.parametrize("spare", [0, 2])
+def test_spare_protocols_are_bounded_by_the_setting(make_gateway, rf, spare):
+    """RIGFAST_SPARE_PROTOCOLS bounds the protocol objects kept for new connections (0: none)."""
+    g = make_gateway(RIGFAST_SPARE_PROTOCOLS=str(spare))
+    state = rf.protocol.ServerState(g.cfg, g.gw.inbound)
+    conns = [_Conn(rf, state) for _ in range(4)]
+    for c in conns:
+        c.send(http_request("GET", "/_rig/v1/connection/sse"))
+    g.settle()
+    assert all(c.transport.take().startswith(b"HTTP/1.1 200") for c in conns)
+    assert len(state.spare) == spare and all(p in [c.proto for c in conns] for p in state.spare)
+
+
+@pytest.mark.parametrize("name", ["RIGFAST_SPARE_PROTOCOLS", "RIGFAST_PROXY_LENGTH_LINES"])
+def test_negative_cache_bounds_are_refused(name):
+    from rigfast import config
+
+    with pytest.raises(config.ConfigError, match=f"{name} must be >= 0"):
+        config.load({name: "-1"})

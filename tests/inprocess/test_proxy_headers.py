@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.inprocess.harness import FakeTransport, http_request, parse_responses
 
 APIS = [{
@@ -88,3 +90,13 @@ def test_no_matching_endpoint_is_404(make_gateway):
     c = g.client()
     c.send(http_request("GET", "/nothing/here"))
     assert parse_responses(c.read())[0][0] == 404
+
+
+@pytest.mark.parametrize("kept", [0, 3])
+def test_length_lines_kept_are_bounded_by_the_setting(make_gateway, kept):
+    """RIGFAST_PROXY_LENGTH_LINES bounds the Content-Length lines the proxy keeps (0: none); each is right."""
+    proxy = make_gateway(RIGFAST_PROXY_LENGTH_LINES=str(kept)).gw.proxy
+    for n in (0, 1, 7, 1234, 7, 99999):
+        assert proxy.length_line(n) == b"content-length: %d\r\n" % n
+        assert len(proxy.length_lines) <= kept
+    assert len(proxy.length_lines) == kept  # emptied once when full, then filled again
