@@ -51,6 +51,7 @@ scan_record = _scan.scan
 scan_extract = _scan.extract
 scan_records = _scan.scan_records
 response_head = _heads.response_head
+request_head = _heads.request_head
 field_list = _heads.field_list
 forward_fields = _heads.forward_fields
 json_ends = _scan.json_ends

@@ -14,11 +14,11 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 cdef extern from *:
     """
     /* what name_kind says of a field name */
-    enum { RF_OTHER, RF_HOP, RF_LENGTH, RF_CONNECTION, RF_TRANSFER, RF_CTYPE };
+    enum { RF_OTHER, RF_HOP, RF_LENGTH, RF_CONNECTION, RF_TRANSFER, RF_CTYPE, RF_HOST, RF_EXPECT };
     typedef struct { const char *name; Py_ssize_t size; int kind; } rf_field;
     /* the names a proxy looks for (lowercase): hop-by-hop (RFC 9110 7.6.1) and framing */
     static const rf_field rf_fields[] = {
-        {"te", 2, RF_HOP}, {"trailer", 7, RF_HOP}, {"upgrade", 7, RF_HOP}, {"connection", 10, RF_CONNECTION},
+        {"te", 2, RF_HOP}, {"host", 4, RF_HOST}, {"expect", 6, RF_EXPECT}, {"trailer", 7, RF_HOP}, {"upgrade", 7, RF_HOP}, {"connection", 10, RF_CONNECTION},
         {"keep-alive", 10, RF_HOP}, {"content-type", 12, RF_CTYPE}, {"content-length", 14, RF_LENGTH},
         {"proxy-connection", 16, RF_HOP}, {"transfer-encoding", 17, RF_TRANSFER},
         {"proxy-authenticate", 18, RF_HOP}, {"proxy-authorization", 19, RF_HOP},
@@ -32,6 +32,8 @@ cdef extern from *:
         CONNECTION "RF_CONNECTION"
         TRANSFER "RF_TRANSFER"
         CTYPE "RF_CTYPE"
+        HOST "RF_HOST"
+        EXPECT "RF_EXPECT"
     ctypedef struct rf_field:
         const char *name
         Py_ssize_t size
@@ -147,6 +149,69 @@ def response_head(bytes buf, Py_ssize_t start):
                 sse = b - a >= 17 and same(s + a, b"text/event-stream", 17)
         i = eol + 2
     return fields, end, count, length, transfer, sse
+
+
+cdef inline bytes lowered(const unsigned char *s, Py_ssize_t n):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
+    cdef unsigned char *o = <unsigned char *>PyBytes_AS_STRING(out)
+    cdef Py_ssize_t k
+    for k in range(n):
+        o[k] = low(s[k])
+    return out
+
+
+def request_head(bytes buf, Py_ssize_t start):
+    cdef const unsigned char *s = <const unsigned char *>PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t i = start, eol, c, a, b, k, sp1, sp2
+    cdef long long length = -1
+    cdef int transfer = 0, nhost = 0, expect = 0, kind
+    cdef list fields = []
+    if i < 0:
+        i = 0
+    while i < n and (s[i] == 13 or s[i] == 10):
+        i += 1
+    eol = crlf(s, i, n)
+    if eol < 0:
+        return None
+    sp1 = i
+    while sp1 < eol and s[sp1] != 32:
+        sp1 += 1
+    sp2 = eol
+    while sp2 > sp1 and s[sp2 - 1] != 32:
+        sp2 -= 1
+    sp2 = sp2 - 1 if sp2 > sp1 + 1 else eol
+    target = PyBytes_FromStringAndSize(<const char *>s + sp1 + 1, sp2 - sp1 - 1) if sp1 < eol else b""
+    i = eol + 2
+    while True:
+        eol = field_line(s, i, n, &c)
+        if eol < 0:
+            return None
+        if eol == i:  # the empty line
+            break
+        kind = name_kind(s + i, c - i)
+        a = skip_ows(s, c + 1 if c < eol else eol, eol)
+        b = trim_ows(s, a, eol)
+        if kind == HOST:
+            nhost += 1
+        elif kind == EXPECT:
+            expect = 1 if b - a == 12 and same(s + a, b"100-continue", 12) else 2
+        elif kind == LENGTH:
+            length = -1 if a == b or b - a > 18 else 0
+            for k in range(a, b if b - a <= 18 else a):
+                if not 48 <= s[k] <= 57:
+                    length = -1
+                    break
+                length = length * 10 + (s[k] - 48)
+        elif kind == TRANSFER:
+            k = b
+            while k > a and s[k - 1] != 44:  # the last coding: after the last comma
+                k -= 1
+            k = skip_ows(s, k, b)
+            transfer = 1 if b - k == 7 and same(s + k, b"chunked", 7) else 2
+        fields.append((lowered(s + i, c - i), PyBytes_FromStringAndSize(<const char *>s + a, b - a)))
+        i = eol + 2
+    return target, fields, i, length, transfer, nhost, expect
 
 
 def field_list(bytes buf, Py_ssize_t fields, Py_ssize_t end):

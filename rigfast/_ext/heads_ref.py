@@ -1,4 +1,4 @@
-"""Response heads in the reverse proxy, plain Python: the reference for the compiled ``heads`` module.
+"""Message heads, plain Python: the reference for the compiled ``heads`` module.
 
 The upstream client (rigfast/net/httpclient.py) lets llhttp check a response and frame its body,
 but takes the head's fields from the bytes themselves, once the parser has accepted the head
@@ -16,6 +16,13 @@ Interface (the compiled twin must behave identically):
   Content-Length (-1: none, or not 1 to 18 digits), ``transfer`` 0 without Transfer-Encoding, 1 when the
   last coding of the last one is ``chunked``, 2 otherwise; ``sse`` whether its Content-Type is
   ``text/event-stream``. None when ``buf`` holds no complete head from ``start``.
+- ``request_head(buf, start)``: the request head that starts at ``start`` in ``buf`` (read the same way:
+  the inbound parser, rigfast/net/protocol.py, lets llhttp check requests and reads their heads so), as
+  ``(target, fields, end, content_length, transfer, hosts, expect)``: ``target`` the request line's
+  target (between its first and its last space), ``fields`` its ``field_list``, ``end`` where its
+  empty line is (the head ends at ``end + 2``), ``content_length`` and ``transfer`` as above,
+  ``hosts`` how many Host fields it has, ``expect`` 0 without an Expect field, 1 when the last one is
+  ``100-continue`` (any case), 2 otherwise. None when ``buf`` holds no complete head from ``start``.
 - ``forward_fields(buf, fields, end, keep_length)``: the lines of ``buf[fields:end]`` an answer
   passes on, as they are: without the hop-by-hop fields (RFC 9110 7.6.1), those the Connection
   field names, and Content-Length unless ``keep_length``.
@@ -66,6 +73,24 @@ def field_list(buf: bytes, fields: int, end: int) -> list[tuple[bytes, bytes]]:
         name, _, value = line.partition(b":")
         out.append((name.lower(), value.strip(_OWS)))
     return out
+
+
+def request_head(buf: bytes, start: int) -> tuple[bytes, list[tuple[bytes, bytes]], int, int, int, int, int] | None:
+    found = response_head(buf, start)
+    if found is None:
+        return None
+    fields, end, _, length, transfer, _ = found
+    line = buf[start:fields - 2].lstrip(b"\r\n")
+    first, last = line.find(b" "), line.rfind(b" ")
+    target = b"" if first < 0 else line[first + 1:last if last > first else len(line)]
+    lines = field_list(buf, fields, end)
+    hosts, expect = 0, 0
+    for name, value in lines:
+        if name == b"host":
+            hosts += 1
+        elif name == b"expect":
+            expect = 1 if value.lower() == b"100-continue" else 2
+    return target, lines, end, length, transfer, hosts, expect
 
 
 def forward_fields(buf: bytes, fields: int, end: int, keep_length: bool) -> bytes:

@@ -2,6 +2,8 @@
 # source of both engines; this file only types its classes' attributes and its internal calls.
 cimport cython
 
+from rigfast.wire.http1 cimport Request
+
 
 cdef class ServerState:
     cdef public object cfg, limit, name, duration, router, error_headers, loop, early_body
@@ -31,6 +33,9 @@ cdef class HttpProtocol:
     cpdef bint _parse(self, chunk, data, Py_ssize_t base) except -1
     cpdef _protocol_error(self, int status, str message)
     cpdef _body_too_large(self)
+    @cython.locals(start=Py_ssize_t, end=Py_ssize_t, length="long long", transfer=int, nhost=int, expect=int,
+                   headers=list)
+    cpdef _head(self, Request req)
     cpdef _finish_request(self)
     cpdef run_queue(self)
     cpdef park(self)

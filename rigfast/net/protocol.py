@@ -30,7 +30,7 @@ from typing import Any, Callable
 import httptools
 
 from rigfast import metrics
-from rigfast._ext import field_list, response_head
+from rigfast._ext import request_head
 from rigfast.errors import RigError
 from rigfast.logs import RateLimitedLogger
 from rigfast.wire.http1 import Request, chunked_end, encode_response
@@ -407,19 +407,21 @@ class HttpProtocol:
         self.deadline = self.loop.time() + self.server.request_timeout
 
     def on_headers_complete(self) -> None:
-        req = self.req
-        assert req is not None
+        self._head(self.req)
+
+    def _head(self, req: Request) -> None:
+        """The head the parser accepted, read from its bytes (rigfast._ext.heads.request_head)."""
         self.in_head = False
         buf = self.hbuf
         if type(buf) is not bytes:
             buf = self.hbuf = bytes(buf)
         start = self.hpos
-        found = response_head(buf, start) if start >= 0 else None
+        found = request_head(buf, start) if start >= 0 else None
         if found is None:  # the parser accepted a head that is not in the bytes: cannot happen
             self.error = (500, "internal error: request head not found")
             raise _Stop
-        fields, end, count, length, transfer, _ = found
-        if count > self.server.max_headers:
+        target, headers, end, length, transfer, nhost, expect = found
+        if len(headers) > self.server.max_headers:
             self.error = (431, f"too many header fields (limit {self.server.max_headers})")
             raise _Stop
         if end + 2 - start > self.server.max_head:
@@ -432,15 +434,8 @@ class HttpProtocol:
             self.cstate = [0, 0]
         else:
             self.hpos = end + 2 + (length if length > 0 else 0)
-        line = buf[start:fields - 2]  # the request line: method, target, version, one space apart
-        req.set_url(line[line.find(b" ") + 1:line.rfind(b" ")])
-        headers = req.headers = field_list(buf, fields, end)
-        nhost = 0
-        for name, value in headers:
-            if name == b"host":
-                nhost += 1
-            elif name == b"expect":
-                self.expect = 1 if value.lower() == b"100-continue" else 2
+        req.set_url(target)
+        req.headers = headers
         req.method = self.parser.get_method().decode("ascii", "replace")
         req.keep_alive = self.parser.should_keep_alive()
         req.upgrade = self.parser.should_upgrade()
@@ -453,8 +448,8 @@ class HttpProtocol:
             if self.parser.get_http_version() == "1.1":
                 self.error = (400, "missing Host header field (required in HTTP/1.1)")
                 raise _Stop
-        expect = self.expect
         if expect:
+            self.expect = expect
             if expect == 2:
                 self.error = (417, "unsupported Expect header field: only 100-continue is known")
                 raise _Stop

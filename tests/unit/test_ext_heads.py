@@ -122,3 +122,67 @@ def test_the_fields_are_those_llhttp_reads(impl):
         assert impl.field_list(head, fields, end) == p.fields, head
         checked += 1
     assert checked > 100
+
+
+REQUEST = (b"\r\nPOST /a%20b?c=d HTTP/1.1\r\nHost: h\r\nexpect: 100-Continue\r\nContent-Length: 5\r\n"
+           b"X-Spaced:\t v \t\r\nhost: again\r\n\r\nhello")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_the_parts_of_a_request_head(impl):
+    target, fields, end, length, transfer, hosts, expect = impl.request_head(REQUEST, 0)
+    assert target == b"/a%20b?c=d" and REQUEST[end:] == b"\r\n\r\nhello"[2:] and REQUEST[end + 2:] == b"hello"
+    assert fields == [(b"host", b"h"), (b"expect", b"100-Continue"), (b"content-length", b"5"), (b"x-spaced", b"v"),
+                      (b"host", b"again")]
+    assert (length, transfer, hosts, expect) == (5, 0, 2, 1)
+    assert impl.request_head(b"GET / HTTP/1.0\r\n\r\n", 0) == (b"/", [], 16, -1, 0, 0, 0)
+    assert impl.request_head(b"GET / HTTP/1.1\r\nExpect: nope\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 0)[3:] == (
+        -1, 1, 0, 2)
+    assert impl.request_head(REQUEST[:-8], 0) is None  # no empty line yet
+
+
+def random_request(rnd: random.Random) -> bytes:
+    names = [b"Host", b"host", b"Expect", b"Content-Length", b"Transfer-Encoding", b"X-A", b"Cookie"]
+    values = [b"", b" ", b"100-continue", b"100-CONTINUE ", b"12", b"chunked", b"gzip, chunked", b"x" * rnd.randrange(300)]
+    lines = [b"%s:%s%s\r\n" % (rnd.choice(names), rnd.choice([b"", b" ", b"\t "]), rnd.choice(values))
+             for _ in range(rnd.randrange(10))]
+    line = rnd.choice([b"GET / HTTP/1.1", b"OPTIONS * HTTP/1.1", b"GET /a?b=c%20d HTTP/1.0", b"PUT http://x/y HTTP/1.1"])
+    return rnd.choice([b"", b"\r\n"]) + line + b"\r\n" + b"".join(lines) + rnd.choice([b"\r\n", b"", b"\r"])
+
+
+@needs_compiled
+def test_both_twins_agree_on_random_requests():
+    rnd = random.Random(17)
+    for _ in range(3000):
+        head = random_request(rnd)
+        for start in (0, rnd.randrange(len(head))):
+            assert compiled_heads.request_head(head, start) == heads_ref.request_head(head, start), (head, start)
+
+
+class _Request(_Fields):
+    def __init__(self) -> None:
+        super().__init__()
+        self.url = b""
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_the_target_and_fields_are_those_llhttp_reads(impl):
+    """Every random request head llhttp accepts has the target and fields llhttp's callbacks report."""
+    rnd = random.Random(9)
+    checked = 0
+    for _ in range(1000):
+        head = random_request(rnd)
+        p = _Request()
+        try:
+            httptools.HttpRequestParser(p).feed_data(head)
+        except httptools.HttpParserError:
+            continue
+        if not p.done:
+            continue
+        target, fields = impl.request_head(head, 0)[:2]
+        assert (target, fields) == (p.url, p.fields), head
+        checked += 1
+    assert checked > 100
