@@ -105,17 +105,42 @@ cdef inline Py_ssize_t trim_ows(const unsigned char *s, Py_ssize_t i, Py_ssize_t
     return j
 
 
-def response_head(bytes buf, Py_ssize_t start):
-    cdef const unsigned char *s = <const unsigned char *>PyBytes_AS_STRING(buf)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
-    cdef Py_ssize_t i = start, eol, c, a, b, k, fields, end, count = 0
-    cdef long long length = -1
-    cdef int transfer = 0, kind
-    cdef bint sse = False
+cdef inline long long length_value(const unsigned char *s, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """A Content-Length value s[a:b]: 1 to 18 digits, else -1."""
+    cdef long long length = -1 if a == b or b - a > 18 else 0
+    cdef Py_ssize_t k
+    for k in range(a, b if b - a <= 18 else a):
+        if not 48 <= s[k] <= 57:
+            return -1
+        length = length * 10 + (s[k] - 48)
+    return length
+
+
+cdef inline int transfer_value(const unsigned char *s, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """A Transfer-Encoding value s[a:b]: 1 when its last coding is chunked, else 2."""
+    cdef Py_ssize_t k = b
+    while k > a and s[k - 1] != 44:  # the last coding: after the last comma
+        k -= 1
+    k = skip_ows(s, k, b)
+    return 1 if b - k == 7 and same(s + k, b"chunked", 7) else 2
+
+
+cdef inline Py_ssize_t head_start(const unsigned char *s, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    """Where a head at ``i`` begins: after any empty lines (llhttp skips those)."""
     if i < 0:
         i = 0
     while i < n and (s[i] == 13 or s[i] == 10):
         i += 1
+    return i
+
+
+def response_head(bytes buf, Py_ssize_t start):
+    cdef const unsigned char *s = <const unsigned char *>PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t i = head_start(s, start, n), eol, c, a, b, fields, end, count = 0
+    cdef long long length = -1
+    cdef int transfer = 0, kind
+    cdef bint sse = False
     eol = crlf(s, i, n)
     if eol < 0:
         return None
@@ -133,18 +158,9 @@ def response_head(bytes buf, Py_ssize_t start):
             a = skip_ows(s, c + 1 if c < eol else eol, eol)
             b = trim_ows(s, a, eol)
             if kind == LENGTH:
-                length = -1 if a == b or b - a > 18 else 0
-                for k in range(a, b if b - a <= 18 else a):
-                    if not 48 <= s[k] <= 57:
-                        length = -1
-                        break
-                    length = length * 10 + (s[k] - 48)
+                length = length_value(s, a, b)
             elif kind == TRANSFER:
-                k = b
-                while k > a and s[k - 1] != 44:  # the last coding: after the last comma
-                    k -= 1
-                k = skip_ows(s, k, b)
-                transfer = 1 if b - k == 7 and same(s + k, b"chunked", 7) else 2
+                transfer = transfer_value(s, a, b)
             elif kind == CTYPE:
                 sse = b - a >= 17 and same(s + a, b"text/event-stream", 17)
         i = eol + 2
@@ -163,14 +179,10 @@ cdef inline bytes lowered(const unsigned char *s, Py_ssize_t n):
 def request_head(bytes buf, Py_ssize_t start):
     cdef const unsigned char *s = <const unsigned char *>PyBytes_AS_STRING(buf)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
-    cdef Py_ssize_t i = start, eol, c, a, b, k, sp1, sp2
+    cdef Py_ssize_t i = head_start(s, start, n), eol, c, a, b, sp1, sp2
     cdef long long length = -1
     cdef int transfer = 0, nhost = 0, expect = 0, kind
     cdef list fields = []
-    if i < 0:
-        i = 0
-    while i < n and (s[i] == 13 or s[i] == 10):
-        i += 1
     eol = crlf(s, i, n)
     if eol < 0:
         return None
@@ -197,18 +209,9 @@ def request_head(bytes buf, Py_ssize_t start):
         elif kind == EXPECT:
             expect = 1 if b - a == 12 and same(s + a, b"100-continue", 12) else 2
         elif kind == LENGTH:
-            length = -1 if a == b or b - a > 18 else 0
-            for k in range(a, b if b - a <= 18 else a):
-                if not 48 <= s[k] <= 57:
-                    length = -1
-                    break
-                length = length * 10 + (s[k] - 48)
+            length = length_value(s, a, b)
         elif kind == TRANSFER:
-            k = b
-            while k > a and s[k - 1] != 44:  # the last coding: after the last comma
-                k -= 1
-            k = skip_ows(s, k, b)
-            transfer = 1 if b - k == 7 and same(s + k, b"chunked", 7) else 2
+            transfer = transfer_value(s, a, b)
         fields.append((lowered(s + i, c - i), PyBytes_FromStringAndSize(<const char *>s + a, b - a)))
         i = eol + 2
     return target, fields, i, length, transfer, nhost, expect
