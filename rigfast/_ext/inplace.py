@@ -26,6 +26,7 @@ MODULES = (
     "rigfast.net.sessions",
     "rigfast.api.inbound",
     "rigfast.hub.hub",
+    "rigfast.hub.history",
     "rigfast.subscriptions",
     "rigfast.cloudevents",
     "rigfast.auth.authorizer",

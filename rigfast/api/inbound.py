@@ -426,13 +426,20 @@ class InboundApi:
 
     # -- event submission -------------------------------------------------------
     def submit(self, proto, req, source: str = "http", checked: bool = True) -> Any:
-        event = parse_http_event(req)
-        if type(event) is list:
-            return self.submit_batch(proto, req, event, source, checked)
-        check = self.auth.check_submission(self.auth.tokens(req), event.json) if checked else None
-        cors = self.cors(req) if checked else ()
+        parsed = parse_http_event(req)
+        if type(parsed) is list:
+            return self.submit_batch(proto, req, parsed, source, checked)
+        event: Event = parsed
+        if not checked:
+            return self._accept(proto, req, event, source, ())
+        auth = self.auth
+        check = auth.check_submission(auth.tokens(req), event.json)
+        cors = self.cors(req)
         if check is None:  # the hot path: no closure, no task
             return self._accept(proto, req, event, source, cors)
+        return self._accept_after(check, proto, req, event, source, cors)
+
+    def _accept_after(self, check: Awaitable, proto, req, event: Event, source: str, cors) -> Any:
         return self.then(check, lambda: self._accept(proto, req, event, source, cors))
 
     def _accept(self, proto, req, event: Event, source: str, cors) -> None:

@@ -81,6 +81,22 @@ def recipients(index, extractors: Extractors, event: Event) -> list[int]:
     return index.match(etype, event_keys(extractors, event) if index.wanted(etype) else _NO_FIELDS)
 
 
+class _Frames:
+    """The frames of the event being fanned out, asked for by the delivery loop per wire kind: one
+    object per hub, its ``event`` set per event (no closure made per event)."""
+
+    __slots__ = ("hub", "event")
+
+    def __init__(self, hub: "Hub"):
+        self.hub = hub
+        self.event = None
+
+    def __call__(self, kind: int, session) -> Any:
+        if kind == PHOENIX:
+            return session.push_frame(self.event)
+        return self.hub.encode(kind, self.event)
+
+
 class Hub:
     def __init__(
         self,
@@ -125,6 +141,7 @@ class Hub:
         self.interest_listener: Callable[[Iterable[Subscription], Iterable[Subscription]], None] | None = None
         self._indexed: dict[int, list[Subscription]] = {}
         self.build = BUILD
+        self._frames = _Frames(self)
 
     # -- sessions ---------------------------------------------------------
     def new_slot(self) -> int:
@@ -193,7 +210,7 @@ class Hub:
 
     # -- events -----------------------------------------------------------
     def publish(self, event: Event, source: str = "http") -> None:
-        metrics.EVENTS_RECEIVED.inc(1, source)
+        count(metrics.EVENTS_RECEIVED, 1, (source,))
         self._rids += 1
         event.rid = f"{self.rid_prefix}{self._rids}"
         if self.relay is not None and self.relay([event], source):
@@ -315,7 +332,12 @@ class Hub:
 
     def _fan_out(self, event: Event, source: str, slots: list[int]) -> None:
         """Queue the event's frames on the sessions in ``slots`` (one encoding per wire kind)."""
-        delivered = deliver(slots, self.sessions, lambda kind, s: s.push_frame(event) if kind == PHOENIX else self.encode(kind, event), self._touched)
+        frames = self._frames
+        frames.event = event
+        try:
+            delivered = deliver(slots, self.sessions, frames, self._touched)
+        finally:
+            frames.event = None  # not kept alive by the hub
         total = 0
         for kind in (SSE, WS, LONGPOLL, PHOENIX):
             n = delivered[kind]
