@@ -109,6 +109,8 @@ class Extractors:
         self._ordered = {
             t: tuple(sorted(fields.values(), key=lambda f: (f.index, f.name))) for t, fields in self._types.items()
         }
+        # (field name, its event getter) per type: what extract() walks for every field
+        self._getters = {t: tuple((f.name, f.get_event) for f in fs.values()) for t, fs in self._types.items()}
         self._jwt_fields = {
             t: tuple(f for f in fs if f.get_jwt is not None) for t, fs in self._ordered.items()
         }
@@ -165,16 +167,14 @@ class Extractors:
 
     def extract(self, event_type: str, obj: Any, wanted: Iterable[str] | None = None) -> dict[str, Any]:
         """Field values (as value keys) of an event; absent fields are left out."""
+        if wanted is None:
+            getters = self._getters.get(event_type, ())
+        else:
+            fields = self._types.get(event_type) or {}
+            getters = [(name, fields[name].get_event) for name in wanted if name in fields]
         out = {}
-        fields = self._types.get(event_type)
-        if not fields:
-            return out
-        names = fields.keys() if wanted is None else wanted
-        for name in names:
-            f = fields.get(name)
-            if f is None:
-                continue
-            v = f.get_event(obj)
+        for name, get in getters:
+            v = get(obj)
             if v is not MISSING:
                 out[name] = value_key(v)
         return out
