@@ -9,7 +9,8 @@ bytes without decoding them.
 Bindings: :func:`parse_http_event` (HTTP: batched mode, binary mode with
 ``ce-`` headers, else structured), :func:`parse_kafka_message` (Kafka: binary mode with
 ``ce_`` headers and a content type that is not CloudEvents JSON, else
-structured through the fast path, :func:`parse_structured_fast`).
+structured); one structured event, over HTTP or Kafka, is first tried by the
+record scanner (:func:`parse_structured_fast`).
 """
 
 from __future__ import annotations
@@ -207,9 +208,15 @@ def parse_http_event(req: Any) -> Event | list[Event]:
             f"binary mode (content-type {mt!r}): missing header {missing}; structured mode takes "
             f"application/cloudevents+json or application/json, batched mode {BATCH_MEDIA_TYPE}"
         )
-    if not req.body:
+    body = req.body
+    if not body:
         raise CloudEventError("empty body: expected a CloudEvent as JSON")
-    return parse_structured(req.body)
+    if type(body) is bytes:
+        # the scanner on what parse_structured would forward; what it is unsure of gets the full parser
+        ev = scan_record(body.strip())
+        if ev is not None:
+            return ev
+    return parse_structured(body)
 
 
 # -- Kafka binding -------------------------------------------------------------------------------

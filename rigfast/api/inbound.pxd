@@ -3,7 +3,6 @@
 cimport cython
 
 from rigfast.auth.authorizer cimport Authorizer
-from rigfast.cloudevents cimport Event
 from rigfast.hub.hub cimport Hub
 from rigfast.net.protocol cimport HttpProtocol
 
@@ -18,4 +17,4 @@ cdef class InboundApi:
 
     cpdef list cors(self, req, bint credentials=*)
     cpdef submit(self, HttpProtocol proto, req, str source=*, bint checked=*)
-    cpdef _accept(self, HttpProtocol proto, req, Event event, str source, cors)
+    cpdef _accept(self, HttpProtocol proto, req, event, str source, cors)

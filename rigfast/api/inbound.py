@@ -426,10 +426,9 @@ class InboundApi:
 
     # -- event submission -------------------------------------------------------
     def submit(self, proto, req, source: str = "http", checked: bool = True) -> Any:
-        parsed = parse_http_event(req)
-        if type(parsed) is list:
-            return self.submit_batch(proto, req, parsed, source, checked)
-        event: Event = parsed
+        event = parse_http_event(req)
+        if type(event) is list:
+            return self.submit_batch(proto, req, event, source, checked)
         if not checked:
             return self._accept(proto, req, event, source, ())
         auth = self.auth

@@ -21,6 +21,25 @@ def test_http_structured_keeps_the_event_as_sent(rf):
     assert (e.type, e.id) == ("t.one", "1") and json.loads(e.json) == EVENT and e.obj["ext1"] == "x"
 
 
+def test_http_structured_is_the_full_parsers_event(rf):
+    """One structured event over HTTP is first tried by the record scanner: the event (type, id, the JSON
+    forwarded, the object) and every refusal's message are what parse_structured gives for the body."""
+    compact = json.dumps(EVENT, separators=(",", ":")).encode()
+    ok = [compact, b"  " + compact + b" ", b"  " + compact + b"\r\n", json.dumps(EVENT).encode(), json.dumps(EVENT, indent=1).encode(),
+          json.dumps({"cloudEventsVersion": "0.1", "eventType": "t", "eventID": "2", "source": "s"}).encode()]
+    for body in ok:
+        got = rf.cloudevents.parse_http_event(Req({"content-type": "application/cloudevents+json"}, body))
+        want = rf.cloudevents.parse_structured(body)
+        assert (got.type, got.id, got.json, got.obj) == (want.type, want.id, want.json, want.obj)
+    assert type(rf.cloudevents.parse_http_event(Req({"content-type": "application/json"}, compact))).__name__ == "RecordEvent"
+    for body in (b"  {\"specversion\": 1}", b"{\"specversion\":\"1.0\",\"type\":\"t\"}", b" [1]", b"  {nope"):
+        with pytest.raises(rf.errors.CloudEventError) as got_error:
+            rf.cloudevents.parse_http_event(Req({"content-type": "application/json"}, body))
+        with pytest.raises(rf.errors.CloudEventError) as want_error:
+            rf.cloudevents.parse_structured(body)
+        assert got_error.value.message == want_error.value.message
+
+
 def test_http_binary_mode(rf):
     e = rf.cloudevents.parse_http_event(Req({"ce-specversion": "1.0", "ce-type": "t.bin", "ce-source": "s", "ce-id": "9",
                                              "content-type": "application/json"}, b'{"a": 1}'))
