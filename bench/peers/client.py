@@ -8,7 +8,10 @@ carrying the last bytes of a read over to the next so a marker split by a read i
 That works for SSE, WebSocket frames, chunked encoding and any envelope around the payload.
 Latency: ``--probes`` connections (every connection in ``addressed``) also read the publish time
 ``"t":<ns>`` of each event they see (CLOCK_MONOTONIC; publisher and subscribers are this one
-process) and record receive time minus publish time.
+process) and record receive time minus publish time. The probes are the first connections made,
+or with ``--probe-spread`` every (n / probes)-th one: a server that writes its subscribers in
+connection order serves the first ones first, so the first connections measure the head of its
+write order, the spread ones all of it.
 
 Phases of a fan-out run: connect (``--inflight`` handshakes at a time) -> barrier (warm-up events
 until every connection has seen one, so a subscription the server registers late loses nothing)
@@ -167,20 +170,23 @@ class Sub(asyncio.Protocol):
 
 
 async def connect_all(run: Run, target: Target, n: int, ws: bool, inflight: int, probes: int,
-                      users: bool = False, max_s: float = 120.0) -> int:
-    """n subscribers, ``inflight`` handshakes at a time; returns how many failed."""
+                      users: bool = False, max_s: float = 120.0, spread: bool = False) -> int:
+    """n subscribers, ``inflight`` handshakes at a time; returns how many failed. The first ``probes``
+    of them measure latency, or (``spread``) every (n / probes)-th one."""
     loop = asyncio.get_running_loop()
     sem = asyncio.Semaphore(inflight)
     failed = 0
+    step = max(1, n // probes) if spread and probes else 1
 
     async def one(i: int) -> None:
         nonlocal failed
         user = f"u{i}" if users else ""
         own = MARK + user.encode() + b"~" if users else b""
+        probe = users or (i % step == 0 and i // step < probes)
         async with sem:
             try:
                 _, sub = await loop.create_connection(
-                    lambda: Sub(run, target.subscribe(ws, user), users or i < probes, own), HOST, target.port)
+                    lambda: Sub(run, target.subscribe(ws, user), probe, own), HOST, target.port)
                 run.subs.append(sub)
                 await asyncio.wait_for(sub.established, 30)
             except (OSError, RuntimeError, asyncio.TimeoutError):
@@ -281,7 +287,7 @@ def client_cpu() -> float:
 
 async def fanout(a, target: Target, ws: bool) -> dict:
     run = Run()
-    failed = await connect_all(run, target, a.n, ws, a.inflight, a.probes)
+    failed = await connect_all(run, target, a.n, ws, a.inflight, a.probes, spread=a.probe_spread)
     pub = Publisher(target.pub_port)
     warm_s = await barrier(run, target, pub, a.size, False)
     pids = tree(a.server_pid)
@@ -405,6 +411,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=None, help="events/s (default: as fast as the server answers)")
     ap.add_argument("--size", type=int, default=200, help="payload bytes")
     ap.add_argument("--probes", type=int, default=50, help="connections measuring latency (fan-outs)")
+    ap.add_argument("--probe-spread", action="store_true",
+                    help="fan-outs: the probes are every (n / probes)-th connection, not the first ones")
     ap.add_argument("--inflight", type=int, default=64, help="handshakes in flight")
     ap.add_argument("--pub-conns", type=int, default=16, help="publisher connections (addressed)")
     ap.add_argument("--seed", type=int, default=1, help="addressed: seed of the user draw")
