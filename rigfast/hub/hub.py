@@ -42,8 +42,11 @@ KIND_NAMES = ("sse", "ws", "longpolling", "phoenix")
 # Sessions written per loop iteration. Between slices the loop reads new
 # requests and events; those land in the outboxes of sessions still waiting
 # for their write, so under load one write carries several events per
-# connection (bench: peerbench fanout_sse, server CPU us/delivery).
-FLUSH_SLICE = 256
+# connection (bench: peerbench fanout_sse, server CPU us/delivery). 64 rather
+# than 256 (2026-12-07): at max rate the publisher gets in 4x as often per
+# pass over the subscribers, so more events share each write; at a fixed low
+# rate one pass is 4x the loop iterations, a few us per event (docs/targets.md).
+FLUSH_SLICE = 64
 
 def _nothing(event: Event) -> bool:
     return False
