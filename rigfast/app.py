@@ -7,6 +7,7 @@ import gc
 import logging
 import random
 import signal
+import weakref
 from typing import Any
 
 import orjson
@@ -263,9 +264,38 @@ def settle_gc() -> None:
     gc.freeze()
 
 
+class _NoTransportMap(weakref.WeakValueDictionary):
+    """What uvloop's transport map becomes under :func:`untrack_transports`: it keeps nothing."""
+
+    def __setitem__(self, fd, transport) -> None:
+        pass
+
+
+def untrack_transports(loop: asyncio.AbstractEventLoop) -> bool:
+    """Stop uvloop from recording every transport by its file descriptor (docs/targets.md T3).
+
+    uvloop's loop keeps each transport in a private ``WeakValueDictionary`` (fd -> transport)
+    for one purpose: ``add_reader``/``add_writer``/``remove_*`` refuse a descriptor that a live
+    transport owns. The entry costs ~150 bytes per connection (a weak reference with its key, an
+    int, a dict slot), about a tenth of an idle connection. The gateway never watches a
+    connection's descriptor itself, so that map is made to keep nothing (its class swapped for
+    one whose ``__setitem__`` drops the entry); the check then finds no owner, as for any
+    descriptor. True when a map was found; asyncio's own loop is left as it is (False).
+    """
+    found = False
+    if not type(loop).__module__.startswith("uvloop"):
+        return found
+    for obj in gc.get_referents(loop):
+        if type(obj) is weakref.WeakValueDictionary:
+            obj.__class__ = _NoTransportMap
+            found = True
+    return found
+
+
 async def serve(cfg, resolved: Resolved | None = None) -> int:
     """Run one gateway process until SIGTERM (drain, then stop) or SIGINT (stop at once)."""
     gw = None
+    untrack_transports(asyncio.get_running_loop())
     try:
         gw = Gateway(cfg, resolved)
         await gw.start()
