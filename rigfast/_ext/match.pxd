@@ -16,8 +16,8 @@ cdef class _Bucket:
 @cython.final
 cdef class _TypeEntry:
     cdef object etype
-    # conns subscribed to every event of the type
-    cdef set everyone
+    # conns subscribed to every event of the type (conn -> None: a dict's table is smaller than a set's)
+    cdef dict everyone
     # list(everyone), built on demand by match(), dropped when everyone changes
     cdef list everyone_list
     # anchor field -> value key -> _Bucket

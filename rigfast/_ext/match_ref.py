@@ -1,7 +1,7 @@
 """SubscriptionIndex, plain Python: the reference for the compiled ``match`` module.
 
-How it works: per event type, a set of connections subscribed to every event
-of the type, and for constrained subscriptions an index
+How it works: per event type, the connections subscribed to every event
+of the type (a dict of conn -> None, smaller than a set), and for constrained subscriptions an index
 ``field -> value key -> {conn: [conjunction, ...]}``. Each conjunction (one
 ``oneOf`` object) is filed under its first field only (its anchor); at match
 time the event's value for each indexed field picks the candidate
@@ -32,7 +32,7 @@ class _TypeEntry:
     __slots__ = ("everyone", "by_field", "field_refs")
 
     def __init__(self) -> None:
-        self.everyone: set[int] = set()
+        self.everyone: dict[int, None] = {}
         # field -> value key -> conn -> list of conjunctions anchored there
         self.by_field: dict[str, dict[Any, dict[int, list[Conj]]]] = {}
         # field -> number of filed conjunctions naming it (anchor or not)
@@ -56,7 +56,7 @@ class SubscriptionIndex:
             if te is None:
                 te = self._types[etype] = _TypeEntry()
             if not conjs:
-                te.everyone.add(conn)
+                te.everyone[conn] = None
                 entries.append((etype, None))
                 continue
             for conj in conjs:
@@ -83,7 +83,7 @@ class SubscriptionIndex:
             te = self._types[etype]
             types.add(etype)
             if conj is None:
-                te.everyone.discard(conn)
+                te.everyone.pop(conn, None)
                 continue
             refs = te.field_refs
             for f, _ in conj:
