@@ -400,7 +400,7 @@ class InboundApi:
                 return self._put_elsewhere(proto, req, token, manual, subs, sids, cors)
             if session.closed:
                 raise Gone("the connection no longer exists")
-            apply_subscriptions(self.hub, session, manual, subs, sids)
+            apply_subscriptions(self.hub, session, subs, sids)
             proto.respond(req, 204, b"", None, cors)
             return None
 

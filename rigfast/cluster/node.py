@@ -463,13 +463,11 @@ class Cluster:
         if session is None or session.closed:
             return {"status": 410}
         try:
-            extractors = self.cfg.extractors
-            manual = parse_subscriptions(msg.get("manual"), extractors)
-            subs = parse_subscriptions(msg.get("subs"), extractors)
+            subs = parse_subscriptions(msg.get("subs"), self.cfg.extractors)
         except RigError as exc:
             return {"status": exc.status, "message": exc.message}
         sids = msg.get("sids") or ()
-        apply_subscriptions(self.hub, session, manual, subs, tuple(x for x in sids if isinstance(x, str)))
+        apply_subscriptions(self.hub, session, subs, tuple(x for x in sids if isinstance(x, str)))
         return {"status": 204}
 
     def route(self, token: str) -> tuple[str, int] | None:

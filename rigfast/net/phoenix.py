@@ -258,7 +258,6 @@ class PhxSocket(Session):
             if self.closed:
                 return
             ch = PhxChannel(self, topic, join_ref, api.new_token())
-            ch.manual = manual
             self.hub.register(ch)
             self.channels[topic] = ch
             self.hub.set_subscriptions(ch, subs)
@@ -325,7 +324,6 @@ class PhxSocket(Session):
         def apply() -> None:
             if ch.closed:
                 return
-            ch.manual = manual
             self.hub.set_subscriptions(ch, subs)
             self.reply(join_ref, ref, topic, "ok", {"subscriptions": [s.to_json() for s in subs]})
 

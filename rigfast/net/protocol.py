@@ -641,9 +641,9 @@ class HttpProtocol:
 
     def hand_over(self, stream: Any, reads: bool = True) -> "StreamConn":
         """Like :meth:`become_stream`, then the transport's protocol becomes a small
-        :class:`StreamConn` and this object is dropped: an idle SSE or WebSocket stream keeps
-        ~70 bytes of connection state instead of ~320 (docs/targets.md T3). ``reads=False``: the
-        client has nothing to say (SSE), what it sends is dropped unread."""
+        :class:`StreamConn` and this object is dropped: an idle WebSocket stream keeps ~70 bytes
+        of connection state instead of ~320 (docs/targets.md T3). ``reads=False``: the client has
+        nothing to say (SSE): ``stream`` itself becomes the transport's protocol (no StreamConn)."""
         # Reused for a new connection (when this read is done, see data_received): an SSE stream's
         # protocol whose parser stands between requests (the connect was one whole keep-alive
         # request, nothing after it), so the parser starts the next connection's first request.
@@ -655,7 +655,9 @@ class HttpProtocol:
         if reusable:
             self.parser = parser
             self.reusable = True
-        conn = (StreamConn if reads else DeafStreamConn)(self.transport, stream, self.server, self.counted)
+        # a deaf stream (SSE) is its transport's protocol itself: it drops what the client sends and
+        # gives the connection limit's count back when the connection is lost (see sessions.SseSession)
+        conn = StreamConn(self.transport, stream, self.server, self.counted) if reads else stream
         self.counted = 0  # the connection limit's count goes with the transport
         self.closing = True  # this object writes nothing more
         self.server.all_conns.discard(self)  # the hub ends the stream at stop (its session)
@@ -681,7 +683,7 @@ _EMPTY: list = []  # shared, never appended to (streams no longer parse)
 
 
 class StreamConn(asyncio.Protocol):
-    """The protocol of a connection handed to a streaming session (SSE, WebSocket): the
+    """The protocol of a connection handed to a streaming session that reads (WebSocket): the
     client's bytes go to the session, the session writes and closes through this."""
 
     __slots__ = ("transport", "stream", "server", "counted", "closing")
@@ -731,18 +733,6 @@ class StreamConn(asyncio.Protocol):
     def abort(self) -> None:
         self.closing = True
         self.transport.abort()
-
-
-def _drop(data: bytes) -> None:
-    pass
-
-
-class DeafStreamConn(StreamConn):
-    """A StreamConn whose client's bytes are dropped (SSE). ``data_received`` is a plain function,
-    not a method: the transport keeps no bound method per connection (~64 bytes)."""
-
-    __slots__ = ()
-    data_received = staticmethod(_drop)  # type: ignore[assignment]
 
 
 class _Parked:

@@ -48,7 +48,7 @@ class Session(Recipient):
     """``kind``, ``outbox``, ``dirty``, ``closed`` and ``transport`` live in :class:`Recipient`
     (C fields in the compiled build), the rest here."""
 
-    __slots__ = ("hub", "slot", "token", "subscriptions", "manual", "claims", "session_ids")
+    __slots__ = ("hub", "slot", "token", "subscriptions", "claims", "session_ids")
 
     KIND = SSE
     # The gateway's drain (SIGTERM) calls drain() on every session: at once on those with
@@ -64,7 +64,6 @@ class Session(Recipient):
         self.slot = hub.new_slot()
         self.token = token
         self.subscriptions: list = _NONE
-        self.manual: list = _NONE
         self.outbox: list[Any] | None = None  # None while nothing waits (an idle session keeps no list)
         self.dirty = False
         self.claims = claims or _NONE
@@ -92,8 +91,10 @@ class Session(Recipient):
 
 
 class OwnsConnection:
-    """What a session that owns its connection (``proto``) does when that connection fails
-    (mixed into :class:`StreamSession` and the Phoenix WebSocket)."""
+    """What a session that owns its connection does when that connection fails (mixed into
+    :class:`StreamSession` and the Phoenix WebSocket). The connection is ``proto`` (a StreamConn:
+    ``write``, ``close``, ``abort``, ``peer``), reached through ``conn_*`` and ``peer``, which
+    :class:`SseSession` (its own connection's protocol) implements on its transport instead."""
 
     __slots__ = ()
 
@@ -102,11 +103,24 @@ class OwnsConnection:
 
     def handle_slow_consumer(self) -> None:
         metrics.SLOW_CONSUMER_DISCONNECTS.inc(1, KIND_NAMES[self.kind])
-        log.info("slow consumer %s: send buffer full, disconnecting", self.proto.peer)
+        log.info("slow consumer %s: send buffer full, disconnecting", self.peer)
         self.abort()
 
     def abort(self) -> None:
         self.end()
+        self.conn_abort()
+
+    @property
+    def peer(self):
+        return self.proto.peer
+
+    def conn_write(self, data: bytes) -> None:
+        self.proto.write(data)
+
+    def conn_close(self) -> None:
+        self.proto.close()
+
+    def conn_abort(self) -> None:
         self.proto.abort()
 
 
@@ -146,17 +160,19 @@ class WsClosing:
 
 class StreamSession(OwnsConnection, Session):
     """A session that owns its connection: frames go straight to the transport. The HTTP
-    connection it came from hands its transport over (``proto`` becomes a StreamConn)."""
+    connection it came from hands its transport over (see :meth:`take_over`)."""
 
-    __slots__ = ("proto",)
-    READS = True  # False: the client has nothing to say, its bytes are dropped before the session
+    __slots__ = ()
 
     def __init__(self, hub, token, proto: "HttpProtocol", claims: list[dict] | None = None,
                  session_ids: tuple[str, ...] = ()):
         # named, not super() with **kw: a connect's session is made without a keyword dict or a super object
         Session.__init__(self, hub, token, claims, session_ids)
         self.transport = proto.transport
-        self.proto = proto.hand_over(self, self.READS)
+        self.take_over(proto)
+
+    def take_over(self, proto: "HttpProtocol") -> None:
+        raise NotImplementedError
 
     def flush(self) -> None:
         out = self.outbox
@@ -169,15 +185,65 @@ class StreamSession(OwnsConnection, Session):
         """Graceful end: write what is pending (and ``final``), then close."""
         self.flush()
         if final:
-            self.proto.write(final)
+            self.conn_write(final)
         self.end()
-        self.proto.close()
+        self.conn_close()
+
+
+def _drop(data: bytes) -> None:
+    pass
 
 
 class SseSession(StreamSession):
-    __slots__ = ()
+    """An SSE stream. The session is its connection's asyncio protocol too (no StreamConn
+    between: ~80 bytes less per idle stream, docs/targets.md T3); what the client sends is
+    dropped unread. ``server`` (the port's ServerState) until the connection is lost."""
+
+    __slots__ = ("server",)
     KIND = SSE
-    READS = False
+
+    def take_over(self, proto: "HttpProtocol") -> None:
+        self.server = proto.server
+        proto.hand_over(self, False)
+
+    # -- the connection's protocol (the transport calls these) -----------------------------------
+    # a plain function, not a method: the transport keeps no bound method per connection (~64 bytes)
+    data_received = staticmethod(_drop)  # type: ignore[assignment]
+
+    def eof_received(self) -> None:
+        return None  # a client that closes its side is gone: the transport closes
+
+    def pause_writing(self) -> None:
+        self.handle_slow_consumer()  # the client does not read: slow-consumer policy
+
+    def resume_writing(self) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None = None) -> None:
+        server = self.server
+        if server is not None:
+            self.server = None
+            if server.debug:
+                log.debug("connection closed on %s from %s%s", server.name, self.peer,
+                          f" ({exc})" if exc is not None else "")
+            if server.limit is not None:  # a stream's connection is counted wherever the port counts
+                server.limit.open -= 1
+        self.end()
+
+    # -- the connection, as the session uses it -------------------------------------------------
+    @property
+    def peer(self):
+        return self.transport.get_extra_info("peername")
+
+    def conn_write(self, data: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+    def conn_close(self) -> None:
+        self.transport.close()
+
+    def conn_abort(self) -> None:
+        self.transport.abort()
 
     def heartbeat(self) -> None:
         if not self.outbox:
@@ -187,9 +253,6 @@ class SseSession(StreamSession):
         """What is pending, a reconnection delay for EventSource, then the end of the stream."""
         self.close(b"retry: %d\n\n" % random.randint(*DRAIN_RETRY_MS))
 
-    def data_received(self, data: bytes) -> None:
-        pass  # an SSE client has nothing to say; ignore anything it sends
-
 
 class WsSession(WsClosing, StreamSession):
     """A WebSocket connection. Client protocol errors (unmasked or reserved-bit frames, bad
@@ -197,7 +260,7 @@ class WsSession(WsClosing, StreamSession):
     a close frame: 1002, 1007 for text that is not UTF-8, 1009 for a message larger than
     RIGFAST_WS_MAX_MESSAGE_BYTES; then the connection closes."""
 
-    __slots__ = ("ws", "msg_bytes", "max_message")
+    __slots__ = ("proto", "ws", "msg_bytes", "max_message")
     KIND = WS
 
     def __init__(self, hub, token, proto, max_message: int = 65536, claims: list[dict] | None = None,
@@ -206,6 +269,9 @@ class WsSession(WsClosing, StreamSession):
         self.ws = Connection(ConnectionType.SERVER)
         self.msg_bytes = 0  # size of the client message being received (only counted, never kept)
         self.max_message = max_message
+
+    def take_over(self, proto: "HttpProtocol") -> None:
+        self.proto = proto.hand_over(self, True)
 
     def heartbeat(self) -> None:
         self.transport.write(WS_PING)
@@ -411,9 +477,8 @@ def cookie_cursor(req) -> str:
     return value if isinstance(value, str) and value else FIRST_EVENT
 
 
-def apply_subscriptions(hub, session, manual, subs, session_ids=()) -> None:
+def apply_subscriptions(hub, session, subs, session_ids=()) -> None:
     """A PUT's result on a connection: its subscriptions, and the sessions of the PUT's tokens."""
-    session.manual = manual
     if session_ids:
         session.session_ids = tuple(dict.fromkeys(tuple(session.session_ids) + tuple(session_ids)))
     hub.set_subscriptions(session, subs)

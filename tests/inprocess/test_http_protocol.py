@@ -323,8 +323,9 @@ def test_long_poll_times_out_empty(make_gateway, loop):
 
 
 def test_stream_takes_the_transport_and_frees_its_connection_slot(make_gateway, rf):
-    """An SSE connect hands the transport to a small StreamConn (the HTTP protocol object is
-    dropped); the client's leaving ends the session and gives back its connection-limit slot."""
+    """An SSE connect hands the transport to its session, which is the connection's protocol from
+    then on (the HTTP protocol object is dropped, no StreamConn between); what the client sends is
+    dropped; the client's leaving ends the session and gives back its connection-limit slot."""
     g = make_gateway()
     limit = rf.protocol.ConnectionLimit(10)
     state = rf.protocol.ServerState(g.cfg, g.gw.inbound, limit=limit)
@@ -333,16 +334,32 @@ def test_stream_takes_the_transport_and_frees_its_connection_slot(make_gateway, 
     c.send(http_request("GET", "/_rig/v1/connection/sse"))
     g.settle()
     assert c.read().startswith(b"HTTP/1.1 200")
-    conn = c.current
-    assert isinstance(conn, rf.protocol.StreamConn) and conn is not c.proto
-    session = conn.stream
-    assert session.proto is conn and g.gw.hub.sessions[session.slot] is session
+    session = c.current
+    assert isinstance(session, rf.sessions.SseSession) and g.gw.hub.sessions[session.slot] is session
     assert c.proto not in state.all_conns and c.proto not in state.http_conns
     c.send(b"ignored: an SSE client has nothing to say")
-    assert not c.closed
+    assert not c.closed and c.read() == b""
     c.lose()
     assert limit.open == 0
     assert session.closed and session.slot not in g.gw.hub.sessions
+
+
+def test_sse_stream_that_stops_reading_is_aborted(make_gateway, rf):
+    """The transport's pause_writing (send buffer over its limit) reaches the SSE session, its own
+    protocol: the slow consumer is aborted, its session ends, its connection-limit slot comes back."""
+    g = make_gateway()
+    limit = rf.protocol.ConnectionLimit(10)
+    state = rf.protocol.ServerState(g.cfg, g.gw.inbound, limit=limit)
+    c = Client(rf.protocol, state)
+    c.send(http_request("GET", "/_rig/v1/connection/sse"))
+    g.settle()
+    assert c.read().startswith(b"HTTP/1.1 200")
+    session = c.current
+    session.pause_writing()
+    assert c.transport.aborted and session.closed and session.slot not in g.gw.hub.sessions
+    c.lose()
+    c.lose()  # told twice: the slot comes back once
+    assert limit.open == 0
 
 
 class _Conn:
