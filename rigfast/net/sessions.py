@@ -258,20 +258,32 @@ class WsSession(WsClosing, StreamSession):
     """A WebSocket connection. Client protocol errors (unmasked or reserved-bit frames, bad
     opcodes, fragmented control frames, bad close codes, over-long lengths) are answered with
     a close frame: 1002, 1007 for text that is not UTF-8, 1009 for a message larger than
-    RIGFAST_WS_MAX_MESSAGE_BYTES; then the connection closes."""
+    RIGFAST_WS_MAX_MESSAGE_BYTES; then the connection closes.
 
-    __slots__ = ("proto", "ws", "msg_bytes", "max_message")
+    The frame parser (wsproto's Connection, ~2 KiB of objects) is made when the client first sends
+    something other than pongs (docs/targets.md T3): an idle client only answers the heartbeat
+    pings, and a read made of whole masked pong frames (see :func:`only_pongs`) is dropped at once.
+    Those reads end on a frame boundary, so the parser, when it comes, starts on one."""
+
+    __slots__ = ("proto", "parser", "msg_bytes", "max_message")
     KIND = WS
 
     def __init__(self, hub, token, proto, max_message: int = 65536, claims: list[dict] | None = None,
                  session_ids: tuple[str, ...] = ()):
         StreamSession.__init__(self, hub, token, proto, claims, session_ids)
-        self.ws = Connection(ConnectionType.SERVER)
+        self.parser: Connection | None = None
         self.msg_bytes = 0  # size of the client message being received (only counted, never kept)
         self.max_message = max_message
 
     def take_over(self, proto: "HttpProtocol") -> None:
         self.proto = proto.hand_over(self, True)
+
+    @property
+    def ws(self) -> Connection:
+        """The connection's wsproto state machine, made on first use."""
+        if self.parser is None:
+            self.parser = Connection(ConnectionType.SERVER)
+        return self.parser
 
     def heartbeat(self) -> None:
         self.transport.write(WS_PING)
@@ -280,7 +292,7 @@ class WsSession(WsClosing, StreamSession):
         self.close_with(1001, DRAIN_REASON)  # 1001 "going away"
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or (self.parser is None and only_pongs(data)):
             return
         try:
             self.ws.receive_data(data)
@@ -316,6 +328,22 @@ class WsSession(WsClosing, StreamSession):
             return
         self.flush()
         self.send_close(code, reason)
+
+
+def only_pongs(data: bytes) -> bool:
+    """``data`` is one or more whole pong frames from a client (FIN, no reserved bits, masked,
+    payload of at most 125 bytes), nothing else: what an idle client sends (RFC 6455 5.5.3)."""
+    i, n = 0, len(data)
+    if n == 0:
+        return False
+    while i < n:
+        if data[i] != 0x8A or i + 1 >= n:
+            return False
+        length = data[i + 1] ^ 0x80  # the mask bit must be set: a payload length then stays below 128
+        if length > 125:
+            return False
+        i += 6 + length
+    return i == n
 
 
 def close_frame(code: int, reason: str = "") -> bytes:

@@ -256,6 +256,40 @@ def test_websocket_upgrade(make_gateway, rf):
     assert isinstance(c.proto.stream, rf.sessions.WsSession)
 
 
+def test_idle_websocket_makes_no_frame_parser_for_its_pongs(make_gateway, rf):
+    """What an idle client sends (whole masked pongs, one or several per read) is dropped without
+    a wsproto Connection; the first other frame makes one and is handled as before."""
+    g = make_gateway()
+    c = g.client()
+    key = base64.b64encode(b"0123456789abcdef").decode()
+    c.send(http_request("GET", "/_rig/v1/connection/ws", headers={
+        "connection": "Upgrade", "upgrade": "websocket", "sec-websocket-version": "13", "sec-websocket-key": key}))
+    g.settle()
+    assert c.read().startswith(b"HTTP/1.1 101")
+    session = c.proto.stream
+    pong = b"\x8a\x80" + b"\x01\x02\x03\x04"
+    c.send(pong)
+    c.send(pong + b"\x8a\x82" + b"\x01\x02\x03\x04" + b"ab")  # two, the second with a payload
+    assert session.parser is None and not session.closed and c.read() == b""
+    c.send(b"\x89\x80" + b"\x00\x00\x00\x00")  # a ping: the parser is made and answers it
+    assert session.parser is not None and c.read() == b"\x8a\x00"
+
+
+@pytest.mark.parametrize("data, pongs", [
+    (b"\x8a\x80abcd", True),
+    (b"\x8a\x80abcd\x8a\x81abcdX", True),
+    (b"", False),
+    (b"\x8a\x80abc", False),  # cut short
+    (b"\x8a\x00", False),  # not masked: a protocol error, for the parser to answer
+    (b"\x0a\x80abcd", False),  # not FIN (a fragmented control frame is an error)
+    (b"\x89\x80abcd", False),  # a ping needs an answer
+    (b"\x8a\xferest", False),  # a 16-bit length: more than a control frame may carry
+    (b"\x8a\x80abcd\x81\x80abcd", False),  # a pong, then a text frame
+])
+def test_only_pongs(rf, data, pongs):
+    assert rf.sessions.only_pongs(data) is pongs
+
+
 def test_websocket_without_upgrade_headers_is_426(make_gateway):
     g = make_gateway()
     c = g.client()
