@@ -315,11 +315,11 @@ async def fanout(a, target: Target, ws: bool) -> dict:
     }
 
 
-async def idle_mem(a, target: Target) -> dict:
+async def idle_mem(a, target: Target, ws: bool = False) -> dict:
     pids = tree(a.server_pid)
     rss0 = rss_kib(pids)
     run = Run()
-    failed = await connect_all(run, target, a.n, False, a.inflight, 0)
+    failed = await connect_all(run, target, a.n, ws, a.inflight, 0)
     await asyncio.sleep(a.settle)
     rss1 = rss_kib(tree(a.server_pid))
     held = sum(1 for s in run.subs if s.open)
@@ -394,6 +394,7 @@ SCENARIOS = {
     "fanout_ws": (lambda a, t: fanout(a, t, True), {"n": 2000, "k": 200}),
     "latency_sse": (lambda a, t: fanout(a, t, False), {"n": 2000, "k": 60, "rate": 20.0}),
     "idle_mem": (idle_mem, {"n": 10000}),
+    "idle_mem_ws": (lambda a, t: idle_mem(a, t, True), {"n": 10000}),
     "connect": (connect, {"n": 5000}),
     "addressed": (addressed, {"n": 10000, "k": 20000}),
 }

@@ -34,6 +34,7 @@ ROWS = {
     "latency_sse": [("latency_p50_ms", "latency p50 ms", True), ("latency_p99_ms", "latency p99 ms", True),
                     ("server_cpu_us_per_delivery", "server CPU µs per delivery", True)],
     "idle_mem": [("rss_kib_per_connection", "server RSS KiB per connection", True)],
+    "idle_mem_ws": [("rss_kib_per_connection", "server RSS KiB per WebSocket connection", True)],
     "connect": [("connects_per_s", "connects/s", False),
                 ("server_cpu_us_per_connection", "server CPU µs per connection", True),
                 ("connect_failed", "failed", None)],
