@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, Sequence
 import orjson
 
 from rigfast.auth.authorizer import Authorizer
-from rigfast.auth.ratelimit import client_key
 from rigfast._ext import encode_sse, encode_ws_text
 from rigfast.cloudevents import Event, gateway_json, make_event, now_rfc3339, parse_http_event, random_uuid4
 from rigfast.errors import BadRequest, Gone, RigError, TooManyRequests
@@ -165,23 +164,23 @@ class InboundApi:
         """MAX_CONNECTIONS_PER_MINUTE and the client's share of it (RIGFAST_CLIENT_CONNECTION_SHARE):
         False after answering 429 with Retry-After (whole seconds). A client over its share is
         refused before it takes from the node's allowance, so it cannot spend the others'."""
-        per_client = self.auth.client_limiter
-        if per_client.enabled:
-            key = client_key(proto.peer)
-            if not per_client.allow(key):
-                retry = max(1, math.ceil(per_client.retry_after_s(key)))
-                proto.respond_error(
-                    req,
-                    TooManyRequests.status,
-                    f"too many new connections from this client address: its share of MAX_CONNECTIONS_PER_MINUTE"
-                    f" (RIGFAST_CLIENT_CONNECTION_SHARE) is spent, retry in {retry} s",
-                    [(b"retry-after", b"%d" % retry)],
-                )
-                return False
-        limiter = self.auth.rate_limiter
-        if limiter.allow():
+        auth = self.auth
+        per_client = auth.client_limiter
+        wait = per_client.peer_wait_s(proto.peer) if per_client.enabled else 0.0
+        if wait:
+            retry = max(1, math.ceil(wait))
+            proto.respond_error(
+                req,
+                TooManyRequests.status,
+                f"too many new connections from this client address: its share of MAX_CONNECTIONS_PER_MINUTE"
+                f" (RIGFAST_CLIENT_CONNECTION_SHARE) is spent, retry in {retry} s",
+                [(b"retry-after", b"%d" % retry)],
+            )
+            return False
+        wait = auth.rate_limiter.wait_s()
+        if not wait:
             return True
-        retry = max(1, math.ceil(limiter.retry_after_s()))
+        retry = max(1, math.ceil(wait))
         proto.respond_error(
             req,
             TooManyRequests.status,

@@ -19,11 +19,12 @@ from typing import Callable
 class ConnectionRateLimiter:
     """``allow()`` says whether one more connection may open now."""
 
-    __slots__ = ("per_minute", "_rate", "_tokens", "_last", "_clock", "rejected")
+    __slots__ = ("per_minute", "_rate", "_cap", "_tokens", "_last", "_clock", "rejected")
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic):
         self.per_minute = int(per_minute)
         self._rate = self.per_minute / 60.0
+        self._cap = float(self.per_minute)
         self._clock = clock
         self._tokens = float(max(self.per_minute, 0))
         self._last = clock()
@@ -38,18 +39,24 @@ class ConnectionRateLimiter:
         elapsed = now - self._last
         self._last = now
         if elapsed > 0:
-            self._tokens = min(float(self.per_minute), self._tokens + elapsed * self._rate)
+            self._tokens = min(self._cap, self._tokens + elapsed * self._rate)
         return self._tokens
+
+    def wait_s(self) -> float:
+        """Take one token and return 0.0; when there is none, count the refusal in ``rejected``
+        and return the seconds until there will be one (> 0, for a Retry-After header)."""
+        if self.per_minute <= 0:
+            return 0.0
+        tokens = self._refill()
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
+            return 0.0
+        self.rejected += 1
+        return (1.0 - tokens) / self._rate
 
     def allow(self) -> bool:
         """Take one token; False (and counted in ``rejected``) when there is none."""
-        if self.per_minute <= 0:
-            return True
-        if self._refill() >= 1.0:
-            self._tokens -= 1.0
-            return True
-        self.rejected += 1
-        return False
+        return self.wait_s() == 0.0
 
     def retry_after_s(self) -> float:
         """Seconds until ``allow()`` would succeed (0 when it would now); for a Retry-After header."""
@@ -77,19 +84,31 @@ def client_key(peer) -> str:
         return host
 
 
+class _Bucket:
+    """One client's tokens and when they were last counted."""
+
+    __slots__ = ("tokens", "last")
+
+    def __init__(self, tokens: float, last: float):
+        self.tokens = tokens
+        self.last = last
+
+
 class ClientRateLimiter:
     """The same token bucket per client address, for the share of the connection rate one
     client may spend. Remembers at most ``max_clients`` addresses (least recently seen
     forgotten first: a forgotten client starts again with a full allowance), so the table
     is bounded however many addresses an attacker has."""
 
-    __slots__ = ("per_minute", "_rate", "_clock", "_buckets", "max_clients", "rejected")
+    __slots__ = ("per_minute", "_rate", "_cap", "_clock", "_buckets", "_newest", "max_clients", "rejected")
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic, max_clients: int = 65536):
         self.per_minute = int(per_minute)
         self._rate = self.per_minute / 60.0
+        self._cap = float(self.per_minute)
         self._clock = clock
-        self._buckets: dict[str, list[float]] = {}  # insertion order = least recently seen first
+        self._buckets: dict[str, _Bucket] = {}  # insertion order = least recently seen first
+        self._newest: str | None = None  # the key of the table's last entry
         self.max_clients = max_clients
         self.rejected = 0
 
@@ -100,30 +119,47 @@ class ClientRateLimiter:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def _tokens(self, key: str, now: float) -> list[float]:
-        b = self._buckets.pop(key, None)
-        if b is None:
-            if len(self._buckets) >= self.max_clients:
-                del self._buckets[next(iter(self._buckets))]
-            b = [float(self.per_minute), now]
-        elif now > b[1]:
-            b[0] = min(float(self.per_minute), b[0] + (now - b[1]) * self._rate)
-            b[1] = now
-        self._buckets[key] = b
+    def _bucket(self, key: str) -> _Bucket:
+        """The client's bucket, refilled to now and moved to the most recently seen end."""
+        now = self._clock()
+        buckets = self._buckets
+        if key == self._newest:  # already the most recently seen: no need to move it
+            b = buckets[key]
+        else:
+            b = buckets.pop(key, None)
+            if b is None:
+                if len(buckets) >= self.max_clients:
+                    del buckets[next(iter(buckets))]
+                b = _Bucket(self._cap, now)
+            buckets[key] = b
+            self._newest = key
+        if now > b.last:
+            b.tokens = min(self._cap, b.tokens + (now - b.last) * self._rate)
+            b.last = now
         return b
 
-    def allow(self, key: str) -> bool:
+    def wait_s(self, key: str) -> float:
+        """As :meth:`ConnectionRateLimiter.wait_s`, from the bucket of client ``key``."""
         if self.per_minute <= 0:
-            return True
-        b = self._tokens(key, self._clock())
-        if b[0] >= 1.0:
-            b[0] -= 1.0
-            return True
+            return 0.0
+        b = self._bucket(key)
+        if b.tokens >= 1.0:
+            b.tokens -= 1.0
+            return 0.0
         self.rejected += 1
-        return False
+        return (1.0 - b.tokens) / self._rate
+
+    def peer_wait_s(self, peer) -> float:
+        """:meth:`wait_s` of the client at socket address ``peer`` (see :func:`client_key`)."""
+        if self.per_minute <= 0:
+            return 0.0
+        return self.wait_s(client_key(peer))
+
+    def allow(self, key: str) -> bool:
+        return self.wait_s(key) == 0.0
 
     def retry_after_s(self, key: str) -> float:
         if self.per_minute <= 0:
             return 0.0
-        b = self._tokens(key, self._clock())
-        return 0.0 if b[0] >= 1.0 else (1.0 - b[0]) / self._rate
+        b = self._bucket(key)
+        return 0.0 if b.tokens >= 1.0 else (1.0 - b.tokens) / self._rate
