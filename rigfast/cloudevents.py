@@ -16,7 +16,6 @@ record scanner (:func:`parse_structured_fast`).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from random import getrandbits as _getrandbits
 from time import time as _time
 from typing import Any, Iterable, Mapping
 
@@ -24,6 +23,7 @@ import orjson
 
 from rigfast._ext import scan_record
 from rigfast.errors import CloudEventError, RigError
+from rigfast.ids import random_uuid4
 
 SPEC_VERSIONS = ("0.2", "0.3", "1.0")
 STRUCTURED_MEDIA_TYPE = "application/cloudevents+json"
@@ -280,16 +280,6 @@ def now_rfc3339() -> str:
         _now_cache[0] = ms
         _now_cache[1] = "%s.%03dZ" % (_now_cache[3], frac)
     return _now_cache[1]
-
-
-_UUID4_CLEAR = ~((0xF << 76) | (0xC << 60))  # the version nibble, the variant's two high bits
-_UUID4_SET = (0x4 << 76) | (0x8 << 60)  # version 4, variant 10xx (RFC 4122)
-
-
-def random_uuid4() -> str:
-    """A version-4 UUID string from the process PRNG: unique ids for gateway events, not secrets."""
-    h = "%032x" % ((_getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET)
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def gateway_json(etype: str, eid: str, now: str, data_json: bytes) -> bytes:
