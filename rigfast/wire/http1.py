@@ -154,6 +154,14 @@ def chunked_end(buf: bytes, i: int, state: list) -> int:
 _CHUNK_SIZE, _CHUNK_SIZE_REST, _CHUNK_DATA, _CHUNK_DATA_END, _CHUNK_LINE, _CHUNK_TRAILER = range(6)
 
 
+# Pieces of a response head, built once: encode_response only joins them (a bytes % format per
+# line cost more than the rest of a small response). Content-type lines are cached per value up to
+# a bound (callers pass a handful of constants), content-length lines for the short bodies.
+_CONTENT_TYPE_LINES: dict = {}
+_CONTENT_TYPE_LINES_MAX = 64
+_LENGTH_LINES = tuple(b"content-length: %d\r\n" % n for n in range(1024))
+
+
 def encode_response(
     status: int,
     body: bytes = b"",
@@ -162,16 +170,23 @@ def encode_response(
     keep_alive: bool = True,
 ) -> bytes:
     """A complete response with content-length."""
-    parts = [STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
+    line = STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d Unknown\r\n" % status
+    parts = [line]
     if content_type is not None and (body or status not in (204, 304)):
-        parts.append(b"content-type: %s\r\n" % content_type)
+        line = _CONTENT_TYPE_LINES.get(content_type)
+        if line is None:
+            line = b"content-type: " + content_type + b"\r\n"
+            if len(_CONTENT_TYPE_LINES) < _CONTENT_TYPE_LINES_MAX:
+                _CONTENT_TYPE_LINES[content_type] = line
+        parts.append(line)
     for k, v in headers:
-        parts.append(b"%s: %s\r\n" % (k, v))
+        parts.extend((k, b": ", v, b"\r\n"))
     if status != 204 and not (100 <= status < 200):
-        parts.append(b"content-length: %d\r\n" % len(body))
-    if not keep_alive:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
+        n = len(body)
+        parts.append(_LENGTH_LINES[n] if n < 1024 else b"content-length: %d\r\n" % n)
+    parts.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
     parts.append(body)
     return b"".join(parts)
 
