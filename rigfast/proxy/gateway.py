@@ -360,7 +360,7 @@ class Proxy:
         body = req.body
         if body_length is not False:
             body = b""
-            app(b"transfer-encoding: chunked\r\n" if body_length is None else b"content-length: %d\r\n" % body_length)
+            app(b"transfer-encoding: chunked\r\n" if body_length is None else self.length_line(body_length))
         elif body or req.method not in _NO_BODY_METHODS:
             app(self.length_line(len(body)))
         app(plan.host_line)
@@ -397,7 +397,7 @@ class Proxy:
             out = _without_connection_named(out, conn_named)
             app = out.append
         if not keep_length and status >= 200 and status != 204:
-            app(b"content-length: %d\r\n" % len(body))
+            app(self.length_line(len(body)))
         keep = req.keep_alive
         if not keep:
             app(b"connection: close\r\n")
