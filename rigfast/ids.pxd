@@ -5,10 +5,23 @@ cimport cython
 
 cdef class _Pool:
     cdef public str text
-    cdef public Py_ssize_t pos
+    cdef public Py_ssize_t pos, width
+
+    @cython.locals(i=Py_ssize_t, text=str)
+    cpdef str take(self)
+    cpdef str fill(self)
 
 
-@cython.locals(p=_Pool, i=Py_ssize_t, text=str)
+cdef class _TokenPool(_Pool):
+    cpdef str fill(self)
+
+
+cdef class _UuidPool(_Pool):
+    @cython.locals(n=Py_ssize_t)
+    cpdef str fill(self)
+
+
+@cython.locals(p=_Pool)
 cpdef str random_token()
-@cython.locals(p=_Pool, i=Py_ssize_t, n=Py_ssize_t, text=str)
+@cython.locals(p=_Pool)
 cpdef str random_uuid4()

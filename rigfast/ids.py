@@ -20,19 +20,53 @@ _URLSAFE = bytes.maketrans(b"+/", b"-_")  # base64 -> its URL-safe alphabet
 
 
 class _Pool:
-    """Random text handed out in slices: the text and where the next slice starts."""
+    """Random text handed out in slices of ``width`` characters: the text and where the next slice
+    starts; :meth:`fill` makes the next text when this one is used up."""
 
-    __slots__ = ("text", "pos")
+    __slots__ = ("text", "pos", "width")
 
-    def __init__(self):
+    def __init__(self, width: int):
         self.text = ""
         self.pos = 0
+        self.width = width
 
     def reset(self) -> None:
         self.text, self.pos = "", 0
 
+    def take(self) -> str:
+        i = self.pos
+        text = self.text
+        if i >= len(text):
+            text = self.text = self.fill()
+            i = 0
+        self.pos = i + self.width
+        return text[i:i + self.width]
 
-_tokens = _Pool()  # URL-safe base64 of random bytes: TOKEN_CHARS characters a token
+    def fill(self) -> str:
+        raise NotImplementedError
+
+
+class _TokenPool(_Pool):
+    """URL-safe base64 of random bytes: TOKEN_CHARS characters a token (each slice that starts at a
+    whole group of 3 bytes is the encoding of those bytes)."""
+
+    __slots__ = ()
+
+    def fill(self) -> str:
+        return b2a_base64(os.urandom(TOKEN_BYTES * _POOL_TOKENS), newline=False).translate(_URLSAFE).decode("ascii")
+
+
+class _UuidPool(_Pool):
+    """UUID text, 36 characters a UUID (see _UUID_LAYOUT)."""
+
+    __slots__ = ()
+
+    def fill(self) -> str:
+        n = len(_UUID_LAYOUT) * _POOL_UUIDS
+        return ((getrandbits(8 * n) & _UUID_CLEAR) | _UUID_SET).to_bytes(n, "big").translate(_UUID_TEXT).decode("ascii")
+
+
+_tokens = _TokenPool(TOKEN_CHARS)
 _POOL_UUIDS = 64
 # A pool of UUIDs is made as one byte a character: random bytes, masked so that each is a hex digit's
 # value (0-15) or a fixed character (16, a dash; the version 4; the RFC 4122 variant's high bits 10),
@@ -43,7 +77,7 @@ _UUID_FIXED = bytes({"-": 16, "4": 4, "v": 8}.get(c, 0) for c in _UUID_LAYOUT)
 _UUID_CLEAR = int.from_bytes(_UUID_MASK * _POOL_UUIDS, "big")
 _UUID_SET = int.from_bytes(_UUID_FIXED * _POOL_UUIDS, "big")
 _UUID_TEXT = bytes.maketrans(bytes(range(17)), b"0123456789abcdef-")
-_uuids = _Pool()  # 36 characters a UUID
+_uuids = _UuidPool(len(_UUID_LAYOUT))
 
 
 def _reset_pool() -> None:
@@ -55,31 +89,16 @@ os.register_at_fork(after_in_child=_reset_pool)
 
 
 def random_token() -> str:
-    """TOKEN_BYTES random bytes as unpadded URL-safe base64 (each slice of the pool's encoding
-    that starts at a whole group of 3 bytes is the encoding of those bytes)."""
+    """TOKEN_BYTES random bytes as unpadded URL-safe base64."""
     p = _tokens
-    i = p.pos
-    text = p.text
-    if i >= len(text):
-        text = p.text = b2a_base64(os.urandom(TOKEN_BYTES * _POOL_TOKENS), newline=False).translate(_URLSAFE).decode("ascii")
-        i = 0
-    p.pos = i + TOKEN_CHARS
-    return text[i:i + TOKEN_CHARS]
+    return p.take()
 
 
 def random_uuid4() -> str:
     """A version-4 UUID string (RFC 4122 variant) from the process PRNG: unique ids for gateway
     events, not secrets."""
     p = _uuids
-    i = p.pos
-    text = p.text
-    if i >= len(text):
-        n = len(_UUID_LAYOUT) * _POOL_UUIDS
-        text = p.text = (((getrandbits(8 * n) & _UUID_CLEAR) | _UUID_SET).to_bytes(n, "big")
-                         .translate(_UUID_TEXT).decode("ascii"))
-        i = 0
-    p.pos = i + 36
-    return text[i:i + 36]
+    return p.take()
 
 
 class TokenIssuer:
