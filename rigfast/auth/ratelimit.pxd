@@ -4,19 +4,23 @@
 cpdef str client_key(peer)
 
 
+cdef class _Bucket:
+    cdef public double tokens, last
+
+    cpdef refill(self, double now, double cap, double rate)
+    cpdef double take(self, double rate) except? -1.0
+    cpdef double due_s(self, double rate) except? -1.0
+
+
 cdef class ConnectionRateLimiter:
     cdef public long long per_minute, rejected
-    cdef double _rate, _cap, _tokens, _last
+    cdef double _rate, _cap
+    cdef _Bucket _bucket
     cdef object _clock
 
-    cdef double _refill(self) except? -1.0
     cpdef double wait_s(self) except? -1.0
     cpdef bint allow(self) except -1
     cpdef double retry_after_s(self) except? -1.0
-
-
-cdef class _Bucket:
-    cdef public double tokens, last
 
 
 cdef class ClientRateLimiter:

@@ -16,43 +16,61 @@ import time
 from typing import Callable
 
 
+class _Bucket:
+    """A token bucket's state: its tokens and when they were last counted. The limiters below own
+    the capacity and the rate; the arithmetic of refilling and taking is here, once."""
+
+    __slots__ = ("tokens", "last")
+
+    def __init__(self, tokens: float, last: float):
+        self.tokens = tokens
+        self.last = last
+
+    def refill(self, now: float, cap: float, rate: float) -> None:
+        if now > self.last:
+            self.tokens = min(cap, self.tokens + (now - self.last) * rate)
+            self.last = now
+
+    def take(self, rate: float) -> float:
+        """Take one token and return 0.0, or return the seconds until there is one (> 0)."""
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / rate
+
+    def due_s(self, rate: float) -> float:
+        """The seconds until there is a token (0.0: there is one now), taking nothing."""
+        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / rate
+
+
 class ConnectionRateLimiter:
     """``allow()`` says whether one more connection may open now."""
 
-    __slots__ = ("per_minute", "_rate", "_cap", "_tokens", "_last", "_clock", "rejected")
+    __slots__ = ("per_minute", "_rate", "_cap", "_bucket", "_clock", "rejected")
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic):
         self.per_minute = int(per_minute)
         self._rate = self.per_minute / 60.0
         self._cap = float(self.per_minute)
         self._clock = clock
-        self._tokens = float(max(self.per_minute, 0))
-        self._last = clock()
+        self._bucket = _Bucket(float(max(self.per_minute, 0)), clock())
         self.rejected = 0
 
     @property
     def enabled(self) -> bool:
         return self.per_minute > 0
 
-    def _refill(self) -> float:
-        now = self._clock()
-        elapsed = now - self._last
-        self._last = now
-        if elapsed > 0:
-            self._tokens = min(self._cap, self._tokens + elapsed * self._rate)
-        return self._tokens
-
     def wait_s(self) -> float:
         """Take one token and return 0.0; when there is none, count the refusal in ``rejected``
         and return the seconds until there will be one (> 0, for a Retry-After header)."""
         if self.per_minute <= 0:
             return 0.0
-        tokens = self._refill()
-        if tokens >= 1.0:
-            self._tokens = tokens - 1.0
-            return 0.0
-        self.rejected += 1
-        return (1.0 - tokens) / self._rate
+        b = self._bucket
+        b.refill(self._clock(), self._cap, self._rate)
+        wait = b.take(self._rate)
+        if wait:
+            self.rejected += 1
+        return wait
 
     def allow(self) -> bool:
         """Take one token; False (and counted in ``rejected``) when there is none."""
@@ -62,10 +80,9 @@ class ConnectionRateLimiter:
         """Seconds until ``allow()`` would succeed (0 when it would now); for a Retry-After header."""
         if self.per_minute <= 0:
             return 0.0
-        tokens = self._refill()
-        if tokens >= 1.0:
-            return 0.0
-        return (1.0 - tokens) / self._rate
+        b = self._bucket
+        b.refill(self._clock(), self._cap, self._rate)
+        return b.due_s(self._rate)
 
 
 def client_key(peer) -> str:
@@ -82,16 +99,6 @@ def client_key(peer) -> str:
         return ipaddress.IPv6Address(host.split("%", 1)[0]).packed[:8].hex()
     except ValueError:
         return host
-
-
-class _Bucket:
-    """One client's tokens and when they were last counted."""
-
-    __slots__ = ("tokens", "last")
-
-    def __init__(self, tokens: float, last: float):
-        self.tokens = tokens
-        self.last = last
 
 
 class ClientRateLimiter:
@@ -133,21 +140,17 @@ class ClientRateLimiter:
                 b = _Bucket(self._cap, now)
             buckets[key] = b
             self._newest = key
-        if now > b.last:
-            b.tokens = min(self._cap, b.tokens + (now - b.last) * self._rate)
-            b.last = now
+        b.refill(now, self._cap, self._rate)
         return b
 
     def wait_s(self, key: str) -> float:
         """As :meth:`ConnectionRateLimiter.wait_s`, from the bucket of client ``key``."""
         if self.per_minute <= 0:
             return 0.0
-        b = self._bucket(key)
-        if b.tokens >= 1.0:
-            b.tokens -= 1.0
-            return 0.0
-        self.rejected += 1
-        return (1.0 - b.tokens) / self._rate
+        wait = self._bucket(key).take(self._rate)
+        if wait:
+            self.rejected += 1
+        return wait
 
     def peer_wait_s(self, peer) -> float:
         """:meth:`wait_s` of the client at socket address ``peer`` (see :func:`client_key`)."""
@@ -161,5 +164,4 @@ class ClientRateLimiter:
     def retry_after_s(self, key: str) -> float:
         if self.per_minute <= 0:
             return 0.0
-        b = self._bucket(key)
-        return 0.0 if b.tokens >= 1.0 else (1.0 - b.tokens) / self._rate
+        return self._bucket(key).due_s(self._rate)
