@@ -27,7 +27,7 @@ EXTRACTORS = Extractors.from_config({
 LIMITS = Limits(max_subscriptions=5, max_oneof=8, max_value_bytes=40, max_bytes=2000)
 
 VALUE = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64) | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
     max_leaves=6,
 )
